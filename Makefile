@@ -1,0 +1,43 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp-install
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+
+.PHONY: install test test-slow lint format demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# CPU build of torch first (a bare `torch` would pull a multi-GB CUDA build).
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check hf_cot_distill tests benchmarks
+	$(VENV)/bin/ruff format --check hf_cot_distill tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format hf_cot_distill tests benchmarks
+	$(VENV)/bin/ruff check --fix hf_cot_distill tests benchmarks
+
+test: lint
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+demo: $(STAMP)
+	$(VENV)/bin/hf-cot-distill demo --out demo_output
+
+bench: $(STAMP)
+	$(PY) benchmarks/b1_generation.py
+
+clean:
+	rm -rf $(VENV) demo_output bench_output .pytest_cache .ruff_cache
