@@ -1,0 +1,264 @@
+"""`datasets` integration: a builder with the paper setups as named configs, and parquet export.
+
+datasets >= 4 has no loading scripts, so the builder is used as a class::
+
+    from hf_cot_distill.data.builder import CoTDatasetBuilder
+    builder = CoTDatasetBuilder(config_name="cot_icl_lab_cot")
+    builder.download_and_prepare()
+    ds = builder.as_dataset()                          # DatasetDict(train, eval)
+    stream = builder.as_streaming_dataset("train")     # IterableDataset, same rows
+
+and ``export_dataset(...)`` (the ``hf-cot-distill generate`` command) writes parquet shards and
+a README with ``configs:`` YAML so that ``load_dataset(DIR, "<config>")`` gives the same rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from hf_cot_distill.data.cot_icl_lab import CoTICLConfig
+from hf_cot_distill.data.generate import generate_batch
+from hf_cot_distill.data.recipes import CoTSchedule
+from hf_cot_distill.data.symbolic import SymbolicConfig, generate_symbolic_task
+
+GeneratorConfig = CoTICLConfig | SymbolicConfig
+SPLIT_NAMES = ("train", "eval")
+
+_INT32_LIST = datasets.List(datasets.Value("int32"))
+COT_ICL_FEATURES = datasets.Features(
+    {
+        "task_index": datasets.Value("int64"),
+        "n_inputs": datasets.Value("int32"),
+        "n_parents": datasets.Value("int32"),
+        "chain_length": datasets.Value("int32"),
+        "n_examples": datasets.Value("int32"),
+        "cot_example_prob": datasets.Value("float32"),
+        "num_cot_examples": datasets.Value("int32"),
+        "input_ids": _INT32_LIST,
+        "labels": _INT32_LIST,
+        "attention_mask": datasets.List(datasets.Value("int8")),
+        "section_ids": datasets.List(datasets.Value("int8")),
+        "eval_input_ids": _INT32_LIST,
+        "eval_target_ids": _INT32_LIST,
+        "answer": datasets.Value("int32"),
+        "example_inputs": datasets.List(_INT32_LIST),
+        "example_chains": datasets.List(_INT32_LIST),
+        "example_has_cot": datasets.List(datasets.Value("bool")),
+        "dag": datasets.List(_INT32_LIST),
+    }
+)
+_STR_LIST = datasets.List(datasets.Value("string"))
+SYMBOLIC_FEATURES = datasets.Features(
+    {
+        "task_index": datasets.Value("int64"),
+        "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+        "input_words": datasets.List(_STR_LIST),
+        "chain_words": datasets.List(_STR_LIST),
+        "example_has_cot": datasets.List(datasets.Value("bool")),
+        "dag": datasets.List(_INT32_LIST),
+        "answer": datasets.Value("string"),
+        "cot_example_prob": datasets.Value("float32"),
+    }
+)
+
+
+def _recipe(alpha: float) -> CoTICLConfig:
+    """The CoT-Recipe main sweep: hybrid prompts, N, M, C in {3, 4}, K 40, one fixed H."""
+    return CoTICLConfig(
+        prompt_strategy="hybrid_special_token",
+        n_inputs_choices=(3, 4),
+        n_parents_choices=(3, 4),
+        chain_length_choices=(3, 4),
+        num_unique_h=1,
+        cot_schedule=CoTSchedule(kind="power_law", alpha=alpha),
+    )
+
+
+def _alpha_name(alpha: float) -> str:
+    return "inf" if math.isinf(alpha) else f"{alpha:g}".replace(".", "p")
+
+
+NAMED_CONFIGS: dict[str, GeneratorConfig] = {
+    "cot_icl_lab_standard": CoTICLConfig(prompt_strategy="standard"),
+    "cot_icl_lab_cot": CoTICLConfig(prompt_strategy="cot"),
+    "cot_icl_lab_standard_special_token": CoTICLConfig(prompt_strategy="standard_special_token"),
+    "cot_icl_lab_cot_special_token": CoTICLConfig(prompt_strategy="cot_special_token"),
+    "cot_recipe_hybrid": _recipe(1.0),
+    **{f"cot_recipe_hybrid_alpha{_alpha_name(a)}": _recipe(a) for a in (0.0, 0.5, 1.0, 2.0, math.inf)},
+    "symbolic": SymbolicConfig(cot_schedule=CoTSchedule(kind="power_law", alpha=1.0)),
+}
+
+
+def features_for(config: GeneratorConfig) -> datasets.Features:
+    return SYMBOLIC_FEATURES if isinstance(config, SymbolicConfig) else COT_ICL_FEATURES
+
+
+def num_tasks_for(config: GeneratorConfig, split: str) -> int:
+    return config.num_tasks if split == "train" else config.num_eval_tasks
+
+
+def generate_table(config: GeneratorConfig, start: int, stop: int, split: str) -> pa.Table:
+    """Rows ``start .. stop - 1`` of a split as an Arrow table with the config's features."""
+    schema = features_for(config).arrow_schema
+    if isinstance(config, SymbolicConfig):
+        rows = [generate_symbolic_task(config, i, split) for i in range(start, stop)]
+        return pa.Table.from_pylist(rows, schema=schema)
+    return generate_batch(config, range(start, stop), split).table.cast(schema)
+
+
+@dataclass
+class CoTDatasetConfig(datasets.BuilderConfig):
+    """A builder config carrying a generator config (CoT-ICL Lab or symbolic)."""
+
+    generator: GeneratorConfig = field(default_factory=CoTICLConfig)
+    tasks_per_shard: int = 1024
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.generator, (CoTICLConfig, SymbolicConfig)):
+            raise TypeError(
+                f"generator must be a CoTICLConfig or SymbolicConfig, got {type(self.generator).__name__}."
+            )
+        if self.tasks_per_shard < 1:
+            raise ValueError(f"tasks_per_shard={self.tasks_per_shard} must be >= 1.")
+
+
+class CoTDatasetBuilder(datasets.GeneratorBasedBuilder):
+    """CoT-ICL Lab / CoT-Recipe / symbolic tasks as a `datasets` builder (train + eval splits)."""
+
+    BUILDER_CONFIG_CLASS = CoTDatasetConfig
+    BUILDER_CONFIGS = [CoTDatasetConfig(name=name, generator=cfg) for name, cfg in NAMED_CONFIGS.items()]
+    DEFAULT_CONFIG_NAME = "cot_icl_lab_cot"
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description="Synthetic chain-of-thought tasks (CoT-ICL Lab / CoT-Recipe) from hf_cot_distill.",
+            features=features_for(self.config.generator),
+            license="apache-2.0",
+        )
+
+    def _split_generators(self, dl_manager):
+        gen = self.config.generator
+        out = []
+        for split in SPLIT_NAMES:
+            n = num_tasks_for(gen, split)
+            step = self.config.tasks_per_shard
+            chunks = [(s, min(s + step, n)) for s in range(0, n, step)]
+            out.append(datasets.SplitGenerator(name=split, gen_kwargs={"chunks": chunks, "split": split}))
+        return out
+
+    def _generate_examples(self, chunks: list[tuple[int, int]], split: str) -> Iterator[tuple[int, dict]]:
+        for start, stop in chunks:
+            for row in generate_table(self.config.generator, start, stop, split).to_pylist():
+                yield row["task_index"], row
+
+
+def resolve_config(name_or_config: str | GeneratorConfig) -> tuple[str, GeneratorConfig]:
+    """A named config, a YAML file path, or a config object -> ``(name, config)``."""
+    if isinstance(name_or_config, (CoTICLConfig, SymbolicConfig)):
+        return "custom", name_or_config
+    name = str(name_or_config)
+    if name in NAMED_CONFIGS:
+        return name, NAMED_CONFIGS[name]
+    if name.endswith((".yaml", ".yml")):
+        return load_generator_yaml(name)
+    raise ValueError(
+        f"config {name!r} is neither a named config nor a .yaml file; named configs: {sorted(NAMED_CONFIGS)}."
+    )
+
+
+def load_generator_yaml(path: str | os.PathLike) -> tuple[str, GeneratorConfig]:
+    """Load a generator config from YAML: ``name``, ``kind`` (cot_icl_lab | symbolic), ``base``
+    (a named config to start from) and any config fields. Unknown keys are an error."""
+    import yaml
+
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of config fields, got {type(raw).__name__}.")
+    name = raw.pop("name", Path(path).stem)
+    base_name = raw.pop("base", None)
+    kind = raw.pop("kind", None)
+    if base_name is not None:
+        if base_name not in NAMED_CONFIGS:
+            raise ValueError(
+                f"{path}: base={base_name!r} is not a named config; use one of {sorted(NAMED_CONFIGS)}."
+            )
+        base = NAMED_CONFIGS[base_name]
+    elif kind in (None, "cot_icl_lab"):
+        base = CoTICLConfig()
+    elif kind == "symbolic":
+        base = SymbolicConfig()
+    else:
+        raise ValueError(f"{path}: kind={kind!r} is unknown; use 'cot_icl_lab' or 'symbolic'.")
+    valid = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        import difflib
+
+        hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, valid, 1)})" for k in unknown]
+        raise ValueError(f"{path}: unknown config keys {', '.join(hints)}; valid keys: {sorted(valid)}.")
+    if isinstance(raw.get("cot_schedule"), dict):
+        raw["cot_schedule"] = CoTSchedule(**raw["cot_schedule"])
+    return name, dataclasses.replace(base, **raw)
+
+
+def export_dataset(
+    name_or_config: str | GeneratorConfig,
+    out_dir: str | os.PathLike,
+    num_tasks: int | None = None,
+    num_eval_tasks: int | None = None,
+    tasks_per_shard: int = 4096,
+    config_name: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write ``out_dir/<config>/{train,eval}-XXXXX-of-YYYYY.parquet`` and a README with
+    ``configs:`` YAML + dataset card, so that ``load_dataset(out_dir, "<config>")`` works.
+
+    Several configs can be exported into the same folder: the README lists them all.
+    Returns the folder of this config.
+    """
+    from hf_cot_distill.cards import write_dataset_readme
+
+    name, config = resolve_config(name_or_config)
+    name = config_name or name
+    overrides = {}
+    if num_tasks is not None:
+        overrides["num_tasks"] = int(num_tasks)
+    if num_eval_tasks is not None:
+        overrides["num_eval_tasks"] = int(num_eval_tasks)
+    config = dataclasses.replace(config, **overrides)
+    if tasks_per_shard < 1:
+        raise ValueError(f"tasks_per_shard={tasks_per_shard} must be >= 1.")
+    root = Path(out_dir)
+    cfg_dir = root / name
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    schema = features_for(config).arrow_schema
+    counts = {}
+    for split in SPLIT_NAMES:
+        n = num_tasks_for(config, split)
+        for old in cfg_dir.glob(f"{split}-*.parquet"):
+            old.unlink()  # a re-export replaces the split, never mixes two runs
+        n_shards = max(1, math.ceil(n / tasks_per_shard))
+        bar = tqdm(total=n, desc=f"{name}/{split}", unit="task", disable=not progress)
+        for shard in range(n_shards):
+            start, stop = shard * tasks_per_shard, min((shard + 1) * tasks_per_shard, n)
+            path = cfg_dir / f"{split}-{shard:05d}-of-{n_shards:05d}.parquet"
+            with pq.ParquetWriter(path, schema) as writer:
+                for s in range(start, stop, 1024):  # bounded memory within a shard
+                    writer.write_table(generate_table(config, s, min(s + 1024, stop), split))
+                    bar.update(min(s + 1024, stop) - s)
+        bar.close()
+        counts[split] = n
+    write_dataset_readme(root, name, config, counts)
+    return cfg_dir
