@@ -1,0 +1,287 @@
+"""Truncation policies (Distilling the Essence) and exact accounting of what they cut.
+
+A policy looks only at one sequence's section ids and returns the sorted indices of the tokens
+it keeps (``keep_indices``); :func:`truncate_sample` applies them to every per-token field and
+records per section how many tokens were there and how many survived, and whether a sample lost
+all its supervised tokens. Policies (``TRUNCATION_POLICIES``):
+
+* :class:`LeadSpanProportion` keep the first ``⌊L·x⌋`` tokens, ``L`` the sequence's own length;
+* :class:`KeepFirst`          a fixed token budget: keep the first ``max_tokens``;
+* :class:`KeepWindow`         a contiguous window (``left`` / ``middle`` / ``right``) of
+  ``⌊L·x⌋`` or ``max_tokens`` tokens; with ``x = 0.5`` these are the left/middle/right halves;
+* :class:`CutAfterCot`        keep everything up to and including the last COT token (the
+  closing marker of the last CoT); sequences without COT are kept whole;
+* :class:`SectionPreserving`  within ``max_tokens``, keep PROMPT and ANSWER whole and shorten
+  the CoT from its tail (keeping its closing marker by default); if prompt + answer alone
+  exceed the budget it falls back to :class:`KeepFirst` and counts a ``fallback``.
+
+Samples whose supervised tokens all vanish are counted (``samples_supervision_lost``) and then
+kept or dropped by the caller's explicit ``on_supervision_lost`` — never silently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from hf_cot_distill.sections import NUM_SECTIONS, SECTION_NAMES, Section, section_counts, section_runs
+
+
+class TruncationPolicy(Protocol):
+    """Anything with ``keep_indices(section_ids (L,) int) -> (K,) int64 sorted indices``."""
+
+    def keep_indices(self, section_ids: np.ndarray) -> np.ndarray: ...
+
+
+def _check_proportion(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
+        raise ValueError(f"{name}: {value!r} must lie in (0, 1]; fix: e.g. 0.5 keeps half of each sequence.")
+
+
+def _check_budget(value: int) -> None:
+    if not (isinstance(value, int) and value >= 1):
+        raise ValueError(f"max_tokens: {value!r} must be an int >= 1; fix: e.g. 4096.")
+
+
+@dataclass(frozen=True)
+class LeadSpanProportion:
+    """Keep the first ``⌊L·lead_span_proportion⌋`` tokens of each sequence of length ``L``."""
+
+    lead_span_proportion: float
+
+    def __post_init__(self) -> None:
+        _check_proportion("lead_span_proportion", self.lead_span_proportion)
+
+    def keep_indices(self, section_ids: np.ndarray) -> np.ndarray:
+        return np.arange(math.floor(len(section_ids) * self.lead_span_proportion), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class KeepFirst:
+    """Keep the first ``max_tokens`` tokens (a fixed token budget)."""
+
+    max_tokens: int
+
+    def __post_init__(self) -> None:
+        _check_budget(self.max_tokens)
+
+    def keep_indices(self, section_ids: np.ndarray) -> np.ndarray:
+        return np.arange(min(len(section_ids), self.max_tokens), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class KeepWindow:
+    """Keep one contiguous window at ``position``, sized by ``window_proportion`` or ``max_tokens``."""
+
+    position: Literal["left", "middle", "right"]
+    window_proportion: float | None = None
+    max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.position not in ("left", "middle", "right"):
+            raise ValueError(f"position: {self.position!r}; fix: one of 'left', 'middle', 'right'.")
+        if (self.window_proportion is None) == (self.max_tokens is None):
+            raise ValueError(
+                f"window_proportion/max_tokens: got {self.window_proportion!r}/{self.max_tokens!r}; "
+                "fix: set exactly one of them."
+            )
+        if self.window_proportion is not None:
+            _check_proportion("window_proportion", self.window_proportion)
+        if self.max_tokens is not None:
+            _check_budget(self.max_tokens)
+
+    def keep_indices(self, section_ids: np.ndarray) -> np.ndarray:
+        n = len(section_ids)
+        if self.window_proportion is not None:
+            width = math.floor(n * self.window_proportion)
+        else:
+            width = min(n, self.max_tokens or n)
+        start = {"left": 0, "middle": (n - width) // 2, "right": n - width}[self.position]
+        return np.arange(start, start + width, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class CutAfterCot:
+    """Keep everything up to and including the last COT token (the CoT's closing marker)."""
+
+    def keep_indices(self, section_ids: np.ndarray) -> np.ndarray:
+        cot = np.flatnonzero(np.asarray(section_ids) == Section.COT)
+        return np.arange(len(section_ids) if cot.size == 0 else cot[-1] + 1, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class SectionPreserving:
+    """Fit ``max_tokens`` by shortening CoT runs from their tail; PROMPT and ANSWER stay whole.
+
+    Each CoT run keeps its opening marker (its first token) and, with ``keep_cot_close``, its
+    closing marker (its last token); the tokens removed are shared among runs in proportion to
+    their removable length. ``fell_back(section_ids)`` tells when the budget did not allow it.
+    """
+
+    max_tokens: int
+    keep_cot_close: bool = True
+
+    def __post_init__(self) -> None:
+        _check_budget(self.max_tokens)
+
+    def _removable(self, section_ids: np.ndarray) -> list[tuple[int, int]]:
+        """``(start, length)`` of the removable tail of each COT run (the opener always stays)."""
+        spare = 2 if self.keep_cot_close else 1
+        return [
+            (start + 1, end - start - spare)
+            for sec, start, end in section_runs(section_ids)
+            if sec == Section.COT and end - start > spare
+        ]
+
+    def fell_back(self, section_ids: np.ndarray) -> bool:
+        """Whether the budget is too small to keep everything but CoT tails."""
+        excess = len(section_ids) - self.max_tokens
+        return excess > 0 and excess > sum(n for _, n in self._removable(section_ids))
+
+    def keep_indices(self, section_ids: np.ndarray) -> np.ndarray:
+        section_ids = np.asarray(section_ids)
+        excess = len(section_ids) - self.max_tokens
+        if excess <= 0:
+            return np.arange(len(section_ids), dtype=np.int64)
+        if self.fell_back(section_ids):
+            return KeepFirst(self.max_tokens).keep_indices(section_ids)
+        removable = self._removable(section_ids)
+        total = sum(n for _, n in removable)
+        shares = [excess * n // total for _, n in removable]
+        for i in np.argsort([-(excess * n % total) for _, n in removable], kind="stable")[
+            : excess - sum(shares)
+        ]:
+            shares[i] += 1  # largest remainders get the leftover tokens
+        keep = np.ones(len(section_ids), dtype=bool)
+        for (start, n), cut in zip(removable, shares):
+            keep[start + n - cut : start + n] = False
+        return np.flatnonzero(keep).astype(np.int64)
+
+
+TRUNCATION_POLICIES: dict[str, type] = {
+    "lead_span_proportion": LeadSpanProportion,
+    "keep_first": KeepFirst,
+    "keep_window": KeepWindow,
+    "cut_after_cot": CutAfterCot,
+    "section_preserving": SectionPreserving,
+}
+
+
+def _zeros() -> np.ndarray:
+    return np.zeros(NUM_SECTIONS, dtype=np.int64)
+
+
+@dataclass
+class TruncationAccounting:
+    """What truncation cut, per section; add with ``+`` / :meth:`merge` across batches/workers.
+
+    ``tokens_before`` / ``tokens_kept``: ``(NUM_SECTIONS,)`` ``int64`` counts by section id;
+    ``supervised_before`` / ``supervised_kept``: tokens with CE or KD weight > 0.
+    """
+
+    samples: int = 0
+    samples_truncated: int = 0
+    samples_supervision_lost: int = 0
+    samples_dropped: int = 0
+    fallbacks: int = 0
+    tokens_before: np.ndarray = field(default_factory=_zeros)
+    tokens_kept: np.ndarray = field(default_factory=_zeros)
+    supervised_before: int = 0
+    supervised_kept: int = 0
+
+    def merge(self, other: TruncationAccounting) -> TruncationAccounting:
+        """A new object holding the sum of both."""
+        return TruncationAccounting(
+            **{
+                name: getattr(self, name) + getattr(other, name)
+                for name in self.__dataclass_fields__  # all fields add
+            }
+        )
+
+    __add__ = merge
+
+    @property
+    def tokens_removed(self) -> np.ndarray:
+        """``(NUM_SECTIONS,)`` ``int64`` tokens cut per section."""
+        return self.tokens_before - self.tokens_kept
+
+    def kept_fraction(self, section: int) -> float:
+        """Fraction of the section's tokens that survived (1.0 when there were none)."""
+        before = int(self.tokens_before[int(section)])
+        return 1.0 if before == 0 else int(self.tokens_kept[int(section)]) / before
+
+    def to_dict(self) -> dict[str, float]:
+        """Flat numbers for a logger: ``tokens_kept/cot``, ``kept_fraction/cot``, counters…"""
+        out: dict[str, float] = {
+            name: getattr(self, name)
+            for name in (
+                "samples",
+                "samples_truncated",
+                "samples_supervision_lost",
+                "samples_dropped",
+                "fallbacks",
+            )
+        }
+        out.update(supervised_before=self.supervised_before, supervised_kept=self.supervised_kept)
+        for s in (Section.PROMPT, Section.COT, Section.ANSWER):
+            name = SECTION_NAMES[int(s)]
+            out[f"tokens_before/{name}"] = int(self.tokens_before[s])
+            out[f"tokens_kept/{name}"] = int(self.tokens_kept[s])
+            out[f"kept_fraction/{name}"] = self.kept_fraction(s)
+        return out
+
+    def report(self) -> str:
+        """Human-readable lines, e.g. ``cot: trained on 512/1024 tokens (50.0%)``."""
+        lines = [
+            f"samples: {self.samples}, truncated {self.samples_truncated}, lost all supervised tokens "
+            f"{self.samples_supervision_lost} (dropped {self.samples_dropped}), fallbacks {self.fallbacks}"
+        ]
+        for s in (Section.PROMPT, Section.COT, Section.ANSWER):
+            kept, before = int(self.tokens_kept[s]), int(self.tokens_before[s])
+            lines.append(
+                f"{SECTION_NAMES[int(s)]}: trained on {kept}/{before} tokens ({100 * self.kept_fraction(s):.1f}%)"
+            )
+        return "\n".join(lines)
+
+
+def truncate_sample(
+    features: Mapping[str, Any],
+    policy: TruncationPolicy | None,
+    supervised_mask: np.ndarray,
+    accounting: TruncationAccounting,
+) -> tuple[dict[str, Any], bool]:
+    """Apply ``policy`` to one sample and add what it cut to ``accounting``.
+
+    Args:
+        features: must hold ``section_ids`` ``(L,)``; every value of length ``L`` (``input_ids``,
+            ``labels``, ``attention_mask``…) is cut the same way, others pass through.
+        policy: ``None`` keeps everything (still counted).
+        supervised_mask: ``(L,)`` bool, tokens with CE or KD weight > 0.
+
+    Returns:
+        ``(features_kept, supervision_lost)``; per-token values become numpy arrays.
+        ``supervision_lost`` is True when the sample had supervised tokens and none survived.
+    """
+    section_ids = np.asarray(features["section_ids"], dtype=np.int64)
+    n = len(section_ids)
+    keep = np.arange(n, dtype=np.int64) if policy is None else policy.keep_indices(section_ids)
+    out = {
+        k: (np.asarray(v)[keep] if hasattr(v, "__len__") and len(v) == n and not isinstance(v, str) else v)
+        for k, v in features.items()
+    }
+    supervised_mask = np.asarray(supervised_mask, dtype=bool)
+    before, kept = int(supervised_mask.sum()), int(supervised_mask[keep].sum())
+    lost = before > 0 and kept == 0
+    accounting.samples += 1
+    accounting.samples_truncated += int(len(keep) < n)
+    accounting.samples_supervision_lost += int(lost)
+    accounting.fallbacks += int(isinstance(policy, SectionPreserving) and policy.fell_back(section_ids))
+    accounting.tokens_before += section_counts(section_ids)
+    accounting.tokens_kept += section_counts(section_ids[keep])
+    accounting.supervised_before += before
+    accounting.supervised_kept += kept
+    return out, lost

@@ -1,0 +1,171 @@
+"""Truncation policies: exact cuts, accounting, and properties over random sections/settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hf_cot_distill.sections import Section, section_counts, section_runs
+from hf_cot_distill.truncation import (
+    TRUNCATION_POLICIES,
+    CutAfterCot,
+    KeepFirst,
+    KeepWindow,
+    LeadSpanProportion,
+    SectionPreserving,
+    TruncationAccounting,
+    truncate_sample,
+)
+
+P, C, A = int(Section.PROMPT), int(Section.COT), int(Section.ANSWER)
+SECS = np.array([P] * 3 + [C] * 5 + [A] * 2)  # L = 10
+
+
+def _keep(policy, secs=SECS) -> list[int]:
+    return policy.keep_indices(np.asarray(secs)).tolist()
+
+
+def test_lead_span_proportion_keeps_floor_of_own_length() -> None:
+    assert _keep(LeadSpanProportion(0.5)) == list(range(5))
+    assert _keep(LeadSpanProportion(0.33)) == list(range(3))
+    assert _keep(LeadSpanProportion(1.0)) == list(range(10))
+    assert _keep(LeadSpanProportion(0.5), SECS[:7]) == list(range(3))  # ⌊7·0.5⌋, its own length
+
+
+def test_budget_windows_and_cut_after_cot() -> None:
+    assert _keep(KeepFirst(4)) == [0, 1, 2, 3]
+    assert _keep(KeepFirst(40)) == list(range(10))
+    assert _keep(KeepWindow("left", window_proportion=0.5)) == [0, 1, 2, 3, 4]
+    assert _keep(KeepWindow("middle", window_proportion=0.5)) == [2, 3, 4, 5, 6]
+    assert _keep(KeepWindow("right", window_proportion=0.5)) == [5, 6, 7, 8, 9]
+    assert _keep(KeepWindow("right", max_tokens=3)) == [7, 8, 9]
+    assert _keep(CutAfterCot()) == list(range(8))
+    assert _keep(CutAfterCot(), [P, P, A]) == [0, 1, 2]
+
+
+def test_section_preserving_shrinks_cot_tail_and_keeps_its_markers() -> None:
+    # COT = indices 3..7; opener 3 and closer 7 stay; tail 6, 5 go first.
+    assert _keep(SectionPreserving(8)) == [0, 1, 2, 3, 4, 7, 8, 9]
+    assert _keep(SectionPreserving(8, keep_cot_close=False)) == [0, 1, 2, 3, 4, 5, 8, 9]
+    assert _keep(SectionPreserving(7)) == [0, 1, 2, 3, 7, 8, 9]
+    # Budget below prompt + answer + markers: falls back to keep-first, and says so.
+    policy = SectionPreserving(4)
+    assert policy.fell_back(SECS) and _keep(policy) == [0, 1, 2, 3]
+    # Two CoT runs share the cut in proportion to their length.
+    two = [P, C, C, C, C, C, A, P, C, C, C, A]
+    kept = np.asarray(two)[SectionPreserving(9).keep_indices(np.asarray(two))]
+    assert section_counts(kept)[C] == 5 and section_counts(kept)[P] == 2 and section_counts(kept)[A] == 2
+
+
+def test_bad_settings_are_refused() -> None:
+    for make in (
+        lambda: LeadSpanProportion(0.0),
+        lambda: LeadSpanProportion(1.5),
+        lambda: KeepFirst(0),
+        lambda: KeepWindow("top", window_proportion=0.5),
+        lambda: KeepWindow("left"),
+        lambda: KeepWindow("left", window_proportion=0.5, max_tokens=3),
+        lambda: SectionPreserving(-2),
+    ):
+        with pytest.raises(ValueError, match="fix"):
+            make()
+    assert set(TRUNCATION_POLICIES) == {
+        "lead_span_proportion",
+        "keep_first",
+        "keep_window",
+        "cut_after_cot",
+        "section_preserving",
+    }
+
+
+def test_accounting_reports_kept_fraction_and_lost_supervision() -> None:
+    acc = TruncationAccounting()
+    row = {"input_ids": np.arange(10), "section_ids": SECS, "note": "x"}
+    supervised = SECS == A  # answer-only supervision
+    out, lost = truncate_sample(row, LeadSpanProportion(0.5), supervised, acc)
+    assert out["input_ids"].tolist() == [0, 1, 2, 3, 4] and out["note"] == "x"
+    assert lost and acc.samples_supervision_lost == 1
+    assert acc.tokens_removed.tolist() == [0, 0, 3, 2]
+    assert acc.kept_fraction(Section.COT) == 0.4
+    assert "cot: trained on 2/5 tokens (40.0%)" in acc.report()
+    assert acc.to_dict()["kept_fraction/answer"] == 0.0
+    assert acc.supervised_before == 2 and acc.supervised_kept == 0
+
+
+@st.composite
+def random_sections(draw) -> np.ndarray:
+    n_examples = draw(st.integers(1, 3))
+    parts = []
+    for _ in range(n_examples):
+        parts += (
+            [P] * draw(st.integers(1, 6)) + [C] * draw(st.integers(0, 12)) + [A] * draw(st.integers(0, 4))
+        )
+    return np.asarray(parts)
+
+
+POLICIES = st.one_of(
+    st.builds(LeadSpanProportion, st.floats(0.01, 1.0)),
+    st.builds(KeepFirst, st.integers(1, 60)),
+    st.builds(KeepWindow, st.sampled_from(["left", "middle", "right"]), st.floats(0.01, 1.0)),
+    st.builds(
+        lambda pos, n: KeepWindow(pos, max_tokens=n),
+        st.sampled_from(["left", "middle", "right"]),
+        st.integers(1, 60),
+    ),
+    st.just(CutAfterCot()),
+    st.builds(SectionPreserving, st.integers(1, 60), st.booleans()),
+)
+PREFIX_POLICIES = (LeadSpanProportion, KeepFirst, CutAfterCot)
+
+
+@settings(max_examples=300, deadline=None)
+@given(secs=random_sections(), policy=POLICIES, supervised_sections=st.sets(st.sampled_from([P, C, A])))
+def test_truncation_properties(secs: np.ndarray, policy, supervised_sections: set[int]) -> None:
+    ids = np.arange(100, 100 + len(secs))
+    supervised = np.isin(secs, list(supervised_sections))
+    acc = TruncationAccounting()
+    out, lost = truncate_sample({"input_ids": ids, "section_ids": secs}, policy, supervised, acc)
+    keep = policy.keep_indices(secs)
+    assert np.all(np.diff(keep) > 0) and (keep.size == 0 or (keep[0] >= 0 and keep[-1] < len(secs)))
+    # counts add up
+    assert acc.tokens_before.tolist() == section_counts(secs).tolist()
+    assert acc.tokens_kept.tolist() == section_counts(out["section_ids"]).tolist()
+    assert acc.tokens_removed.sum() == len(secs) - len(out["input_ids"])
+    # no supervised token lost without being reported
+    assert acc.supervised_before - acc.supervised_kept == int(supervised.sum() - supervised[keep].sum())
+    assert lost == (supervised.any() and not supervised[keep].any())
+    assert acc.samples_supervision_lost == int(lost)
+    # kept prefix equals the original prefix; windows are contiguous
+    if isinstance(policy, PREFIX_POLICIES):
+        assert out["input_ids"].tolist() == ids[: len(out["input_ids"])].tolist()
+    if isinstance(policy, KeepWindow) and len(keep):
+        assert out["input_ids"].tolist() == ids[keep[0] : keep[0] + len(keep)].tolist()
+    # sections stay contiguous and in order: runs of the output are a subsequence of the input's
+    in_runs = [r[0] for r in section_runs(secs)]
+    out_runs = [r[0] for r in section_runs(out["section_ids"])]
+    it = iter(in_runs)
+    assert all(any(s == t for t in it) for s in out_runs)
+    if isinstance(policy, SectionPreserving):
+        assert len(keep) == min(len(secs), policy.max_tokens)
+        if not policy.fell_back(secs):
+            for s in (P, A):
+                assert section_counts(out["section_ids"])[s] == section_counts(secs)[s]
+            assert len(section_runs(out["section_ids"])) == len(section_runs(secs))
+
+
+@settings(max_examples=50, deadline=None)
+@given(lengths=st.lists(st.integers(1, 30), min_size=2, max_size=6), x=st.floats(0.05, 1.0))
+def test_accounting_merges_across_batches(lengths: list[int], x: float) -> None:
+    rows = [np.asarray([P] * 2 + [C] * n + [A] * 2) for n in lengths]
+    whole, first, second = TruncationAccounting(), TruncationAccounting(), TruncationAccounting()
+    half = len(rows) // 2
+    for i, secs in enumerate(rows):
+        truncate_sample({"section_ids": secs}, LeadSpanProportion(x), secs == C, whole)
+        truncate_sample(
+            {"section_ids": secs}, LeadSpanProportion(x), secs == C, first if i < half else second
+        )
+    merged = first + second
+    assert merged.to_dict() == whole.to_dict()
+    assert merged.tokens_kept.tolist() == whole.tokens_kept.tolist()
