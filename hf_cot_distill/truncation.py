@@ -16,7 +16,8 @@ all its supervised tokens. Policies (``TRUNCATION_POLICIES``):
   exceed the budget it falls back to :class:`KeepFirst` and counts a ``fallback``.
 
 Samples whose supervised tokens all vanish are counted (``samples_supervision_lost``) and then
-kept or dropped by the caller's explicit ``on_supervision_lost`` — never silently.
+kept or dropped by the explicit ``on_supervision_lost`` option — never silently; samples cut to
+zero tokens are dropped and counted (``samples_dropped``).
 """
 
 from __future__ import annotations
@@ -253,7 +254,8 @@ def truncate_sample(
     policy: TruncationPolicy | None,
     supervised_mask: np.ndarray,
     accounting: TruncationAccounting,
-) -> tuple[dict[str, Any], bool]:
+    on_supervision_lost: Literal["keep", "drop"] = "keep",
+) -> dict[str, Any] | None:
     """Apply ``policy`` to one sample and add what it cut to ``accounting``.
 
     Args:
@@ -261,18 +263,20 @@ def truncate_sample(
             ``labels``, ``attention_mask``…) is cut the same way, others pass through.
         policy: ``None`` keeps everything (still counted).
         supervised_mask: ``(L,)`` bool, tokens with CE or KD weight > 0.
+        on_supervision_lost: keep or drop a sample that had supervised tokens and has none left
+            (counted in ``samples_supervision_lost`` either way).
 
     Returns:
-        ``(features_kept, supervision_lost)``; per-token values become numpy arrays.
-        ``supervision_lost`` is True when the sample had supervised tokens and none survived.
+        The kept features (per-token values as numpy arrays), or ``None`` when the sample is
+        dropped (``samples_dropped``): by ``on_supervision_lost="drop"`` or because no token is
+        left at all (an empty sequence cannot be batched). Dropped samples add nothing to
+        ``tokens_kept`` / ``supervised_kept``: those count what is trained on.
     """
+    if on_supervision_lost not in ("keep", "drop"):
+        raise ValueError(f"on_supervision_lost: {on_supervision_lost!r}; fix: 'keep' or 'drop'.")
     section_ids = np.asarray(features["section_ids"], dtype=np.int64)
     n = len(section_ids)
     keep = np.arange(n, dtype=np.int64) if policy is None else policy.keep_indices(section_ids)
-    out = {
-        k: (np.asarray(v)[keep] if hasattr(v, "__len__") and len(v) == n and not isinstance(v, str) else v)
-        for k, v in features.items()
-    }
     supervised_mask = np.asarray(supervised_mask, dtype=bool)
     before, kept = int(supervised_mask.sum()), int(supervised_mask[keep].sum())
     lost = before > 0 and kept == 0
@@ -281,7 +285,13 @@ def truncate_sample(
     accounting.samples_supervision_lost += int(lost)
     accounting.fallbacks += int(isinstance(policy, SectionPreserving) and policy.fell_back(section_ids))
     accounting.tokens_before += section_counts(section_ids)
-    accounting.tokens_kept += section_counts(section_ids[keep])
     accounting.supervised_before += before
+    if len(keep) == 0 or (lost and on_supervision_lost == "drop"):
+        accounting.samples_dropped += 1
+        return None
+    accounting.tokens_kept += section_counts(section_ids[keep])
     accounting.supervised_kept += kept
-    return out, lost
+    return {
+        k: (np.asarray(v)[keep] if hasattr(v, "__len__") and len(v) == n and not isinstance(v, str) else v)
+        for k, v in features.items()
+    }

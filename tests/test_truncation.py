@@ -84,14 +84,17 @@ def test_accounting_reports_kept_fraction_and_lost_supervision() -> None:
     acc = TruncationAccounting()
     row = {"input_ids": np.arange(10), "section_ids": SECS, "note": "x"}
     supervised = SECS == A  # answer-only supervision
-    out, lost = truncate_sample(row, LeadSpanProportion(0.5), supervised, acc)
+    out = truncate_sample(row, LeadSpanProportion(0.5), supervised, acc)
     assert out["input_ids"].tolist() == [0, 1, 2, 3, 4] and out["note"] == "x"
-    assert lost and acc.samples_supervision_lost == 1
-    assert acc.tokens_removed.tolist() == [0, 0, 3, 2]
-    assert acc.kept_fraction(Section.COT) == 0.4
-    assert "cot: trained on 2/5 tokens (40.0%)" in acc.report()
+    assert acc.samples_supervision_lost == 1 and acc.samples_dropped == 0
+    assert truncate_sample(row, LeadSpanProportion(0.5), supervised, acc, on_supervision_lost="drop") is None
+    assert acc.samples_supervision_lost == 2 and acc.samples_dropped == 1
+    assert acc.tokens_kept.tolist() == [0, 3, 2, 0]  # the dropped sample is not trained on
+    assert acc.tokens_removed.tolist() == [0, 3, 8, 4]
+    assert acc.kept_fraction(Section.COT) == 0.2
+    assert "cot: trained on 2/10 tokens (20.0%)" in acc.report()
     assert acc.to_dict()["kept_fraction/answer"] == 0.0
-    assert acc.supervised_before == 2 and acc.supervised_kept == 0
+    assert acc.supervised_before == 4 and acc.supervised_kept == 0
 
 
 @st.composite
@@ -126,8 +129,16 @@ def test_truncation_properties(secs: np.ndarray, policy, supervised_sections: se
     ids = np.arange(100, 100 + len(secs))
     supervised = np.isin(secs, list(supervised_sections))
     acc = TruncationAccounting()
-    out, lost = truncate_sample({"input_ids": ids, "section_ids": secs}, policy, supervised, acc)
+    drop = bool(len(secs) % 2)
+    out = truncate_sample(
+        {"input_ids": ids, "section_ids": secs}, policy, supervised, acc, "drop" if drop else "keep"
+    )
     keep = policy.keep_indices(secs)
+    lost = supervised.any() and not supervised[keep].any()
+    assert acc.samples_dropped == int(len(keep) == 0 or (lost and drop))
+    if out is None:
+        assert acc.tokens_kept.sum() == 0 and acc.supervised_kept == 0
+        return
     assert np.all(np.diff(keep) > 0) and (keep.size == 0 or (keep[0] >= 0 and keep[-1] < len(secs)))
     # counts add up
     assert acc.tokens_before.tolist() == section_counts(secs).tolist()
@@ -135,7 +146,6 @@ def test_truncation_properties(secs: np.ndarray, policy, supervised_sections: se
     assert acc.tokens_removed.sum() == len(secs) - len(out["input_ids"])
     # no supervised token lost without being reported
     assert acc.supervised_before - acc.supervised_kept == int(supervised.sum() - supervised[keep].sum())
-    assert lost == (supervised.any() and not supervised[keep].any())
     assert acc.samples_supervision_lost == int(lost)
     # kept prefix equals the original prefix; windows are contiguous
     if isinstance(policy, PREFIX_POLICIES):
