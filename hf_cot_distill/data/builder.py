@@ -7,6 +7,7 @@ datasets >= 4 has no loading scripts, so the builder is used as a class::
     builder.download_and_prepare()
     ds = builder.as_dataset()                          # DatasetDict(train, eval)
     stream = builder.as_streaming_dataset("train")     # IterableDataset, same rows
+    custom = CoTDatasetBuilder(name="mine", generator=CoTICLConfig(num_tasks=10_000))
 
 and ``export_dataset(...)`` (the ``hf-cot-distill generate`` command) writes parquet shards and
 a README with ``configs:`` YAML so that ``load_dataset(DIR, "<config>")`` gives the same rows.
@@ -97,6 +98,9 @@ NAMED_CONFIGS: dict[str, GeneratorConfig] = {
     **{f"cot_recipe_hybrid_alpha{_alpha_name(a)}": _recipe(a) for a in (0.0, 0.5, 1.0, 2.0, math.inf)},
     "symbolic": SymbolicConfig(cot_schedule=CoTSchedule(kind="power_law", alpha=1.0)),
 }
+
+
+FEATURES_BY_KIND = {"cot_icl_lab": COT_ICL_FEATURES, "symbolic": SYMBOLIC_FEATURES}
 
 
 def features_for(config: GeneratorConfig) -> datasets.Features:
@@ -244,7 +248,7 @@ def export_dataset(
     cfg_dir = root / name
     cfg_dir.mkdir(parents=True, exist_ok=True)
     schema = features_for(config).arrow_schema
-    counts = {}
+    counts, num_bytes = {}, {}
     for split in SPLIT_NAMES:
         n = num_tasks_for(config, split)
         for old in cfg_dir.glob(f"{split}-*.parquet"):
@@ -260,5 +264,6 @@ def export_dataset(
                     bar.update(min(s + 1024, stop) - s)
         bar.close()
         counts[split] = n
-    write_dataset_readme(root, name, config, counts)
+        num_bytes[split] = sum(p.stat().st_size for p in cfg_dir.glob(f"{split}-*.parquet"))
+    write_dataset_readme(root, name, config, counts, num_bytes)
     return cfg_dir
