@@ -135,7 +135,7 @@ DIVERGENCES: dict[str, Divergence] = {
     "forward_kl": Divergence("forward_kl", _forward_kl_rows, _grads.forward_kl, 1),
     "reverse_kl": Divergence("reverse_kl", _reverse_kl_rows, _grads.reverse_kl, 1),
     "jsd": Divergence("jsd", _jsd_rows, _grads.jsd, 2, "beta"),
-    "total_variation": Divergence("total_variation", _total_variation_rows, _grads.total_variation, 1),
+    "total_variation": Divergence("total_variation", _total_variation_rows, _grads.total_variation, 2),
     "skew_kl": Divergence("skew_kl", _skew_kl_rows, _grads.skew_kl, 2, "alpha"),
     "skew_reverse_kl": Divergence(
         "skew_reverse_kl", _skew_reverse_kl_rows, _grads.skew_reverse_kl, 2, "alpha"
