@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hf_cot_distill.collators import SectionCollator
-from hf_cot_distill.data.formats import ReasoningTraceEncoder, encode_dataset
+from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, encode_dataset
 from hf_cot_distill.sections import Section, section_counts
 from hf_cot_distill.supervision import SupervisionPolicy
 from hf_cot_distill.truncation import KeepFirst, LeadSpanProportion, SectionPreserving

@@ -9,13 +9,11 @@ from hf_cot_distill.data.formats import (
     CASE_BITS,
     FORMAT_ADAPTERS,
     MARKER_PRESETS,
-    ReasoningTraceEncoder,
     TraceError,
-    TraceStats,
     detect_format,
-    encode_dataset,
     split_reasoning,
 )
+from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, TraceStats, encode_dataset
 from hf_cot_distill.sections import Section, section_runs
 from tests.tiny_tokenizer import real_qwen3_tokenizer, tiny_qwen2_tokenizer
 

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_cot_distill.data.formats import ReasoningSample, Turn, render_sample
+from hf_cot_distill.data.formats import ReasoningSample, Turn
+from hf_cot_distill.data.trace_encoding import render_sample
 from hf_cot_distill.sections import (
     SECTION_NAMES,
     CharSpan,
