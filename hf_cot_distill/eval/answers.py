@@ -1,0 +1,121 @@
+"""Answer extraction and matching for reasoning traces and symbolic tasks.
+
+``extract_boxed`` returns the content of the *last* ``\\boxed{...}`` (nested braces allowed;
+``\\fbox`` too), which is where reasoning models and our symbolic tasks put the final answer.
+``normalize_answer`` makes exact match forgiving about formatting only (spaces, ``$``,
+``\\text{}``, ``\\left``/``\\right``, a trailing period), never about values.
+"""
+
+from __future__ import annotations
+
+import re
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+
+def extract_boxed(text: str | None) -> str | None:
+    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` in ``text``; ``None`` if there is none
+    or its braces never close. Also accepts the brace-less form ``\\boxed 5`` (one token).
+    """
+    if not text:
+        return None
+    best: tuple[int, str] | None = None
+    for command in _BOX_COMMANDS:
+        start = text.rfind(command)
+        while start != -1:
+            found = _parse_box(text, start + len(command))
+            if found is not None:
+                if best is None or start > best[0]:
+                    best = (start, found)
+                break
+            start = text.rfind(command, 0, start)
+    return None if best is None else best[1]
+
+
+def _parse_box(text: str, i: int) -> str | None:
+    while i < len(text) and text[i] == " ":
+        i += 1
+    if i >= len(text):
+        return None
+    if text[i] != "{":
+        match = re.match(r"[^\s$]+", text[i:])
+        return match.group(0) if match else None
+    depth, begin = 0, i + 1
+    for j in range(i, len(text)):
+        ch = text[j]
+        if ch == "\\" and j + 1 < len(text) and text[j + 1] in "{}":
+            continue  # an escaped brace \{ or \} does not open or close a group
+        if ch == "{" and (j == 0 or text[j - 1] != "\\"):
+            depth += 1
+        elif ch == "}" and (j == 0 or text[j - 1] != "\\"):
+            depth -= 1
+            if depth == 0:
+                return text[begin:j]
+    return None
+
+
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+
+
+def normalize_answer(answer: str | None) -> str:
+    """A formatting-insensitive form of an answer (for 'normalized match')."""
+    if answer is None:
+        return ""
+    s = answer.strip()
+    s = _TEXT_CMD.sub(r"\1", s)
+    for token in ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "$"):
+        s = s.replace(token, "")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = re.sub(r"\s+", "", s)
+    s = s.rstrip(".")
+    return s.lower()
+
+
+def answers_match(prediction: str | None, reference: str, normalized: bool = True) -> bool:
+    """Exact (or normalized) match of an extracted answer with the reference."""
+    if prediction is None:
+        return False
+    if normalized:
+        return normalize_answer(prediction) == normalize_answer(reference)
+    return prediction.strip() == reference.strip()
+
+
+def format_compliance(
+    text: str,
+    *,
+    think_open: str | None = "<think>",
+    think_close: str | None = "</think>",
+    answer_header: str | None = None,
+    require_think: bool = False,
+) -> dict[str, bool]:
+    """Does a completion follow the think/answer format?
+
+    Returns flags: ``has_boxed`` (a parseable box), ``think_balanced`` (no unclosed or stray
+    think marker; trivially true without markers), ``has_think``, ``answer_after_think``
+    (the box comes after the think block closes), ``has_answer_header`` (when one is given),
+    and ``compliant`` (all the required ones).
+    """
+    has_boxed = extract_boxed(text) is not None
+    flags = {"has_boxed": has_boxed}
+    if think_open and think_close:
+        n_open, n_close = text.count(think_open), text.count(think_close)
+        has_think = n_open >= 1 or n_close >= 1
+        balanced = n_open <= 1 and n_close == (1 if has_think else 0) and n_open <= n_close
+        close_at = text.rfind(think_close)
+        box_at = max(text.rfind(c) for c in _BOX_COMMANDS)
+        flags["has_think"] = has_think
+        flags["think_balanced"] = balanced
+        flags["answer_after_think"] = (not has_think) or (close_at != -1 and box_at > close_at)
+    else:
+        flags["has_think"] = False
+        flags["think_balanced"] = True
+        flags["answer_after_think"] = True
+    if answer_header:
+        flags["has_answer_header"] = answer_header in text
+    required = [has_boxed, flags["think_balanced"], flags["answer_after_think"]]
+    if require_think:
+        required.append(flags["has_think"])
+    if answer_header:
+        required.append(flags["has_answer_header"])
+    flags["compliant"] = all(required)
+    return flags
