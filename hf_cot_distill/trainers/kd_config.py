@@ -1,0 +1,301 @@
+"""``SectionKDConfig``: the arguments of :class:`~hf_cot_distill.trainers.SectionKDTrainer`.
+
+A ``transformers.TrainingArguments`` subclass (like TRL's ``GKDConfig``) adding the teacher,
+the divergence, the per-section supervision policy, the truncation policy, the fused-loss
+chunk size and the KD mode. Every field is validated in ``__post_init__``; errors name the
+field, the value and the fix.
+
+The objective (per accumulation window, normalised over all micro-batches and ranks)::
+
+    loss = sum_i ce_w_i CE_i / n_ce  +  sum_i kd_w_i D_i / n_kd
+
+with ``ce_w`` / ``kd_w`` the per-section weights of the supervision policy, ``n_ce`` / ``n_kd``
+the numbers of positions with a CE / KD weight > 0, ``CE`` at temperature 1 and ``D`` the
+chosen divergence at ``temperature`` (the true divergence, see
+:mod:`hf_cot_distill.losses.divergences`). The default (``ce_weight = kd_weight = 0.5``,
+``forward_kl``, ``T = 1``) is the paper's ``0.5·CE + 0.5·forward KL``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from hf_cot_distill.losses import DIVERGENCES
+from hf_cot_distill.sections import Section
+from hf_cot_distill.supervision import SUPERVISION_PRESETS, SupervisionPolicy
+from hf_cot_distill.truncation import TRUNCATION_POLICIES, TruncationPolicy
+
+KD_MODES: tuple[str, ...] = ("supervised", "on_policy", "sequence_level")
+TEACHER_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+GENERATED_SECTIONS: dict[str, Section] = {"cot": Section.COT, "answer": Section.ANSWER}
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class SectionKDConfig(TrainingArguments):
+    """Configuration of :class:`~hf_cot_distill.trainers.SectionKDTrainer`.
+
+    Only the KD-specific fields are listed here; see ``transformers.TrainingArguments`` for
+    the rest. ``remove_unused_columns`` defaults to ``False`` (the collator needs
+    ``section_ids``, which the model's forward does not take).
+    """
+
+    _VALID_DICT_FIELDS = [
+        *TrainingArguments._VALID_DICT_FIELDS,
+        "truncation_kwargs",
+        "teacher_model_init_kwargs",
+    ]
+
+    # ---- teacher ----------------------------------------------------------------------
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Path (or Hub id) of the teacher, loaded with AutoModelForCausalLM when the trainer gets no "
+            "teacher_model object. None and no teacher_model: KD is off (plain section-weighted CE)."
+        },
+    )
+    teacher_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": f"dtype of a teacher loaded from teacher_model_name_or_path; one of {TEACHER_DTYPES}."
+        },
+    )
+    teacher_model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Extra keyword arguments of AutoModelForCausalLM.from_pretrained for the teacher."},
+    )
+    # ---- divergence -------------------------------------------------------------------
+    divergence: str = field(
+        default="forward_kl",
+        metadata={
+            "help": f"Token-level divergence between teacher and student; one of {sorted(DIVERGENCES)}."
+        },
+    )
+    beta: float = field(
+        default=0.5,
+        metadata={
+            "help": "JSD interpolation beta in [0, 1] (TRL GKD convention: 0 = forward KL, 1 = reverse KL)."
+        },
+    )
+    alpha: float = field(
+        default=0.1,
+        metadata={"help": "Skew alpha in [0, 1) of skew_kl / skew_reverse_kl (DistiLLM); 0 = plain KL."},
+    )
+    temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "KD temperature T > 0 dividing both logits before the softmax (CE is always at T=1)."
+        },
+    )
+    scale_by_temperature_squared: bool = field(
+        default=False,
+        metadata={"help": "Multiply the divergence (value and gradient) by T^2 (Hinton et al., 2015)."},
+    )
+    # ---- supervision ------------------------------------------------------------------
+    supervision_preset: str = field(
+        default="cot+answer",
+        metadata={
+            "help": f"Sections that get KD (and CE unless ce_sections is set); one of {sorted(SUPERVISION_PRESETS)}. "
+            "The paper recommends 'cot'."
+        },
+    )
+    ce_sections: str | None = field(
+        default=None,
+        metadata={
+            "help": "Sections that get CE if different from supervision_preset (a preset name), or None."
+        },
+    )
+    ce_weight: float = field(
+        default=0.5,
+        metadata={"help": "CE weight on the CE sections (>= 0). Paper default: 0.5·CE + 0.5·KD."},
+    )
+    kd_weight: float = field(
+        default=0.5,
+        metadata={"help": "KD weight on the KD sections (>= 0). Ignored (KD off) when there is no teacher."},
+    )
+    # ---- truncation and batching ------------------------------------------------------
+    truncation_policy: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Truncation policy applied by the collator; None or one of {sorted(TRUNCATION_POLICIES)}."
+        },
+    )
+    truncation_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Arguments of the truncation policy, e.g. {'lead_span_proportion': 0.5} or {'max_tokens': 4096}."
+        },
+    )
+    on_supervision_lost: str = field(
+        default="keep",
+        metadata={
+            "help": "'keep' or 'drop' samples whose supervised tokens were all cut by truncation (counted)."
+        },
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={"help": "Pack each batch into one row with restarting position_ids (no attention_mask)."},
+    )
+    pad_to_multiple_of: int | None = field(
+        default=None, metadata={"help": "Pad the batch length (or packed total) up to a multiple of this."}
+    )
+    chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Positions per chunk of the fused KD/CE (memory ~ chunk_size x vocab x 4 bytes x a few "
+            "buffers); None = automatic (~256 MB of buffers)."
+        },
+    )
+    # ---- KD mode and generation -------------------------------------------------------
+    kd_mode: str = field(
+        default="supervised",
+        metadata={
+            "help": "'supervised': teacher scores the dataset sequence; 'on_policy': the student samples a "
+            "completion of each prompt, the teacher scores it, KD on the sampled tokens; 'sequence_level': the "
+            "teacher generates the completion, the student trains on it."
+        },
+    )
+    max_new_tokens: int = field(
+        default=128, metadata={"help": "Maximum generated completion length (on_policy / sequence_level)."}
+    )
+    generation_temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of on_policy / sequence_level generation (> 0)."}
+    )
+    generation_do_sample: bool = field(
+        default=True,
+        metadata={"help": "Sample (True) or decode greedily (False) when generating completions."},
+    )
+    generated_section: str = field(
+        default="cot",
+        metadata={
+            "help": "Section the generated completion tokens count as for the supervision policy: 'cot' or "
+            "'answer' (generated text carries no section markers we would trust)."
+        },
+    )
+    # ---- misc -------------------------------------------------------------------------
+    disable_dropout: bool = field(
+        default=True, metadata={"help": "Set dropout to 0 in the student and teacher."}
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={
+            "help": "Must stay False: the SectionCollator needs section_ids, which the model does not take."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("truncation_kwargs", "teacher_model_init_kwargs"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    setattr(self, name, json.loads(value))
+                except json.JSONDecodeError as err:
+                    raise ValueError(
+                        f"{name}: {value!r} is not a JSON object ({err}); fix: e.g. '{{\"max_tokens\": 4096}}'."
+                    ) from err
+        super().__post_init__()
+        self._validate()
+
+    def _validate(self) -> None:
+        def bad(name: str, fix: str) -> ValueError:
+            return ValueError(f"{name}: got {getattr(self, name)!r}; {fix}")
+
+        if self.divergence not in DIVERGENCES:
+            raise bad("divergence", f"use one of {sorted(DIVERGENCES)}.")
+        if not (_finite(self.beta) and 0.0 <= self.beta <= 1.0):
+            raise bad("beta", "use a number in [0, 1] (0 = forward KL, 1 = reverse KL).")
+        if not (_finite(self.alpha) and 0.0 <= self.alpha < 1.0):
+            raise bad("alpha", "use a number in [0, 1).")
+        if not (_finite(self.temperature) and self.temperature > 0):
+            raise bad("temperature", "use a number > 0 (1.0 = the paper's setting).")
+        if self.teacher_dtype not in TEACHER_DTYPES:
+            raise bad("teacher_dtype", f"use one of {TEACHER_DTYPES}.")
+        if self.teacher_model_init_kwargs is not None and not isinstance(
+            self.teacher_model_init_kwargs, dict
+        ):
+            raise bad("teacher_model_init_kwargs", "use a dict (or a JSON object string) or None.")
+        for name in ("supervision_preset", "ce_sections"):
+            value = getattr(self, name)
+            if (value is not None or name == "supervision_preset") and value not in SUPERVISION_PRESETS:
+                raise bad(name, f"use one of {sorted(SUPERVISION_PRESETS)}.")
+        for name in ("ce_weight", "kd_weight"):
+            if not (_finite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise bad(name, "use a finite number >= 0 (paper default 0.5).")
+        if self.ce_weight == 0 and self.kd_weight == 0:
+            raise ValueError(
+                "ce_weight/kd_weight: both 0, the policy supervises no token; fix: set ce_weight and/or kd_weight > 0."
+            )
+        if self.truncation_policy is not None and self.truncation_policy not in TRUNCATION_POLICIES:
+            raise bad("truncation_policy", f"use None or one of {sorted(TRUNCATION_POLICIES)}.")
+        if self.truncation_kwargs is not None and not isinstance(self.truncation_kwargs, dict):
+            raise bad("truncation_kwargs", "use a dict (or a JSON object string) or None.")
+        if self.truncation_policy is None and self.truncation_kwargs:
+            raise bad("truncation_kwargs", "set truncation_policy too, or drop truncation_kwargs.")
+        self.build_truncation()  # raises the policy's own ValueError on bad parameters
+        if self.on_supervision_lost not in ("keep", "drop"):
+            raise bad("on_supervision_lost", "use 'keep' or 'drop'.")
+        if self.pad_to_multiple_of is not None and not (
+            isinstance(self.pad_to_multiple_of, int) and self.pad_to_multiple_of >= 1
+        ):
+            raise bad("pad_to_multiple_of", "use an int >= 1 or None.")
+        if self.chunk_size is not None and (
+            not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size < 1
+        ):
+            raise bad("chunk_size", "use a positive int or None (automatic).")
+        if self.kd_mode not in KD_MODES:
+            raise bad("kd_mode", f"use one of {KD_MODES}.")
+        if self.kd_mode != "supervised" and self.padding_free:
+            raise bad(
+                "padding_free", f"generation (kd_mode={self.kd_mode!r}) needs padded batches; set it False."
+            )
+        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+            raise bad("max_new_tokens", "use an int >= 1.")
+        if not (_finite(self.generation_temperature) and self.generation_temperature > 0):
+            raise bad("generation_temperature", "use a number > 0.")
+        if self.generated_section not in GENERATED_SECTIONS:
+            raise bad("generated_section", f"use one of {sorted(GENERATED_SECTIONS)}.")
+        if self.remove_unused_columns:
+            raise bad(
+                "remove_unused_columns",
+                "set it False: the collator needs section_ids and the model drops them.",
+            )
+
+    # ---- builders ---------------------------------------------------------------------
+    def build_supervision(self) -> SupervisionPolicy:
+        """The :class:`SupervisionPolicy` of ``supervision_preset`` / ``ce_sections`` / weights."""
+        return SupervisionPolicy.from_preset(
+            self.supervision_preset,
+            ce_weight=self.ce_weight,
+            kd_weight=self.kd_weight,
+            ce_sections=self.ce_sections,
+        )
+
+    def build_truncation(self) -> TruncationPolicy | None:
+        """The truncation policy object, or ``None``."""
+        if self.truncation_policy is None:
+            return None
+        cls = TRUNCATION_POLICIES[self.truncation_policy]
+        try:
+            return cls(**(self.truncation_kwargs or {}))
+        except TypeError as err:
+            raise ValueError(
+                f"truncation_kwargs: {self.truncation_kwargs!r} do not fit {cls.__name__} ({err}); fix: see its "
+                "docstring, e.g. {'lead_span_proportion': 0.5} for lead_span_proportion."
+            ) from err
+
+    def describe_objective(self) -> str:
+        """One line saying exactly what the trainer optimises (used in logs and model cards)."""
+        pol = self.build_supervision()
+        t2 = " x T^2" if self.scale_by_temperature_squared else ""
+        return (
+            f"sum(ce_w*CE)/n_ce + sum(kd_w*{self.divergence}(T={self.temperature:g}){t2})/n_kd; "
+            + "; ".join(pol.describe().splitlines())
+        )

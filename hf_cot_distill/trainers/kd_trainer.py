@@ -1,0 +1,453 @@
+"""``SectionKDTrainer``: section-aware, memory-bounded KD (and CE) as a ``transformers.Trainer``.
+
+Per micro-batch (``compute_loss``):
+
+1. the student's and the frozen teacher's *last hidden states* are computed by their own
+   forwards with the lm_head run on zero positions (:func:`_teacher.last_hidden_states`), so no
+   ``(B, T, V)`` logits ever exist;
+2. hidden states, labels, weights and section ids are shifted by one: position ``i`` predicts
+   token ``i + 1`` and takes the weights and the section of the *predicted* token;
+3. :func:`hf_cot_distill.losses.fused_linear_kd` computes CE and KD chunk by chunk at the
+   selected positions only, with ``kd_scale = world / n_kd`` and ``ce_scale = world / n_ce``
+   where ``n_kd`` / ``n_ce`` count the KD / CE positions of the whole accumulation window over
+   all micro-batches and ranks (:meth:`_get_num_items_in_batch`; ``world`` undoes DDP's
+   gradient averaging). So batch 4 x accumulation 1 and batch 1 x accumulation 4 give the same
+   update, and padding or packing changes nothing.
+
+Without a teacher (or with ``kd_weight=0``) it is plain section-weighted CE. ``kd_mode``
+``on_policy`` / ``sequence_level`` replace each batch of an accumulation window by generated
+completions *before* the window's counts are taken (:meth:`get_batch_samples`).
+
+Logged (train): ``ce/<section>``, ``kd/<section>`` (mean per token, unweighted), tokens
+trained per section (``tokens_kd/*``, ``tokens_ce/*``), tokens cut by truncation
+(``truncation/tokens_cut/*``), counted FLOPs (:mod:`hf_cot_distill.compute`) and peak memory.
+``self.model_card_fields`` keeps what a model card needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from transformers import (
+    AutoModelForCausalLM,
+    PreTrainedModel,
+    Trainer,
+    TrainerCallback,
+)
+
+from hf_cot_distill.collators import SectionCollator
+from hf_cot_distill.compute import ComputeAccounting, body_parameter_count, kd_step_flops
+from hf_cot_distill.losses import fused_linear_kd
+from hf_cot_distill.sections import NUM_SECTIONS, SECTION_NAMES, Section
+from hf_cot_distill.supervision import SupervisionPolicy
+from hf_cot_distill.trainers import _generation, _teacher
+from hf_cot_distill.trainers.kd_config import GENERATED_SECTIONS, SectionKDConfig
+from hf_cot_distill.trainers.metrics import SectionLossStats
+from hf_cot_distill.truncation import TruncationAccounting
+
+_FORWARD_KEYS = ("input_ids", "attention_mask", "position_ids")
+_REQUIRED_KEYS = ("input_ids", "labels", "section_ids", "ce_weights", "kd_weights")
+
+
+class SectionKDTrainer(Trainer):
+    """Trainer for section-aware KD (Distilling the Essence) with a frozen teacher.
+
+    Args:
+        model: the student (``*ForCausalLM``, or a path loaded with ``AutoModelForCausalLM``).
+        teacher_model: the teacher (object or path); ``None`` falls back to
+            ``args.teacher_model_name_or_path``; no teacher at all = KD off (section-weighted CE).
+        args: :class:`SectionKDConfig`.
+        data_collator: default: a :class:`SectionCollator` built from ``args`` (policy,
+            truncation, padding/packing) that also returns its truncation accounting.
+        train_dataset / eval_dataset: rows with ``input_ids`` and ``section_ids`` (and
+            optionally ``labels``, ``attention_mask``).
+        processing_class: the student tokenizer (its length is the real vocabulary; lm_head
+            rows beyond it are padding).
+        teacher_processing_class: the teacher tokenizer; with both, the tokenizer compatibility
+            check runs at init (ValueError on mismatch).
+        peft_config: a ``peft.PeftConfig``; the student is wrapped with ``get_peft_model``.
+        callbacks, optimizers, compute_metrics: as in ``transformers.Trainer``.
+    """
+
+    _tag_names = ["hf-cot-distill", "section-kd"]
+    loss_is_scaled_for_ga = True  # compute_loss normalises by the window's global counts
+
+    def __init__(
+        self,
+        model: PreTrainedModel | nn.Module | str,
+        teacher_model: PreTrainedModel | nn.Module | str | None = None,
+        args: SectionKDConfig | None = None,
+        data_collator: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        teacher_processing_class: Any = None,
+        peft_config: Any = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[Any, Any] = (None, None),
+        compute_metrics: Callable[..., dict[str, float]] | None = None,
+    ) -> None:
+        args = args if args is not None else SectionKDConfig(output_dir="section_kd_output")
+        if not isinstance(args, SectionKDConfig):
+            raise TypeError(
+                f"args: expected SectionKDConfig, got {type(args).__name__}; build a SectionKDConfig."
+            )
+        if isinstance(model, str):
+            model = AutoModelForCausalLM.from_pretrained(model)
+        if isinstance(teacher_model, str):
+            args.teacher_model_name_or_path = teacher_model
+            teacher_model = None
+        if teacher_model is None and args.teacher_model_name_or_path is not None:
+            teacher_model = _teacher.load_teacher(args)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        if args.disable_dropout:
+            for module in model.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = 0.0
+
+        self.kd_enabled = teacher_model is not None and args.kd_weight > 0
+        self.supervision = self._policy(args, self.kd_enabled)
+        if args.kd_mode != "supervised" and teacher_model is None:
+            raise ValueError(
+                f"kd_mode: {args.kd_mode!r} needs a teacher (to score or to generate); fix: pass teacher_model "
+                "or set teacher_model_name_or_path, or use kd_mode='supervised'."
+            )
+        self.vocab_size = _teacher.resolve_vocab_size(
+            model, teacher_model, processing_class, teacher_processing_class
+        )
+        self.pad_token_id = self._pad_token_id(model, processing_class)
+        if data_collator is None:
+            data_collator = SectionCollator(
+                supervision=self.supervision,
+                pad_token_id=self.pad_token_id,
+                truncation=args.build_truncation(),
+                pad_to_multiple_of=args.pad_to_multiple_of,
+                padding_free=args.padding_free,
+                on_supervision_lost=args.on_supervision_lost,  # type: ignore[arg-type]
+                return_accounting=True,
+            )
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            compute_metrics=compute_metrics,
+        )
+        self.teacher_model = (
+            _teacher.prepare_teacher(teacher_model, self) if teacher_model is not None else None
+        )
+        self._kd_section_w = np.array(
+            [self.supervision.for_section(s).kd_weight for s in range(NUM_SECTIONS)], dtype=np.float64
+        )
+        self._ce_section_w = np.array(
+            [self.supervision.for_section(s).ce_weight for s in range(NUM_SECTIONS)], dtype=np.float64
+        )
+        self._stats = {"train": SectionLossStats(), "eval": SectionLossStats()}
+        self.compute_accounting = ComputeAccounting()
+        self.truncation_accounting = TruncationAccounting()
+        self._flop_sizes = self._model_sizes(model, teacher_model)
+        self.model_card_fields: dict[str, Any] = {}
+        self._update_model_card_fields()
+
+    # ---- setup helpers ----------------------------------------------------------------
+    @staticmethod
+    def _policy(args: SectionKDConfig, kd_enabled: bool) -> SupervisionPolicy:
+        policy = SupervisionPolicy.from_preset(
+            args.supervision_preset,
+            ce_weight=args.ce_weight,
+            kd_weight=args.kd_weight if kd_enabled else 0.0,
+            ce_sections=args.ce_sections,
+        )
+        if not policy.supervised_sections:
+            raise ValueError(
+                f"ce_weight: {args.ce_weight!r} with no teacher (KD off): the policy selects no token anywhere; "
+                "fix: set ce_weight > 0 for plain CE training, or pass a teacher for KD."
+            )
+        return policy
+
+    @staticmethod
+    def _pad_token_id(model: nn.Module, tokenizer: Any) -> int:
+        pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
+        if pad is None:
+            pad = getattr(_teacher.unwrap_causal_lm(model).config, "pad_token_id", None)
+        return int(pad) if pad is not None else 0
+
+    @staticmethod
+    def _model_sizes(student: nn.Module, teacher: nn.Module | None) -> dict[str, int]:
+        sizes = {
+            "student_body": body_parameter_count(student),
+            "student_hidden": _teacher.hidden_size(student),
+        }
+        sizes["teacher_body"] = body_parameter_count(teacher) if teacher is not None else 0
+        sizes["teacher_hidden"] = _teacher.hidden_size(teacher) if teacher is not None else 0
+        return sizes
+
+    # ---- counts for normalisation -------------------------------------------------------
+    def _local_counts(self, batches: list[dict[str, Any]]) -> Tensor:
+        """``(2,)`` float64 ``[n_kd, n_ce]``: positions with KD / CE weight > 0 (shifted)."""
+        n_kd = n_ce = 0
+        for batch in batches:
+            self._check_batch(batch)
+            if self.kd_enabled:
+                n_kd += int((batch["kd_weights"][..., 1:] > 0).sum())
+            n_ce += int((batch["ce_weights"][..., 1:] > 0).sum())
+        return torch.tensor([n_kd, n_ce], dtype=torch.float64)
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Tensor | None:
+        """Global ``[n_kd, n_ce]`` of an accumulation window, summed over micro-batches and ranks."""
+        if not batch_samples:
+            return None
+        counts = self._local_counts(batch_samples).to(device)
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.gather(counts).reshape(-1, 2).sum(0)
+        return counts
+
+    def get_batch_samples(
+        self, epoch_iterator: Any, num_batches: int, device: torch.device
+    ) -> tuple[list, Any]:
+        """Fetch a window's micro-batches, replace them by generations if asked, then count."""
+        batches = []
+        for _ in range(num_batches):
+            try:
+                batches.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        if self.args.kd_mode != "supervised":
+            batches = [self._generated(b) for b in batches]
+        return batches, self._get_num_items_in_batch(batches, device)
+
+    @staticmethod
+    def _check_batch(batch: dict[str, Any]) -> None:
+        missing = [k for k in _REQUIRED_KEYS if k not in batch]
+        if missing:
+            raise ValueError(
+                f"batch: missing {missing} (keys {sorted(batch)}); fix: use hf_cot_distill.collators.SectionCollator "
+                "(the trainer's default data_collator), which adds section ids and CE/KD weights."
+            )
+
+    # ---- on_policy / sequence_level -----------------------------------------------------
+    def _generated(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from trl.models import unwrap_model_for_generation
+
+        accounting = batch.pop("truncation_accounting", None)
+        prompts = _generation.split_prompts(batch)
+        on_policy = self.args.kd_mode == "on_policy"
+        source = self.model_wrapped if on_policy else self.teacher_model
+        with unwrap_model_for_generation(source, self.accelerator) as generator:
+            was_training = generator.training
+            generator.eval()
+            eos = generator.generation_config.eos_token_id
+            if eos is None and self.processing_class is not None:
+                eos = getattr(self.processing_class, "eos_token_id", None)
+            completions = _generation.generate_completions(
+                generator,
+                [p for p, _ in prompts],
+                pad_token_id=self.pad_token_id,
+                eos_token_id=eos,
+                max_new_tokens=self.args.max_new_tokens,
+                do_sample=self.args.generation_do_sample,
+                temperature=self.args.generation_temperature,
+            )
+            generator.train(was_training)
+        new = _generation.build_generated_batch(
+            prompts,
+            completions,
+            policy=self.supervision,
+            generated_section=GENERATED_SECTIONS[self.args.generated_section],
+            ce_on_generated=not on_policy,
+            pad_token_id=self.pad_token_id,
+        )
+        if accounting is not None:
+            new["truncation_accounting"] = accounting
+        return new
+
+    # ---- the loss ---------------------------------------------------------------------
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """Section-weighted KD + CE of one micro-batch, normalised by the window's global counts.
+
+        ``inputs``: a :class:`SectionCollator` batch, ``(B, T)`` padded or ``(1, N)`` packed.
+        ``num_items_in_batch``: ``(2,)`` ``[n_kd, n_ce]`` from :meth:`_get_num_items_in_batch`;
+        anything else (e.g. a direct call) falls back to this micro-batch's own counts.
+        """
+        inputs = dict(inputs)
+        accounting = inputs.pop("truncation_accounting", None)
+        self._check_batch(inputs)
+        training = model.training
+        if accounting is not None and training:
+            self.truncation_accounting = self.truncation_accounting + accounting
+        if isinstance(num_items_in_batch, Tensor) and num_items_in_batch.numel() == 2:
+            counts = num_items_in_batch.double()
+        else:
+            counts = self._local_counts([inputs])
+        n_kd, n_ce = float(counts[0]), float(counts[1])
+        if n_kd + n_ce == 0:
+            raise ValueError(
+                "batch: no position carries a KD or CE weight in this accumulation window (policy "
+                f"{self.args.supervision_preset!r}, ce_weight {self.args.ce_weight}, KD "
+                f"{'on' if self.kd_enabled else 'off'}); fix: a supervision preset that matches the data's sections, "
+                "or a truncation policy that keeps the supervised sections (see truncation accounting)."
+            )
+        fwd = {k: inputs[k] for k in _FORWARD_KEYS if k in inputs}
+        kd_w = (
+            inputs["kd_weights"][:, 1:] if self.kd_enabled else torch.zeros_like(inputs["kd_weights"][:, 1:])
+        )
+        ce_w, labels, sections = (
+            inputs["ce_weights"][:, 1:],
+            inputs["labels"][:, 1:],
+            inputs["section_ids"][:, 1:],
+        )
+
+        student_h = _teacher.last_hidden_states(model, fwd)[:, :-1]
+        student_w, student_b = _teacher.lm_head_params(model)
+        if self.teacher_model is not None and bool((kd_w > 0).any()):
+            with torch.no_grad():
+                teacher_h = _teacher.last_hidden_states(self.teacher_model, fwd)[:, :-1]
+            teacher_w, teacher_b = _teacher.lm_head_params(self.teacher_model)
+        else:  # nothing to distil here: the student's own (detached) head stands in, unused
+            teacher_h, teacher_w, teacher_b = student_h.detach(), student_w.detach(), None
+        world = self.accelerator.num_processes
+        args = self.args
+        out = fused_linear_kd(
+            student_h,
+            student_w,
+            teacher_h,
+            teacher_w,
+            kd_weights=kd_w,
+            ce_labels=labels,
+            ce_weights=ce_w,
+            student_bias=student_b,
+            teacher_bias=teacher_b,
+            divergence=args.divergence,
+            temperature=args.temperature,
+            scale_by_temperature_squared=args.scale_by_temperature_squared,
+            beta=args.beta,
+            alpha=args.alpha,
+            vocab_size=self.vocab_size,
+            section_ids=sections,
+            kd_scale=world / n_kd if n_kd else 0.0,
+            ce_scale=world / n_ce if n_ce else 0.0,
+            chunk_size=args.chunk_size,
+        )
+        self._record(out, inputs, kd_w, ce_w, "train" if training else "eval")
+        if return_outputs:
+            return out.loss, {"kd_sum": out.kd_sum, "ce_sum": out.ce_sum}
+        return out.loss
+
+    def _record(self, out: Any, inputs: dict[str, Any], kd_w: Tensor, ce_w: Tensor, mode: str) -> None:
+        self._stats[mode].add(
+            out.section_kd_sum,
+            out.section_kd_count,
+            out.section_ce_sum,
+            out.section_ce_count,
+            self._kd_section_w,
+            self._ce_section_w,
+        )
+        if mode != "train":
+            return
+        if "attention_mask" in inputs:
+            forwarded = int(inputs["attention_mask"].sum())
+        else:  # packed: everything but the padding segment
+            forwarded = int((inputs["section_ids"] != int(Section.PAD)).sum())
+        n_head, n_kd = int(((kd_w > 0) | (ce_w > 0)).sum()), int((kd_w > 0).sum())
+        sizes = self._flop_sizes
+        student_flops, teacher_flops = kd_step_flops(
+            student_body_params=sizes["student_body"],
+            student_hidden=sizes["student_hidden"],
+            vocab_size=self.vocab_size,
+            tokens_forwarded=forwarded,
+            head_positions=n_head,
+            teacher_body_params=sizes["teacher_body"] if n_kd else 0,
+            teacher_hidden=sizes["teacher_hidden"],
+            kd_positions=n_kd,
+        )
+        self.compute_accounting.add(
+            tokens_forwarded=forwarded,
+            kd_tokens=out.section_kd_count.cpu().numpy(),
+            ce_tokens=out.section_ce_count.cpu().numpy(),
+            student_flops=student_flops,
+            teacher_flops=teacher_flops,
+        )
+
+    # ---- evaluation: loss only (no logits exist) ------------------------------------------
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """Eval loss of one batch (normalised by its own counts); no logits are produced."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ---- logging ------------------------------------------------------------------------
+    def _reduced_stats(self, mode: str) -> SectionLossStats:
+        stats = self._stats[mode]
+        if self.accelerator.num_processes > 1:
+            t = torch.tensor(stats.as_array(), device=self.args.device)
+            stats = SectionLossStats.from_array(self.accelerator.reduce(t, reduction="sum").cpu().numpy())
+        return stats
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add per-section losses, tokens, truncation, FLOPs and peak memory to train/eval logs."""
+        if "loss" in logs:
+            logs.update(self._reduced_stats("train").means())
+            self._stats["train"] = SectionLossStats()
+            self.compute_accounting.update_peak_memory(self.args.device)
+            logs.update(self.compute_accounting.to_dict())
+            cut = self.truncation_accounting.tokens_removed
+            for s in (Section.PROMPT, Section.COT, Section.ANSWER):
+                logs[f"truncation/tokens_cut/{SECTION_NAMES[int(s)]}"] = int(cut[s])
+            self._update_model_card_fields()
+        elif "eval_loss" in logs:
+            logs.update(self._reduced_stats("eval").means("eval_"))
+            self._stats["eval"] = SectionLossStats()
+        super().log(logs, start_time)
+
+    def _update_model_card_fields(self) -> None:
+        """What a model card needs (teacher, objective, policy, truncation, tokens, FLOPs)."""
+        args = self.args
+        teacher = None
+        if self.teacher_model is not None:
+            cfg = _teacher.unwrap_causal_lm(self.teacher_model).config
+            teacher = (
+                args.teacher_model_name_or_path or getattr(cfg, "_name_or_path", None) or type(cfg).__name__
+            )
+        acc = self.compute_accounting
+        self.model_card_fields = {
+            "teacher": teacher,
+            "kd_mode": args.kd_mode if self.kd_enabled else "none (CE only)",
+            "objective": args.describe_objective() if self.kd_enabled else self.supervision.describe(),
+            "divergence": args.divergence if self.kd_enabled else None,
+            "temperature": args.temperature,
+            "supervision_preset": args.supervision_preset,
+            "supervision": self.supervision.describe(),
+            "truncation_policy": args.truncation_policy,
+            "truncation_kwargs": dict(args.truncation_kwargs or {}),
+            "truncation_report": self.truncation_accounting.report(),
+            "tokens_forwarded": acc.tokens_forwarded,
+            "tokens_kd": {SECTION_NAMES[s]: int(acc.kd_tokens[s]) for s in range(1, NUM_SECTIONS)},
+            "tokens_ce": {SECTION_NAMES[s]: int(acc.ce_tokens[s]) for s in range(1, NUM_SECTIONS)},
+            "flops_counted": acc.total_flops,
+            "peak_memory_mb": acc.peak_memory / 2**20,
+            "vocab_size": self.vocab_size,
+        }
