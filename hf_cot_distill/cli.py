@@ -5,12 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-PUSH_NOT_AVAILABLE = (
-    "--push is not available in this version yet: publishing to the Hub lands with the Hub "
-    "integration. Generate locally, then upload the folder, e.g. "
-    "`huggingface-cli upload REPO DIR --repo-type dataset`."
-)
-
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -30,8 +24,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-eval-tasks", type=_positive_int, help="eval tasks (default: the config's)")
     gen.add_argument("--tasks-per-shard", type=_positive_int, default=4096)
     gen.add_argument("--name", help="config name in the output folder (default: the config's name)")
-    gen.add_argument("--push", metavar="REPO", help="push to the Hub (not available yet: errors)")
+    gen.add_argument("--push", metavar="REPO", help="then push the output folder to this Hub dataset repo")
+    gen.add_argument("--private", action="store_true", help="with --push: create the repo private")
+    gen.add_argument("--revision", help="with --push: the branch to push to (created if missing)")
     gen.add_argument("--no-progress", action="store_true")
+
+    push = sub.add_parser(
+        "push",
+        help="upload a model or dataset folder with its card to the Hub",
+        description="Upload FOLDER to the Hub. Token: HF_TOKEN or `hf auth login`; endpoint: HF_ENDPOINT.",
+    )
+    push.add_argument("folder", help="a save_pretrained model folder or a `generate --out` dataset folder")
+    push.add_argument("--repo-id", required=True, help="namespace/name")
+    push.add_argument("--repo-type", choices=("model", "dataset"), default="model")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", help="the branch to push to (created if missing)")
+    push.add_argument("--commit-message")
 
     sub.add_parser("list-configs", help="list the named generator configs")
 
@@ -44,29 +52,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: object, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """``generate``: export parquet + card; with ``--push``, then upload the output folder."""
+    from hf_cot_distill.data.builder import export_dataset
+
+    if args.push:
+        from hf_cot_distill import hub
+
+        try:  # before exporting: a refused push leaves nothing behind
+            hub.check_repo_id(args.push)
+            hub.ensure_can_push(hub.default_api())
+        except (hub.HubPushError, ValueError) as err:
+            return _error(err)
+    try:
+        path = export_dataset(
+            args.config,
+            args.out,
+            num_tasks=args.num_tasks,
+            num_eval_tasks=args.num_eval_tasks,
+            tasks_per_shard=args.tasks_per_shard or 4096,
+            config_name=args.name,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        return _error(err)
+    print(f"Wrote {path} (load with datasets.load_dataset({args.out!r}, {path.name!r}))")
+    if args.push:
+        return _push(args.out, args.push, "dataset", args)
+    return 0
+
+
+def _push(folder: str, repo_id: str, repo_type: str, args: argparse.Namespace) -> int:
+    """Upload ``folder``; a dataset folder of ours gets its card re-rendered for ``repo_id``."""
+    from hf_cot_distill import hub
+    from hf_cot_distill.cards import dataset_card_for_repo
+
+    try:
+        card = dataset_card_for_repo(folder, repo_id) if repo_type == "dataset" else None
+        info = hub.push_folder(
+            hub.default_api(),
+            folder,
+            repo_id,
+            repo_type,
+            private=args.private or None,
+            revision=args.revision,
+            commit_message=getattr(args, "commit_message", None),
+            card=card,
+        )
+    except hub.HubPushError as err:
+        return _error(err, code=1 if err.__cause__ is not None else 2)
+    except (ValueError, FileNotFoundError) as err:
+        return _error(err)
+    print(f"Pushed {folder} to {info.repo_url} ({repo_type}, commit {info.oid})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "generate":
-        if args.push:
-            print(f"error: {PUSH_NOT_AVAILABLE}", file=sys.stderr)
-            return 2
-        from hf_cot_distill.data.builder import export_dataset
-
-        try:
-            path = export_dataset(
-                args.config,
-                args.out,
-                num_tasks=args.num_tasks,
-                num_eval_tasks=args.num_eval_tasks,
-                tasks_per_shard=args.tasks_per_shard or 4096,
-                config_name=args.name,
-                progress=not args.no_progress,
-            )
-        except (ValueError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        print(f"Wrote {path} (load with datasets.load_dataset({args.out!r}, {path.name!r}))")
-        return 0
+        return _generate(args)
+    if args.command == "push":
+        return _push(args.folder, args.repo_id, args.repo_type, args)
     if args.command == "list-configs":
         from hf_cot_distill.data.builder import NAMED_CONFIGS
 

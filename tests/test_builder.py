@@ -87,7 +87,7 @@ def test_yaml_configs_and_unknown_keys(tmp_path):
         load_generator_yaml(bad)
 
 
-def test_cli_generate_and_push_refusal(tmp_path, capsys):
+def test_cli_generate_and_push_refusal(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert (
         main(
@@ -108,9 +108,11 @@ def test_cli_generate_and_push_refusal(tmp_path, capsys):
     )
     assert load_dataset(str(out), "cot_icl_lab_standard")["train"].num_rows == 6
 
+    # --push works (tests/test_hub.py pushes to a loopback Hub); offline it is refused up front.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pushed = tmp_path / "pushed"
     assert main(["generate", "--config", "cot_icl_lab_cot", "--out", str(pushed), "--push", "me/ds"]) == 2
-    assert "--push is not available" in capsys.readouterr().err
+    assert "offline mode is enabled" in capsys.readouterr().err
     assert not pushed.exists()  # refused before anything was written
 
     assert main(["generate", "--config", "no_such_config", "--out", str(tmp_path / "x")]) == 2

@@ -1,0 +1,210 @@
+"""Publishing to the Hugging Face Hub: the only module that talks to the Hub.
+
+One entry point, :func:`push_folder`, takes an ``HfApi`` (so tests and mirrors pass their own
+endpoint) and uploads a local model or dataset folder with its card::
+
+    from hf_cot_distill.hub import default_api, push_folder
+    push_folder(default_api(), "out/student", "me/qwen-cot-kd", "model", private=True)
+
+Before anything is sent or written it checks, in this order (each failure says how to fix it):
+
+1. the Hub is reachable in principle: not offline (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``);
+2. a token exists, resolved the usual way (the ``HfApi``'s own token, ``HF_TOKEN``, the token
+   saved by ``hf auth login``); it is never printed, logged or stored here;
+3. the folder: it exists, has a card (``README.md`` with YAML metadata, or ``card=``), and a
+   model folder holds ``*.safetensors`` weights and no pickles (``*.bin``, ``*.pt``, ``*.pkl`` …).
+
+Only then is the card (if given) written to ``folder/README.md`` — atomically — so the folder
+is exactly what lands on the Hub, and the repo is created (``exist_ok``), the branch too when
+``revision`` names one, and the folder uploaded in one ``upload_folder`` call.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo, HfApi
+    from huggingface_hub.repocard import RepoCard
+
+RepoType = Literal["model", "dataset"]
+REPO_TYPES: tuple[str, ...] = ("model", "dataset")
+
+# Pickle-based checkpoints execute code when loaded; the Hub flags them, we refuse them.
+PICKLE_SUFFIXES: tuple[str, ...] = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# Never uploaded by ``upload_folder`` either (its DEFAULT_IGNORE_PATTERNS), so never checked.
+_SKIPPED_DIRS = (".git", ".cache")
+
+LOGIN_HINT = "run `hf auth login` (or set the HF_TOKEN environment variable) with a write token"
+
+
+class HubPushError(RuntimeError):
+    """Publishing is impossible or failed (offline, no token, upload error); the message says why."""
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def default_api() -> HfApi:
+    """An ``HfApi`` for the endpoint in ``HF_ENDPOINT`` *now* (huggingface_hub reads it once at
+    import), token resolved by huggingface_hub as usual."""
+    from huggingface_hub import HfApi
+
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
+    return HfApi(endpoint=endpoint)
+
+
+def ensure_can_push(api: HfApi) -> None:
+    """Raise :class:`HubPushError` when offline or when no token would be sent with ``api``."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_token_to_send
+
+    if constants.is_offline_mode() or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
+        raise HubPushError(
+            "cannot push: offline mode is enabled (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1); "
+            "fix: unset it (e.g. `HF_HUB_OFFLINE=0 hf-cot-distill push ...`) on a machine that can reach "
+            f"{api.endpoint}. Nothing was uploaded or written."
+        )
+    if get_token_to_send(api.token) is None:
+        raise HubPushError(
+            f"cannot push: no Hugging Face token found; fix: {LOGIN_HINT}. Nothing was uploaded or written."
+        )
+
+
+def check_repo_id(repo_id: str) -> None:
+    """``ValueError`` unless ``repo_id`` is a valid ``"namespace/name"``."""
+    from huggingface_hub.utils import validate_repo_id
+
+    validate_repo_id(repo_id)  # HFValidationError is a ValueError and says what is wrong
+    if "/" not in repo_id:
+        raise ValueError(f"repo_id: {repo_id!r} has no namespace; fix: 'your-user-or-org/{repo_id}'.")
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part in _SKIPPED_DIRS for part in p.relative_to(folder).parts)
+    )
+
+
+def check_folder(folder: str | os.PathLike, repo_type: str, *, has_card: bool = False) -> list[Path]:
+    """Dry checks of a folder to publish; returns its files (relative paths).
+
+    Raises ``FileNotFoundError`` (no folder) or ``ValueError`` (no card, pickles, no weights).
+    """
+    from huggingface_hub import metadata_load
+
+    if repo_type not in REPO_TYPES:
+        raise ValueError(f"repo_type: {repo_type!r} is not supported; fix: one of {list(REPO_TYPES)}.")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"folder {folder} does not exist or is not a directory; fix: pass the folder written by "
+            "`save_pretrained` (model) or `hf-cot-distill generate --out` (dataset)."
+        )
+    files = [p.relative_to(folder) for p in _folder_files(folder)]
+    readme = folder / "README.md"
+    if not has_card:
+        if not readme.is_file():
+            hint = "write_model_card(folder, ...)" if repo_type == "model" else "hf-cot-distill generate"
+            raise ValueError(f"{folder} has no README.md card; fix: write one with {hint} or pass card=.")
+        if not metadata_load(readme):
+            raise ValueError(
+                f"{readme} has no YAML metadata block (license, tags, ...); fix: render it with "
+                "hf_cot_distill.cards (write_model_card / write_dataset_readme)."
+            )
+    if repo_type == "model":
+        pickles = [str(p) for p in files if p.suffix.lower() in PICKLE_SUFFIXES]
+        if pickles:
+            raise ValueError(
+                f"refusing to publish pickle files {pickles} from {folder}: loading a pickle runs arbitrary "
+                "code; fix: re-save the model with `model.save_pretrained(folder)` (safetensors by default) "
+                "and delete the pickles."
+            )
+        if not any(p.suffix == ".safetensors" for p in files):
+            raise ValueError(
+                f"{folder} holds no *.safetensors weights; fix: save the model with "
+                "`model.save_pretrained(folder)` before pushing."
+            )
+    elif not [p for p in files if p.name != "README.md"]:
+        raise ValueError(
+            f"{folder} holds no data files; fix: export the dataset first (hf-cot-distill generate)."
+        )
+    return files
+
+
+def _write_card(folder: Path, card: RepoCard | str) -> None:
+    """``folder/README.md`` <- card, through a temporary file and a rename (never half-written)."""
+    text = card if isinstance(card, str) else str(card)
+    tmp = folder / ".README.md.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, folder / "README.md")
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError, RuntimeError]  # HfHubHTTPError, offline, LFS upload errors
+    for module in ("httpx2", "httpx"):  # huggingface_hub's HTTP client (name depends on its version)
+        try:
+            errors.append(__import__(module).HTTPError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def push_folder(
+    api: HfApi,
+    folder: str | os.PathLike,
+    repo_id: str,
+    repo_type: RepoType = "model",
+    *,
+    private: bool | None = None,
+    commit_message: str | None = None,
+    revision: str | None = None,
+    card: RepoCard | str | None = None,
+) -> CommitInfo:
+    """Upload ``folder`` to ``repo_id`` on the Hub behind ``api``; returns the ``CommitInfo``.
+
+    Args:
+        api: the ``HfApi`` to use (its ``endpoint`` and ``token``; token ``None`` = the usual
+            lookup: ``HF_TOKEN``, then the saved login).
+        folder: a model folder (``save_pretrained``: safetensors + config + tokenizer) or a
+            dataset folder (``hf-cot-distill generate``: parquet + README).
+        repo_id: ``"namespace/name"``.
+        repo_type: ``"model"`` or ``"dataset"``.
+        private: visibility of a repo created now (ignored when it already exists).
+        commit_message: defaults to ``"Upload <repo_type> with hf_cot_distill"``.
+        revision: a branch to push to; created from ``main`` when missing.
+        card: a ``ModelCard`` / ``DatasetCard`` / markdown text written to ``folder/README.md``
+            after the checks pass; ``None``: the folder's own README is used.
+
+    Raises:
+        HubPushError: offline, no token, or the upload failed (the cause is chained).
+        FileNotFoundError / ValueError: the folder failed a check (see :func:`check_folder`).
+    """
+    check_repo_id(repo_id)
+    check_folder(folder, repo_type, has_card=card is not None)
+    ensure_can_push(api)
+    folder = Path(folder)
+    if card is not None:
+        _write_card(folder, card)
+    message = commit_message or f"Upload {repo_type} with hf_cot_distill"
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        if revision not in (None, "main"):
+            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type=repo_type,
+            revision=revision,
+            commit_message=message,
+        )
+    except _network_errors() as err:
+        raise HubPushError(
+            f"upload of {folder} to {api.endpoint} ({repo_type} {repo_id}) failed: {err}; fix: check the "
+            f"repo id, your network and that your token may write there ({LOGIN_HINT})."
+        ) from err
