@@ -185,17 +185,22 @@ def _number(value: Any) -> str:
 
 
 def _compute_value(name: str, value: Any) -> str:
-    """Units by key suffix: ``*flops`` -> ``1.234e+15``, ``*_s`` / ``*seconds`` -> seconds (and
-    hours), ``*_bytes`` -> GiB; anything else through :func:`_number`."""
+    """A compute cell, units by key: ``*flops*`` -> ``1.234e+15``; ``*_s`` / ``*seconds`` ->
+    seconds (and hours); ``*_bytes`` -> GiB; ``*_mb`` -> MiB; a mapping (e.g. tokens per
+    section) -> ``key value, ...``; anything else through :func:`_number`."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_number(v)}" for k, v in value.items())
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         return str(value)
     key = name.lower()
-    if key.endswith("flops"):
+    if "flops" in key:
         return f"{float(value):.3e}"
     if key.endswith(("_s", "seconds")):
         return f"{float(value):.1f} s ({float(value) / 3600:.2f} h)"
     if key.endswith("_bytes"):
         return f"{float(value) / 2**30:.2f} GiB"
+    if key.endswith("_mb"):
+        return f"{float(value):,.1f} MiB"
     return _number(value)
 
 
@@ -228,7 +233,7 @@ def _supervision_rows(supervision: Any) -> list[dict[str, str]]:
 
 def _truncation_tables(accounting: Any) -> tuple[list[dict[str, str]], dict[str, str]]:
     """Per-section rows and counters from ``TruncationAccounting.to_dict()`` (or the object)."""
-    if accounting is None:
+    if accounting is None or isinstance(accounting, str):
         return [], {}
     flat = accounting.to_dict() if hasattr(accounting, "to_dict") else dict(accounting)
     rows = []
@@ -300,13 +305,14 @@ def render_model_card(
             ``MODEL_CARD_TAGS`` (plus ``"knowledge-distillation"`` when there is a teacher).
         recipe_name / recipe: the recipe YAML's name and its flat ``{field: value}`` mapping.
         supervision: ``{"prompt"|"cot"|"answer": {"ce_weight", "kd_weight", "kd_temperature"}}``
-            or a ``SupervisionPolicy``.
+            or a ``SupervisionPolicy`` (a table), or text such as ``policy.describe()``.
         objective: one line naming the loss, e.g. ``"0.5·CE + 0.5·forward KL (T = 1)"``.
         truncation: the policy's settings, e.g. ``{"policy": "lead_span_proportion",
             "lead_span_proportion": 0.5}``; ``truncation_accounting``: ``TruncationAccounting``
-            or its ``to_dict()`` (tokens kept / before per section).
-        compute: e.g. ``{"train_tokens": ..., "train_flops": ..., "train_time_s": ...,
-            "peak_memory_bytes": ...}``; units follow the key suffix (see :func:`_compute_value`).
+            or its ``to_dict()`` (a table of tokens kept / before per section), or its
+            ``report()`` text.
+        compute: e.g. ``{"tokens_forwarded": ..., "flops_counted": ..., "train_time_s": ...,
+            "peak_memory_mb": ...}``; units follow the key (see :func:`_compute_value`).
         eval_results: ``{metric: value}`` or rows such as ``{"task", "metric", "value"}``.
         repo_id: where the model will live; the "how to load" snippet uses it (default
             ``model_name``).
@@ -321,7 +327,7 @@ def render_model_card(
         "teacher": teacher,
         "recipe_name": recipe_name,
         "recipe": _plain(recipe) if recipe else None,
-        "supervision": _plain(supervision) if supervision is not None else None,
+        "supervision": _plain(supervision) if supervision else None,
         "objective": objective,
         "truncation": _plain(truncation) if truncation else None,
         "compute": _plain(compute) if compute else None,
@@ -347,10 +353,14 @@ def render_model_card(
         datasets=list(datasets),
         recipe_name=recipe_name,
         recipe={k: v for k, v in _plain(recipe or {}).items()},
-        supervision_rows=_supervision_rows(supervision) if supervision is not None else [],
+        supervision_rows=_supervision_rows(supervision)
+        if supervision and not isinstance(supervision, str)
+        else [],
+        supervision_text=supervision if isinstance(supervision, str) else None,
         objective=objective,
         truncation=_plain(truncation or {}),
         truncation_rows=truncation_rows,
+        truncation_text=truncation_accounting if isinstance(truncation_accounting, str) else None,
         truncation_counters=truncation_counters,
         compute_rows=[{"name": k, "value": _compute_value(k, v)} for k, v in (compute or {}).items()],
         eval_columns=eval_columns,

@@ -1,0 +1,196 @@
+"""Cards: the model card (YAML metadata + body sections, exact values) and the dataset card."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from huggingface_hub import DatasetCard, ModelCard
+
+from hf_cot_distill.cards import (
+    dataset_card_for_repo,
+    render_model_card,
+    write_dataset_readme,
+    write_model_card,
+)
+from hf_cot_distill.data import CoTICLConfig
+from hf_cot_distill.supervision import SupervisionPolicy
+from hf_cot_distill.truncation import TruncationAccounting
+
+FULL = dict(
+    model_name="qwen-tiny-cot-kd",
+    base_model="Qwen/Qwen2.5-0.5B",
+    teacher="Qwen/Qwen2.5-7B-Instruct",
+    datasets=["me/cot-recipe"],
+    tags=["qwen2"],
+    recipe_name="distill/lsp50",
+    recipe={"lead_span_proportion": 0.5, "learning_rate": 2e-05, "alpha": float("inf")},
+    supervision=SupervisionPolicy.from_preset("cot", kd_temperature=2.0),
+    objective="0.5·CE + 0.5·forward KL (T = 1)",
+    truncation={"policy": "lead_span_proportion", "lead_span_proportion": 0.5},
+    truncation_accounting=TruncationAccounting(
+        samples=4,
+        samples_truncated=3,
+        tokens_before=np.array([0, 100, 400, 50]),
+        tokens_kept=np.array([0, 100, 150, 0]),
+        supervised_before=450,
+        supervised_kept=150,
+    ),
+    compute={
+        "tokens_forwarded": 123456,
+        "flops_counted": 1.234e15,
+        "train_time_s": 5400.0,
+        "peak_memory_mb": 3072,
+    },
+    eval_results=[
+        {"task": "gsm8k", "metric": "accuracy", "value": 0.4567},
+        {"task": "math500", "metric": "accuracy", "value": 0.25},
+    ],
+    repo_id="me/qwen-tiny-cot-kd",
+)
+
+
+def test_model_card_yaml_metadata_exact():
+    card = ModelCard(str(render_model_card(**FULL)))  # round trip through the Hub's parser
+    meta = card.data.to_dict()
+    hf = meta.pop("hf_cot_distill")
+    assert meta == {
+        "base_model": "Qwen/Qwen2.5-0.5B",
+        "datasets": ["me/cot-recipe"],
+        "library_name": "transformers",
+        "license": "apache-2.0",
+        "pipeline_tag": "text-generation",
+        "tags": ["hf-cot-distill", "chain-of-thought", "distillation", "knowledge-distillation", "qwen2"],
+    }
+    assert hf["teacher"] == "Qwen/Qwen2.5-7B-Instruct" and hf["recipe_name"] == "distill/lsp50"
+    assert hf["recipe"] == {"lead_span_proportion": 0.5, "learning_rate": 2e-05, "alpha": "inf"}
+    assert hf["supervision"]["cot"] == {"ce_weight": 0.5, "kd_weight": 0.5, "kd_temperature": 2.0}
+    assert hf["supervision"]["answer"] == {"ce_weight": 0.0, "kd_weight": 0.0, "kd_temperature": None}
+    assert hf["truncation"] == {"policy": "lead_span_proportion", "lead_span_proportion": 0.5}
+    assert hf["compute"]["tokens_forwarded"] == 123456 and hf["compute"]["flops_counted"] == 1.234e15
+
+
+def test_model_card_body_sections_exact():
+    text = ModelCard(str(render_model_card(**FULL))).text
+    assert text.startswith(
+        "\n# qwen-tiny-cot-kd\n\n`qwen-tiny-cot-kd` is a student distilled from the teacher "
+        "`Qwen/Qwen2.5-7B-Instruct`, initialised from `Qwen/Qwen2.5-0.5B`, on `me/cot-recipe`, with "
+    )
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections == [
+        "## Teacher and student",
+        "## Recipe",
+        "## Supervision by section",
+        "## Truncation",
+        "## Compute",
+        "## Evaluation",
+        "## How to load",
+        "## License",
+    ]
+    for line in (
+        "| teacher | `Qwen/Qwen2.5-7B-Instruct` |",
+        "| student (initialised from) | `Qwen/Qwen2.5-0.5B` |",
+        "Recipe: `distill/lsp50`.",
+        "| `learning_rate` | `2e-05` |",
+        "| `alpha` | `inf` |",
+        "| prompt | 0 | 0 | default |",
+        "| cot | 0.5 | 0.5 | 2 |",
+        "| answer | 0 | 0 | default |",
+        "Objective: 0.5·CE + 0.5·forward KL (T = 1)",
+        "| `lead_span_proportion` | `0.5` |",
+        "| cot | 150 | 400 | 37.5% |",
+        "| answer | 0 | 50 | 0.0% |",
+        "samples: 4, samples_truncated: 3, samples_supervision_lost: 0, samples_dropped: 0, "
+        "fallbacks: 0, supervised_before: 450, supervised_kept: 150",
+        "| tokens_forwarded | 123,456 |",
+        "| flops_counted | 1.234e+15 |",
+        "| train_time_s | 5400.0 s (1.50 h) |",
+        "| peak_memory_mb | 3,072.0 MiB |",
+        "| task | metric | value |",
+        "|---|---|---|",
+        "| gsm8k | accuracy | 0.4567 |",
+        "| math500 | accuracy | 0.25 |",
+        'model = AutoModelForCausalLM.from_pretrained("me/qwen-tiny-cot-kd")',
+        "apache-2.0.",
+    ):
+        assert line in text.splitlines(), line
+    assert "\n\n\n" not in text  # the template's whitespace control holds
+
+
+def test_trainer_style_text_fields_render_as_blocks():
+    """What a trainer records as text (``policy.describe()``, ``accounting.report()``) and
+    nested counts (tokens per section) render too."""
+    acc = FULL["truncation_accounting"]
+    card = render_model_card(
+        model_name="m",
+        base_model="b",
+        teacher="t",
+        supervision=SupervisionPolicy.from_preset("cot").describe(),
+        truncation_accounting=acc.report(),
+        compute={"tokens_kd": {"prompt": 0, "cot": 500, "answer": 20}},
+        eval_results={"answer_accuracy": 0.5},
+    )
+    text = card.text
+    assert "```text\nprompt: ce 0, kd 0, T default\ncot: ce 0.5, kd 0.5, T default\n" in text
+    assert "cot: trained on 150/400 tokens (37.5%)" in text
+    assert "| tokens_kd | prompt 0, cot 500, answer 20 |" in text
+    assert "| answer_accuracy | 0.5 |" in text.splitlines()
+    assert card.data.hf_cot_distill["supervision"].startswith("prompt: ce 0")
+
+
+def test_minimal_model_card():
+    card = render_model_card(model_name="tiny", base_model=None)
+    assert card.data.to_dict() == {
+        "library_name": "transformers",
+        "license": "apache-2.0",
+        "pipeline_tag": "text-generation",
+        "tags": ["hf-cot-distill", "chain-of-thought", "distillation"],
+    }
+    lines = card.text.splitlines()
+    assert lines[3].startswith("`tiny` was trained from a random initialisation, with ")
+    for line in ("| teacher | none (no distillation) |", "No recipe recorded.", "No evaluation recorded."):
+        assert line in lines, line
+    assert 'tokenizer = AutoTokenizer.from_pretrained("tiny")' in lines
+
+
+def test_model_card_bad_input_says_the_fix():
+    with pytest.raises(ValueError, match="unknown sections.*'reasoning'"):
+        render_model_card(model_name="m", base_model=None, supervision={"reasoning": {"kd_weight": 1.0}})
+    with pytest.raises(TypeError, match="supervision"):
+        render_model_card(model_name="m", base_model=None, supervision=[0.5])
+    with pytest.raises(ValueError, match="model_name"):
+        render_model_card(model_name="", base_model=None)
+
+
+def test_write_model_card(tmp_path):
+    with pytest.raises(FileNotFoundError, match="save_pretrained"):
+        write_model_card(tmp_path / "missing", model_name="m", base_model=None)
+    path = write_model_card(tmp_path, **FULL)
+    assert path == tmp_path / "README.md"
+    loaded = ModelCard.load(path)
+    assert loaded.data.base_model == "Qwen/Qwen2.5-0.5B" and loaded.data.pipeline_tag == "text-generation"
+
+
+def test_dataset_card_still_renders_and_retargets_to_a_repo(tmp_path):
+    config = CoTICLConfig(prompt_strategy="cot", num_tasks=1200, num_eval_tasks=7)
+    write_dataset_readme(tmp_path, "small", config, {"train": 1200, "eval": 7}, {"train": 10, "eval": 3})
+    local = DatasetCard.load(tmp_path / "README.md")
+    meta = local.data.to_dict()
+    assert meta["configs"] == [
+        {
+            "config_name": "small",
+            "data_files": [
+                {"split": "train", "path": "small/train-*.parquet"},
+                {"split": "eval", "path": "small/eval-*.parquet"},
+            ],
+        }
+    ]
+    assert meta["license"] == "apache-2.0" and meta["size_categories"] == ["1K<n<10K"]
+    assert meta["task_categories"] == ["text-generation"]
+    assert f'ds = load_dataset("{tmp_path}", "small")' in local.text
+
+    hub_card = dataset_card_for_repo(tmp_path, "me/cot")
+    assert 'ds = load_dataset("me/cot", "small")' in hub_card.text
+    assert hub_card.data.to_dict() == meta  # only the snippet changes
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "README.md").write_text("---\nlicense: mit\n---\nnot ours\n")
+    assert dataset_card_for_repo(tmp_path / "other", "me/x") is None
