@@ -24,7 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-eval-tasks", type=_positive_int, help="eval tasks (default: the config's)")
     gen.add_argument("--tasks-per-shard", type=_positive_int, default=4096)
     gen.add_argument("--name", help="config name in the output folder (default: the config's name)")
-    gen.add_argument("--push", metavar="REPO", help="then push the output folder to this Hub dataset repo")
+    gen.add_argument(
+        "--push",
+        "--push-to-hub",
+        "--push_to_hub",
+        dest="push",
+        metavar="REPO",
+        help="then push the output folder to this Hub dataset repo",
+    )
     gen.add_argument("--private", action="store_true", help="with --push: create the repo private")
     gen.add_argument("--revision", help="with --push: the branch to push to (created if missing)")
     gen.add_argument("--no-progress", action="store_true")
@@ -61,6 +68,8 @@ def _generate(args: argparse.Namespace) -> int:
     """``generate``: export parquet + card; with ``--push``, then upload the output folder."""
     from hf_cot_distill.data.builder import export_dataset
 
+    if not args.push and (args.private or args.revision):
+        return _error("--private and --revision only apply to a push; fix: add --push REPO.")
     if args.push:
         from hf_cot_distill import hub
 

@@ -141,8 +141,11 @@ def _write_card(folder: Path, card: RepoCard | str) -> None:
     """``folder/README.md`` <- card, through a temporary file and a rename (never half-written)."""
     text = card if isinstance(card, str) else str(card)
     tmp = folder / ".README.md.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, folder / "README.md")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, folder / "README.md")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

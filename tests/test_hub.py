@@ -8,7 +8,10 @@ switched online for the test only (conftest makes the suite offline by default).
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -284,9 +287,9 @@ def test_cli_generate_push_end_to_end(hub, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     out = tmp_path / "out"
     argv = ["generate", "--config", "cot_icl_lab_standard", "--out", str(out), "--num-tasks", "5"]
-    argv += ["--num-eval-tasks", "2", "--no-progress", "--push", "me/cot-icl"]
+    argv += ["--num-eval-tasks", "2", "--no-progress", "--push_to_hub", "me/cot-icl", "--revision", "v0"]
     assert main(argv) == 0
-    received = hub.files("dataset", "me/cot-icl")
+    received = hub.files("dataset", "me/cot-icl", revision="v0")
     assert received == local_files(out)
     readme = received["README.md"].decode()
     assert 'load_dataset("me/cot-icl", "cot_icl_lab_standard")' in readme  # the card names the repo
@@ -303,3 +306,24 @@ def test_cli_generate_push_without_token_writes_nothing(hub, tmp_path, monkeypat
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     assert main(["generate", "--config", "cot_icl_lab_cot", "--out", str(out), "--push", "bad//id"]) == 2
     assert not out.exists()
+    assert main(["generate", "--config", "cot_icl_lab_cot", "--out", str(out), "--private"]) == 2
+    assert "only apply to a push; fix: add --push REPO" in capfd.readouterr().err
+    assert not out.exists() and hub.requests == []
+
+
+def test_console_script_in_a_fresh_process(hub, tmp_path):
+    """The installed entry point, configured only through the environment as a user would."""
+    folder = tmp_path / "m"
+    save_tiny_qwen2(folder)
+    (folder / "README.md").write_text(str(render_model_card(model_name="m", base_model=None)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env.update(HF_ENDPOINT=hub.endpoint, HF_TOKEN=TOKEN, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1")
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1")
+    cmd = [sys.executable, "-m", "hf_cot_distill.cli", "push", str(folder), "--repo-id", "me/m"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert hub.files("model", "me/m") == local_files(folder)
+    assert TOKEN not in done.stdout + done.stderr
+    env.pop("HF_TOKEN")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no Hugging Face token found" in done.stderr
