@@ -337,3 +337,32 @@ def test_tokenizer_compatibility_check_at_init(
             processing_class=qwen25_tokenizer,
             teacher_processing_class=qwen3_tokenizer,
         )
+
+
+def test_cot_icl_meta_training_with_eval_hook(tmp_path: Any) -> None:
+    from hf_cot_distill.data import CoTICLConfig, generate_batch
+    from hf_cot_distill.trainers.cot_icl import CoTICLTrainer, cot_icl_model, cot_icl_training_args
+
+    cfg = CoTICLConfig(
+        vocab_size=64, n_examples_choices=(4,), prompt_strategy="hybrid_special_token", cot_example_prob=0.5,
+        num_tasks=8, num_eval_tasks=4,
+    )  # fmt: skip
+    rows = generate_batch(cfg, range(8)).rows()
+    eval_rows = generate_batch(cfg, range(4), "eval").rows()
+    model = cot_icl_model(cfg, architecture="llama", num_layers=2, hidden_size=32, num_attention_heads=4)
+    args = cot_icl_training_args(
+        str(tmp_path), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3, save_strategy="no",
+        use_cpu=True, logging_steps=1,
+    )  # fmt: skip
+    trainer = CoTICLTrainer(
+        model, args, cfg, train_dataset=Dataset.from_list(rows), eval_rows=eval_rows, eval_every_steps=2
+    )
+    assert trainer.pad_token_id == cfg.special_tokens.pad and not trainer.kd_enabled
+    trainer.train()
+    history = trainer.cot_icl_callback.history
+    assert [h["step"] for h in history] == [2]
+    assert 0.0 <= history[-1]["cot_icl/answer_accuracy@drop0"] <= 1.0
+    # (the callback logs inside on_step_end, which clears should_log for that step's train log)
+    train_logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert train_logs[-1]["tokens_ce/cot"] > 0 and "ce/answer" in train_logs[-1]
+    assert any("cot_icl/answer_accuracy@drop0" in h for h in trainer.state.log_history)

@@ -1,0 +1,90 @@
+"""SectionKDConfig: defaults, builders, documented fields and clear errors on bad values."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from transformers import TrainingArguments
+
+from hf_cot_distill.sections import Section
+from hf_cot_distill.trainers import SectionKDConfig
+from hf_cot_distill.truncation import LeadSpanProportion
+
+
+def config(**kwargs: Any) -> SectionKDConfig:
+    return SectionKDConfig(output_dir="/tmp/kd_config_test", report_to="none", **kwargs)
+
+
+def test_defaults_are_the_paper_objective() -> None:
+    c = config()
+    assert (c.divergence, c.temperature, c.ce_weight, c.kd_weight, c.kd_mode) == (
+        "forward_kl",
+        1.0,
+        0.5,
+        0.5,
+        "supervised",
+    )
+    assert c.remove_unused_columns is False
+    policy = c.build_supervision()
+    assert (
+        policy.for_section(Section.COT).kd_weight == 0.5 and policy.for_section(Section.PROMPT).kd_weight == 0
+    )
+    assert c.build_truncation() is None
+    assert "forward_kl(T=1)" in c.describe_objective()
+
+
+def test_every_own_field_is_documented() -> None:
+    own = {f.name for f in dataclasses.fields(SectionKDConfig)} - {
+        f.name for f in dataclasses.fields(TrainingArguments)
+    }
+    assert len(own) >= 20
+    for f in dataclasses.fields(SectionKDConfig):
+        if f.name in own:
+            assert f.metadata.get("help"), f.name
+
+
+def test_truncation_from_name_and_json_kwargs() -> None:
+    c = config(truncation_policy="lead_span_proportion", truncation_kwargs='{"lead_span_proportion": 0.5}')
+    assert c.build_truncation() == LeadSpanProportion(0.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"divergence": "kl"}, r"divergence: got 'kl'; use one of"),
+        ({"beta": 1.5}, r"beta: got 1.5"),
+        ({"alpha": 1.0}, r"alpha: got 1.0"),
+        ({"temperature": 0.0}, r"temperature: got 0.0"),
+        ({"temperature": float("nan")}, r"temperature: got nan"),
+        ({"teacher_dtype": "fp8"}, r"teacher_dtype: got 'fp8'"),
+        ({"supervision_preset": "thoughts"}, r"supervision_preset: got 'thoughts'"),
+        ({"ce_sections": "all"}, r"ce_sections: got 'all'"),
+        ({"ce_weight": -1.0}, r"ce_weight: got -1.0"),
+        ({"ce_weight": 0.0, "kd_weight": 0.0}, r"both 0, the policy supervises no token"),
+        ({"truncation_policy": "half"}, r"truncation_policy: got 'half'"),
+        ({"truncation_kwargs": {"max_tokens": 4}}, r"set truncation_policy too"),
+        (
+            {"truncation_policy": "keep_first", "truncation_kwargs": {"lead_span_proportion": 0.5}},
+            r"do not fit KeepFirst",
+        ),
+        (
+            {"truncation_policy": "lead_span_proportion", "truncation_kwargs": {"lead_span_proportion": 2}},
+            r"lead_span_proportion: 2",
+        ),
+        ({"truncation_kwargs": "{not json"}, r"truncation_kwargs: '\{not json' is not a JSON object"),
+        ({"on_supervision_lost": "ignore"}, r"on_supervision_lost: got 'ignore'"),
+        ({"pad_to_multiple_of": 0}, r"pad_to_multiple_of: got 0"),
+        ({"chunk_size": 0}, r"chunk_size: got 0"),
+        ({"kd_mode": "offline"}, r"kd_mode: got 'offline'"),
+        ({"kd_mode": "on_policy", "padding_free": True}, r"padding_free: got True; generation"),
+        ({"max_new_tokens": 0}, r"max_new_tokens: got 0"),
+        ({"generation_temperature": -1.0}, r"generation_temperature: got -1.0"),
+        ({"generated_section": "prompt"}, r"generated_section: got 'prompt'"),
+        ({"remove_unused_columns": True}, r"remove_unused_columns: got True"),
+    ],
+)
+def test_bad_values_name_field_value_and_fix(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        config(**kwargs)
