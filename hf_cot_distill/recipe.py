@@ -1,0 +1,230 @@
+"""Recipes: flat YAML whose keys are fields of the config dataclasses, with CLI overrides.
+
+A recipe is parsed into ``(ModelArguments, DataArguments, <training config>)`` with
+transformers' ``HfArgumentParser``, so every field gets the same type conversion and
+validation as on the command line. Unknown or misspelled keys are an error naming the key and
+the closest valid one (TRL's and transformers' YAML paths can silently ignore them).
+
+YAML values become argv tokens: lists -> several values, dicts -> JSON, bools -> true/false,
+``null`` -> the field's default only if that default is ``None``. Command-line overrides
+(``--key value``) come after the YAML ones, so they win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelArguments:
+    """Which student model to train and how to build it."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Student: a Hub id or a local folder. Offline runs override it with a local path."},
+    )
+    model_revision: str = field(default="main", metadata={"help": "Revision of the student on the Hub."})
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer (default: the student's). Not needed for CoT-ICL token data."},
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "Student weights dtype: float32, bfloat16, float16 or auto."},
+    )
+    attn_implementation: str | None = field(
+        default="sdpa", metadata={"help": "Attention implementation: sdpa, eager, flash_attention_2."}
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow custom modelling code from the Hub. Off by default (security)."},
+    )
+    init_from_scratch: bool = field(
+        default=False,
+        metadata={
+            "help": "Build the student from `model_config` with random weights (CoT-ICL meta-training)."
+        },
+    )
+    model_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON/YAML mapping of a transformers config for init_from_scratch, e.g. "
+            '{"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 4, ...}.'
+        },
+    )
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules to adapt (default: all linear layers but the lm_head)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise ValueError(f"dtype={self.dtype!r}: use float32, bfloat16, float16 or auto.")
+        if self.init_from_scratch and not self.model_config:
+            raise ValueError("init_from_scratch=true needs model_config (a transformers config mapping).")
+        if not self.init_from_scratch and self.model_config:
+            raise ValueError(
+                "model_config is only used with init_from_scratch=true; set it or remove model_config."
+            )
+        if self.lora_r < 1:
+            raise ValueError(f"lora_r={self.lora_r} must be >= 1.")
+
+    def model_config_dict(self) -> dict[str, Any]:
+        if not self.model_config:
+            return {}
+        value = yaml.safe_load(self.model_config) if isinstance(self.model_config, str) else self.model_config
+        if not isinstance(value, dict) or "model_type" not in value:
+            raise ValueError(f"model_config must be a mapping with a model_type, got {self.model_config!r}.")
+        return value
+
+
+DATASET_FORMATS = ("auto", "tokenized", "messages", "conversations", "prompt_completion", "reasoning_content")
+
+
+@dataclass
+class DataArguments:
+    """Which data to train on and how to turn it into section-tagged tokens."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "A local folder / Hub dataset for load_dataset, or `generator:<named config or yaml>` to "
+            "generate CoT-ICL Lab / symbolic tasks on the fly."
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "The dataset's config name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_eval_split: str | None = field(
+        default=None, metadata={"help": "Split to evaluate on (optional)."}
+    )
+    dataset_format: str = field(
+        default="auto",
+        metadata={
+            "help": f"Row layout: one of {DATASET_FORMATS}; `tokenized` = rows with input_ids/section_ids."
+        },
+    )
+    source_markers: str = field(
+        default="think", metadata={"help": "Reasoning markers in the source text: think or openthoughts."}
+    )
+    max_length: int = field(default=4096, metadata={"help": "Longest encoded sample, in tokens."})
+    on_too_long: str = field(default="refuse", metadata={"help": "Samples over max_length: refuse or keep."})
+    generator_num_tasks: int | None = field(
+        default=None, metadata={"help": "With generator:<config>: training tasks (default: the config's)."}
+    )
+    generator_num_eval_tasks: int | None = field(
+        default=None, metadata={"help": "With generator:<config>: eval tasks (default: the config's)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training rows."}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval rows."})
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for Dataset.map."})
+
+    def __post_init__(self) -> None:
+        if self.dataset_format not in DATASET_FORMATS:
+            raise ValueError(f"dataset_format={self.dataset_format!r}: use one of {DATASET_FORMATS}.")
+        if self.max_length < 8:
+            raise ValueError(f"max_length={self.max_length} is too small; use at least 8 tokens.")
+        if self.on_too_long not in ("refuse", "keep"):
+            raise ValueError(f"on_too_long={self.on_too_long!r}: use refuse or keep.")
+
+
+def _fields(types: tuple[type, ...]) -> dict[str, dataclasses.Field]:
+    out: dict[str, dataclasses.Field] = {}
+    for t in types:
+        for f in dataclasses.fields(t):
+            if f.init:
+                out.setdefault(f.name, f)
+    return out
+
+
+def _unknown_key_error(keys: list[str], valid: dict, where: str) -> ValueError:
+    hints = []
+    for key in keys:
+        close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ValueError(
+        f"{where}: unknown key{'s' if len(keys) > 1 else ''} {', '.join(hints)}. Keys must be fields of "
+        "the model, data or training config; see `hf-cot-distill train --help`."
+    )
+
+
+def _to_argv(key: str, value: Any, f: dataclasses.Field, where: str) -> list[str]:
+    if value is None:
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if default is not None:
+            raise ValueError(
+                f"{where}: {key}: null is not allowed (default {default!r}); remove the key instead."
+            )
+        return []
+    if isinstance(value, bool):
+        return [f"--{key}", "true" if value else "false"]
+    if isinstance(value, list):
+        if not value:
+            raise ValueError(f"{where}: {key}: an empty list cannot be expressed; remove the key instead.")
+        return [f"--{key}", *[json.dumps(v) if isinstance(v, (dict, list)) else str(v) for v in value]]
+    if isinstance(value, dict):
+        return [f"--{key}", json.dumps(value)]
+    return [f"--{key}", str(value)]
+
+
+def recipe_argv(recipe: dict[str, Any], types: tuple[type, ...], where: str = "recipe") -> list[str]:
+    """Validate a recipe mapping against the dataclasses and turn it into argv tokens."""
+    valid = _fields(types)
+    unknown = sorted(k for k in recipe if k not in valid)
+    if unknown:
+        raise _unknown_key_error(unknown, valid, where)
+    argv: list[str] = []
+    for key, value in recipe.items():
+        argv += _to_argv(key, value, valid[key], where)
+    return argv
+
+
+def load_recipe_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"recipe {path} does not exist.")
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a recipe is a flat mapping of config fields, got {type(data).__name__}.")
+    nested = [k for k, v in data.items() if isinstance(v, dict) and k not in _DICT_FIELDS]
+    if nested:
+        raise ValueError(
+            f"{path}: recipes are flat; {nested} hold nested mappings. Write their fields at the top level."
+        )
+    return data
+
+
+# Fields whose value is legitimately a mapping (serialised to JSON for the parser).
+_DICT_FIELDS = {"model_config", "truncation_kwargs", "teacher_model_init_kwargs", "model_init_kwargs"}
+
+
+def parse_recipe(
+    types: tuple[type, ...],
+    recipe_path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+) -> tuple:
+    """Parse a YAML recipe plus ``--key value`` overrides into instances of ``types``."""
+    from transformers import HfArgumentParser
+
+    overrides = list(overrides or [])
+    valid = _fields(types)
+    bad = [a[2:].split("=")[0].replace("-", "_") for a in overrides if a.startswith("--")]
+    bad = [k for k in bad if k not in valid and not (k.startswith("no_") and k[3:] in valid)]
+    if bad:
+        raise _unknown_key_error(bad, valid, "command line")
+    argv = []
+    if recipe_path is not None:
+        argv = recipe_argv(load_recipe_yaml(recipe_path), types, where=str(recipe_path))
+    parser = HfArgumentParser(types)
+    return tuple(parser.parse_args_into_dataclasses(args=argv + overrides, return_remaining_strings=False))

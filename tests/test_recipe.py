@@ -1,0 +1,64 @@
+"""Recipe YAML parsing: flat keys, type conversion through HfArgumentParser, clear errors, overrides."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import TrainingArguments
+
+from hf_cot_distill.recipe import DataArguments, ModelArguments, parse_recipe
+
+TYPES = (ModelArguments, DataArguments, TrainingArguments)
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_values_are_typed_and_cli_overrides_win(tmp_path):
+    path = write(
+        tmp_path,
+        "init_from_scratch: true\n"
+        "model_config: {model_type: llama, hidden_size: 64, num_hidden_layers: 2}\n"
+        "dataset_name: generator:cot_icl_lab_cot\n"
+        "learning_rate: 3.0e-4\n"
+        "lora_target_modules: [q_proj, v_proj]\n"
+        "use_peft: true\n"
+        "output_dir: out\n"
+        "max_length: 1024\n",
+    )
+    model, data, train = parse_recipe(TYPES, path, ["--learning_rate", "1e-4", "--max_length", "512"])
+    assert model.model_config_dict() == {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2}
+    assert model.lora_target_modules == ["q_proj", "v_proj"] and model.use_peft is True
+    assert train.learning_rate == pytest.approx(1e-4) and data.max_length == 512
+    assert data.dataset_name == "generator:cot_icl_lab_cot"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("lerning_rate: 0.1\noutput_dir: x\n", "did you mean 'learning_rate'"),
+        ("output_dir: x\nmax_lenght: 10\n", "did you mean 'max_length'"),
+        ("output_dir: x\ntotally_unknown: 1\n", "unknown key 'totally_unknown'"),
+        ("output_dir: x\nnested: {a: 1}\n", "recipes are flat"),
+        ("- a\n- b\n", "flat mapping"),
+        ("output_dir: x\ndataset_format: csv\n", "dataset_format"),
+        ("output_dir: x\ndtype: int8\n", "dtype"),
+        ("output_dir: x\ninit_from_scratch: true\n", "needs model_config"),
+        ("output_dir: x\nlearning_rate: null\n", "null is not allowed"),
+    ],
+)
+def test_bad_recipes_name_the_key(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_recipe(TYPES, write(tmp_path, text))
+
+
+def test_unknown_cli_override_is_an_error():
+    with pytest.raises(ValueError, match="did you mean 'num_train_epochs'"):
+        parse_recipe(TYPES, None, ["--output_dir", "x", "--num_train_epoch", "2"])
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        parse_recipe(TYPES, tmp_path / "nope.yaml")
