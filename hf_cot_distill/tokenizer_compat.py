@@ -74,12 +74,12 @@ class TokenizerCompatReport:
 
     @property
     def teacher_padding_rows(self) -> int:
-        """Teacher embedding rows beyond the shared vocabulary (never supervised)."""
+        """Teacher embedding rows beyond the shared vocabulary (padding; never compared in KD)."""
         return self.teacher_vocab_rows - self.vocab_size
 
     @property
     def student_padding_rows(self) -> int:
-        """Student embedding rows beyond the shared vocabulary (never supervised)."""
+        """Student embedding rows beyond the shared vocabulary (padding; never compared in KD)."""
         return self.student_vocab_rows - self.vocab_size
 
 
@@ -237,8 +237,10 @@ def check_tokenizer_compatibility(
     notes: list[str] = []
     t_len, s_len = len(teacher_tokenizer), len(student_tokenizer)
 
-    t_ser, s_ser = _serialized(teacher_tokenizer), _serialized(student_tokenizer)
-    identical = teacher_tokenizer is student_tokenizer or (t_ser is not None and t_ser == s_ser)
+    identical = teacher_tokenizer is student_tokenizer
+    if not identical:  # one string comparison spares the vocabulary walk for one family's files
+        t_ser = _serialized(teacher_tokenizer)
+        identical = t_ser is not None and t_ser == _serialized(student_tokenizer)
     t_vocab = teacher_tokenizer.get_vocab()
     s_vocab = t_vocab if identical else student_tokenizer.get_vocab()
     t_range, s_range = max(t_len, _id_range(t_vocab)), max(s_len, _id_range(s_vocab))
@@ -313,9 +315,12 @@ def check_tokenizer_compatibility(
         raise ValueError(f"vocabulary: teacher and student vocabularies could not be aligned; {_FIX}")
     for side, rows in (("teacher", teacher_vocab_rows), ("student", student_vocab_rows)):
         if rows > shared:
+            beyond = (
+                "rows beyond them (padding, and tokens the other side lacks)" if aligned else "padding rows"
+            )
             notes.append(
-                f"{side} embedding has {rows} rows for {shared} shared tokens: {rows - shared} padding "
-                "rows, excluded from KD (logits sliced to the shared vocabulary)."
+                f"{side} embedding has {rows} rows for {shared} shared tokens: {rows - shared} {beyond}, "
+                "excluded from KD (logits sliced to the shared vocabulary)."
             )
     return TokenizerCompatReport(
         vocab_size=shared,
