@@ -40,6 +40,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -141,6 +142,22 @@ def measure(tokenizer: Any, traces: list[Any], layout: str, n_samples: int) -> d
     }
 
 
+def dump(profile: dict[str, Any]) -> str:
+    """The profile as JSON: floats rounded to 6 significant digits, one length triple per line."""
+
+    def rounded(value: Any) -> Any:
+        if isinstance(value, float):
+            return float(f"{value:.6g}")
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [rounded(v) for v in value]
+        return value
+
+    text = json.dumps(rounded(profile), indent=1)
+    return re.sub(r"\[\s+(\d+),\s+(\d+),\s+(\d+)\s+\]", r"[\1, \2, \3]", text) + "\n"
+
+
 def table(profile: dict[str, Any]) -> str:
     """Markdown table: one row per layout."""
     head = (
@@ -203,7 +220,7 @@ def main() -> None:
     print(f"B0 CHAMP trace section statistics, Qwen2.5 tokenizer ({profile['source']})\n")
     print(text)
     print(f"({elapsed:.1f} s)")
-    args.out.write_text(json.dumps(profile, indent=1) + "\n", encoding="utf-8")
+    args.out.write_text(dump(profile), encoding="utf-8")
     print(f"wrote {args.out}")
     if args.append_results:
         with RESULTS_PATH.open("a", encoding="utf-8") as f:
