@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the end-to-end demo, offline on CPU")
     demo.add_argument("--out", default="demo_output")
 
+    sub.add_parser(
+        "train",
+        help="train / distill from a recipe: train --config RECIPE.yaml [--field value ...]",
+        add_help=False,  # `train --help` lists every recipe field (see _train)
+    )
+
     conv = sub.add_parser("convert-gguf", help="convert a GGUF checkpoint to a safetensors model folder")
     conv.add_argument("gguf", help="path to the .gguf file")
     conv.add_argument("--out", required=True)
@@ -121,7 +127,68 @@ def _push(folder: str, repo_id: str, repo_type: str, args: argparse.Namespace) -
     return 0
 
 
+TRAIN_USAGE = (
+    "usage: hf-cot-distill train --config RECIPE.yaml [--<field> <value> ...]\n\n"
+    "Fields of the model, data and training configs; command-line values override the recipe's.\n"
+)
+
+
+def _train(argv: list[str]) -> int:
+    """``train``: parse the recipe (+ overrides) into the three configs and run the training."""
+    from hf_cot_distill.recipe import DataArguments, ModelArguments, parse_recipe
+    from hf_cot_distill.trainers.kd_config import SectionKDConfig
+
+    types = (ModelArguments, DataArguments, SectionKDConfig)
+    if "-h" in argv or "--help" in argv:
+        from transformers import HfArgumentParser
+
+        print(TRAIN_USAGE)
+        HfArgumentParser(types).print_help()
+        return 0
+    recipe, rest = None, list(argv)
+    if "--config" in rest:
+        i = rest.index("--config")
+        if i + 1 >= len(rest):
+            return _error("--config needs a recipe path.")
+        recipe = rest[i + 1]
+        del rest[i : i + 2]
+    try:
+        model_args, data_args, kd_args = parse_recipe(types, recipe, rest)
+    except (ValueError, FileNotFoundError) as err:
+        return _error(err)
+    push_repo = None
+    if kd_args.push_to_hub:
+        # Publishing goes through hub.py (checks first, safetensors only), not Trainer's own push.
+        from hf_cot_distill import hub
+
+        push_repo = kd_args.hub_model_id
+        try:
+            if not push_repo:
+                raise ValueError("push_to_hub needs hub_model_id (namespace/name).")
+            hub.check_repo_id(push_repo)
+            hub.ensure_can_push(hub.default_api())
+        except (hub.HubPushError, ValueError) as err:
+            return _error(err)
+        kd_args.push_to_hub = False
+    from hf_cot_distill.train import run_training
+
+    try:
+        metrics = run_training(model_args, data_args, kd_args, recipe_path=recipe)
+    except (ValueError, FileNotFoundError) as err:
+        return _error(err)
+    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    print("Final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
+    print(f"Saved to {kd_args.output_dir}")
+    if push_repo:
+        args = argparse.Namespace(private=kd_args.hub_private_repo, revision=kd_args.hub_revision)
+        return _push(kd_args.output_dir, push_repo, "model", args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        return _train(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "generate":
         return _generate(args)

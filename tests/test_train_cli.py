@@ -1,0 +1,132 @@
+"""`hf-cot-distill train` end to end on the tiny recipes: generator meta-training and section KD."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from hf_cot_distill.cli import main
+from tests.tiny_tokenizer import tiny_qwen2_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_cot_icl_recipe_from_scratch(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the recipe names its generator YAML relative to the repo root
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--config",
+            "recipes/tiny/cot_icl_lab_scratch.yaml",
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "4",
+            "--eval_steps",
+            "4",
+            "--generator_num_tasks",
+            "64",
+            "--generator_num_eval_tasks",
+            "8",
+        ]
+    )
+    assert code == 0
+    assert (out / "model.safetensors").is_file() and not (out / "training_args.bin").exists()
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert 0.0 <= metrics["cot_icl/answer_accuracy@drop0"] <= 1.0
+    assert metrics["cot_icl/baseline_uniform"] == pytest.approx(1 / 55)  # V=64, 9 reserved ids
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and "cot_icl_lab_scratch.yaml" in card
+
+
+def _tiny_pair(tmp_path, tokenizer):
+    paths = {}
+    for name, hidden, layers in (("student", 32, 1), ("teacher", 48, 2)):
+        torch.manual_seed(len(name))
+        cfg = Qwen2Config(
+            vocab_size=len(tokenizer) + 3,  # padded rows beyond the tokenizer, like Qwen2.5
+            hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        path = tmp_path / name
+        Qwen2ForCausalLM(cfg).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        paths[name] = path
+    return paths
+
+
+def _messages_dataset(tmp_path):
+    rows = []
+    for i in range(12):
+        a, b = i + 2, 3 * i + 1
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"What is {a} plus {b}?"},
+                    {
+                        "role": "assistant",
+                        "content": f"<think>{a} plus {b} makes {a + b}.</think>\n\nThe answer is \\boxed{{{a + b}}}.",
+                    },
+                ]
+            }
+        )
+    path = tmp_path / "data"
+    Dataset.from_list(rows).to_parquet(str(path / "train.parquet"))
+    return path
+
+
+def test_train_kd_recipe_with_local_models(tmp_path):
+    tok = tiny_qwen2_tokenizer()
+    models = _tiny_pair(tmp_path, tok)
+    data = _messages_dataset(tmp_path)
+    out = tmp_path / "kd"
+    before = load_file(str(models["student"] / "model.safetensors"))
+    code = main(
+        ["train", "--config", str(ROOT / "recipes/tiny/kd_messages.yaml"),
+         "--model_name_or_path", str(models["student"]), "--teacher_model_name_or_path", str(models["teacher"]),
+         "--dataset_name", str(data), "--output_dir", str(out), "--max_steps", "2"]
+    )  # fmt: skip
+    assert code == 0
+    after = load_file(str(out / "model.safetensors"))
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(moved) == len(before)  # every student weight trained
+    teacher_after = load_file(str(models["teacher"] / "model.safetensors"))
+    assert teacher_after  # the teacher folder is untouched (loaded read-only)
+    card = (out / "README.md").read_text()
+    assert str(models["teacher"]) in card and "lead_span_proportion" in card
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["train_loss"] > 0
+
+
+def test_train_errors_are_clear(tmp_path, capsys):
+    assert (
+        main(["train", "--config", str(ROOT / "recipes/tiny/kd_messages.yaml"), "--lerning_rate", "1"]) == 2
+    )
+    assert "did you mean 'learning_rate'" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad_div = ["train", "--config", str(ROOT / "recipes/tiny/kd_messages.yaml"), "--divergence", "kl_forward",
+               "--output_dir", str(tmp_path / "x")]  # fmt: skip
+    assert main(bad_div) == 2
+    assert "divergence" in capsys.readouterr().err
+
+
+def test_train_help_lists_fields(capsys):
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    for field in (
+        "--supervision_preset",
+        "--truncation_policy",
+        "--dataset_name",
+        "--lora_r",
+        "--learning_rate",
+    ):
+        assert field in text
