@@ -176,6 +176,8 @@ def _train(argv: list[str]) -> int:
         metrics = run_training(model_args, data_args, kd_args, recipe_path=recipe)
     except (ValueError, FileNotFoundError) as err:
         return _error(err)
+    if kd_args.process_index != 0:
+        return 0  # one report and one push per run, from the main process
     shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     print("Final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
     print(f"Saved to {kd_args.output_dir}")

@@ -206,6 +206,16 @@ def run_training(
     from hf_cot_distill.trainers.cot_icl import CoTICLTrainer
 
     start = time.perf_counter()
+    # Set up the (distributed) device state before any model is built: under ZeRO-3,
+    # from_pretrained partitions weights through deepspeed.zero.Init, which needs the process
+    # group (else it sees world size 1 and rejects the batch sizes).
+    _ = kd_args.device
+    if kd_args.deepspeed and torch.distributed.is_initialized():
+        import deepspeed
+
+        # accelerate's CPU path starts torch.distributed (gloo) but not deepspeed.comm, which
+        # zero.Init reads the world size from: attach it to the existing process group.
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
     tokenizer = load_tokenizer(model_args)
     data = prepare_data(data_args, tokenizer)
     student = build_student(model_args, data)
@@ -272,6 +282,7 @@ def run_training(
             eval_results={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         )
         (out / "train_metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2, sort_keys=True))
+        (out / "log_history.json").write_text(json.dumps(_jsonable(trainer.state.log_history), indent=1))
     return metrics
 
 
