@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,  # `train --help` lists every recipe field (see _train)
     )
 
+    ev = sub.add_parser("eval", help="evaluate a saved model on a generator config's eval split")
+    ev.add_argument("--model", required=True, help="a saved model folder (safetensors)")
+    ev.add_argument("--config", required=True, help="a named generator config or a generator YAML")
+    ev.add_argument("--num-tasks", type=_positive_int, help="eval tasks (default: the config's)")
+    ev.add_argument(
+        "--drop-k", type=_positive_int, nargs="+", default=[0], help="CoT-ICL: think blocks dropped"
+    )
+    ev.add_argument("--drop-mode", default="first_k", choices=("first_k", "last_k", "random_k"))
+    ev.add_argument("--batch-size", type=_positive_int, default=16)
+    ev.add_argument("--out", help="JSON path (a .md table is written beside it); default: MODEL/eval.json")
+
+    sw = sub.add_parser("sweep", help="run a grid of recipe overrides, one output folder per point")
+    sw.add_argument("--config", required=True, help="a sweep YAML (recipe, output_root, grid, set)")
+
     conv = sub.add_parser("convert-gguf", help="convert a GGUF checkpoint to a safetensors model folder")
     conv.add_argument("gguf", help="path to the .gguf file")
     conv.add_argument("--out", required=True)
@@ -206,6 +220,33 @@ def main(argv: list[str] | None = None) -> int:
         from hf_cot_distill.demo import run_demo
 
         run_demo(args.out)
+        return 0
+    if args.command == "eval":
+        from hf_cot_distill.eval.report import evaluate_saved_model, markdown_table, write_report
+
+        try:
+            report = evaluate_saved_model(
+                args.model,
+                args.config,
+                num_tasks=args.num_tasks,
+                drop_ks=args.drop_k,
+                drop_mode=args.drop_mode,
+                batch_size=args.batch_size or 16,
+            )
+        except (ValueError, FileNotFoundError, OSError) as err:
+            return _error(err)
+        json_path, md_path = write_report(report, args.out or f"{args.model}/eval.json")
+        print(markdown_table(report))
+        print(f"Wrote {json_path} and {md_path}")
+        return 0
+    if args.command == "sweep":
+        from hf_cot_distill.sweep import run_sweep
+
+        try:
+            summary = run_sweep(args.config)
+        except (ValueError, FileNotFoundError) as err:
+            return _error(err)
+        print(f"{len(summary)} runs; summary in {summary[0]['output_dir'].rsplit('/', 1)[0]}/summary.md")
         return 0
     if args.command == "convert-gguf":
         from hf_cot_distill.convert import convert_gguf_to_safetensors

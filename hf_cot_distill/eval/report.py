@@ -1,0 +1,96 @@
+"""``hf-cot-distill eval``: evaluate a saved model, write a JSON and a markdown table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hf_cot_distill.data.builder import generate_table, resolve_config
+from hf_cot_distill.data.cot_icl_lab import CoTICLConfig
+from hf_cot_distill.data.symbolic import SymbolicConfig
+from hf_cot_distill.eval.cot_icl import evaluate_cot_icl
+
+
+def _load_model(model_dir: str):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
+
+
+def evaluate_saved_model(
+    model_dir: str,
+    config: str,
+    *,
+    num_tasks: int | None = None,
+    drop_ks: Sequence[int] = (0,),
+    drop_mode: str = "first_k",
+    batch_size: int = 16,
+    split: str = "eval",
+) -> dict[str, Any]:
+    """Evaluate ``model_dir`` on the eval split of a generator config (CoT-ICL Lab or symbolic).
+
+    Returns ``{"model", "config", "results": [one dict per drop_k]}`` (CoT-ICL) or
+    ``{"model", "config", "results": [symbolic metrics]}``.
+    """
+    name, gen = resolve_config(config)
+    n = num_tasks if num_tasks is not None else (gen.num_eval_tasks if split == "eval" else gen.num_tasks)
+    if n < 1:
+        raise ValueError(f"num_tasks={n}: evaluate on at least one task.")
+    gen = dataclasses.replace(gen, num_eval_tasks=n) if split == "eval" else gen
+    rows = generate_table(gen, 0, n, split).to_pylist()
+    model = _load_model(model_dir)
+    if isinstance(gen, CoTICLConfig):
+        results = [
+            evaluate_cot_icl(model, gen, rows, drop_k=k, drop_mode=drop_mode, batch_size=batch_size)
+            for k in drop_ks
+        ]
+    elif isinstance(gen, SymbolicConfig):
+        from transformers import AutoTokenizer
+
+        from hf_cot_distill.eval.generation import evaluate_symbolic
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        res = evaluate_symbolic(
+            model, tokenizer, rows, answer_header=gen.answer_header, batch_size=batch_size
+        )
+        res.pop("completions")
+        results = [res]
+    else:  # resolve_config only returns the two kinds
+        raise TypeError(type(gen).__name__)
+    return {"model": str(model_dir), "config": name, "split": split, "num_tasks": n, "results": results}
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The results as a markdown table (one row per drop-k for CoT-ICL)."""
+    rows = report["results"]
+    if not rows:
+        return "(no results)\n"
+    keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    lines = [
+        f"Model `{report['model']}` on `{report['config']}` ({report['split']}, {report['num_tasks']} tasks)",
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "---|" * len(keys),
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r[k]) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
+    """Write ``out`` (JSON) and the same path with ``.md`` (markdown table)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, sort_keys=True))
+    md = out.with_suffix(".md")
+    md.write_text(markdown_table(report))
+    return out, md
