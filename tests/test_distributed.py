@@ -63,7 +63,7 @@ def single(assets):
     return _train(assets, out, "--per_device_train_batch_size", "4", "--max_steps", "3"), out
 
 
-@pytest.mark.parametrize("stage", [2])
+@pytest.mark.parametrize("stage", [2, 3])
 def test_zero_two_processes_match_one_process(assets, single, stage):
     ref_losses, ref_dir = single
     out = assets["base"] / f"zero{stage}"

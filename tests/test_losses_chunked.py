@@ -327,6 +327,13 @@ def test_zero3_detection_and_gather(monkeypatch: pytest.MonkeyPatch) -> None:
     out = ours(p, "forward_kl", {})
     assert len(calls) == 1 and calls[0][0] == [p["sw"]] and calls[0][1] is None
     assert out.loss.requires_grad
+    # Already gathered by its module's hooks (status AVAILABLE): left to those hooks.
+    p["sw"].ds_status = types.SimpleNamespace(name="AVAILABLE")
+    ours(p, "forward_kl", {})
+    assert len(calls) == 1
+    p["sw"].ds_status = types.SimpleNamespace(name="NOT_AVAILABLE")
+    ours(p, "forward_kl", {})
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,11 @@ class CoTICLEvalCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.eval_every_steps == 0:
+            # trainer.log() runs the on_log events, which clear control.should_log: keep the
+            # step's own training log (decided by DefaultFlowCallback before us) intact.
+            should_log = control.should_log
             self.run(state.global_step)
+            control.should_log = should_log
         return control
 
     def on_train_end(self, args, state, control, **kwargs):

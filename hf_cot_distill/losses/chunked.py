@@ -77,7 +77,14 @@ def gather_zero3(tensors: Sequence[Tensor | None]) -> contextlib.AbstractContext
     weight (gradients were computed in the forward), so no second gather happens.
     ``modifier_rank=None``: read only, nothing is broadcast back.
     """
-    params = zero3_partitioned(*tensors)
+    # A weight already gathered by its module's hooks (the trainer runs the loss as the student
+    # lm_head's forward) stays under those hooks: re-gathering it here would release it at exit
+    # while the module still holds it. (ZeroParamStatus compared by name: no deepspeed import.)
+    params = [
+        p
+        for p in zero3_partitioned(*tensors)
+        if getattr(p, "ds_status", None) is None or p.ds_status.name != "AVAILABLE"
+    ]
     if not params:
         return contextlib.nullcontext()
     import deepspeed  # only needed (and only imported) when a parameter is partitioned

@@ -32,13 +32,39 @@ def unwrap_causal_lm(model: nn.Module) -> PreTrainedModel:
     return model
 
 
-def lm_head_params(model: nn.Module) -> tuple[Tensor, Tensor | None]:
-    """``(weight (V, H), bias (V,) or None)`` of the model's lm_head (tied or not)."""
+def output_head(model: nn.Module) -> nn.Module:
+    """The lm_head module (its frozen base layer when LoRA wraps it)."""
     head = unwrap_causal_lm(model).get_output_embeddings()
     if head is None or not hasattr(head, "weight"):
         raise TypeError(f"model: {type(model).__name__} has no lm_head (get_output_embeddings() is None).")
-    head = getattr(head, "base_layer", head)  # a LoRA-wrapped lm_head: its frozen base
+    return getattr(head, "base_layer", head)
+
+
+def lm_head_params(model: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """``(weight (V, H), bias (V,) or None)`` of the model's lm_head (tied or not)."""
+    head = output_head(model)
     return head.weight, getattr(head, "bias", None)
+
+
+def call_as_module_forward(module: nn.Module, fn: Any, hidden: Tensor) -> Any:
+    """Run ``fn(hidden)`` as ``module``'s forward, so the module's hooks wrap it.
+
+    ``fn`` returns a :class:`FusedKDOutput`; its differentiable ``loss`` is what the module
+    "outputs" (DeepSpeed ZeRO-3 attaches its backward gathering to module outputs), and the
+    whole output is returned with that hooked loss in place.
+    """
+    captured: dict[str, Any] = {}
+
+    def forward(x: Tensor) -> Tensor:
+        captured["out"] = fn(x)
+        return captured["out"].loss
+
+    module.forward = forward  # instance attribute shadows the class method for this call only
+    try:
+        loss = module(hidden)
+    finally:
+        del module.forward
+    return captured["out"]._replace(loss=loss)
 
 
 def hidden_size(model: nn.Module) -> int:

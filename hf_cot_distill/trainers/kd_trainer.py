@@ -324,27 +324,38 @@ class SectionKDTrainer(Trainer):
             teacher_h, teacher_w, teacher_b = student_h.detach(), student_w.detach(), None
         world = self.accelerator.num_processes
         args = self.args
-        out = fused_linear_kd(
-            student_h,
-            student_w,
-            teacher_h,
-            teacher_w,
-            kd_weights=kd_w,
-            ce_labels=labels,
-            ce_weights=ce_w,
-            student_bias=student_b,
-            teacher_bias=teacher_b,
-            divergence=args.divergence,
-            temperature=args.temperature,
-            scale_by_temperature_squared=args.scale_by_temperature_squared,
-            beta=args.beta,
-            alpha=args.alpha,
-            vocab_size=self.vocab_size,
-            section_ids=sections,
-            kd_scale=world / n_kd if n_kd else 0.0,
-            ce_scale=world / n_ce if n_ce else 0.0,
-            chunk_size=args.chunk_size,
-        )
+
+        def fused(hidden: Tensor) -> Any:
+            return fused_linear_kd(
+                hidden,
+                student_w,
+                teacher_h,
+                teacher_w,
+                kd_weights=kd_w,
+                ce_labels=labels,
+                ce_weights=ce_w,
+                student_bias=student_b,
+                teacher_bias=teacher_b,
+                divergence=args.divergence,
+                temperature=args.temperature,
+                scale_by_temperature_squared=args.scale_by_temperature_squared,
+                beta=args.beta,
+                alpha=args.alpha,
+                vocab_size=self.vocab_size,
+                section_ids=sections,
+                kd_scale=world / n_kd if n_kd else 0.0,
+                ce_scale=world / n_ce if n_ce else 0.0,
+                chunk_size=args.chunk_size,
+            )
+
+        if hasattr(student_w, "ds_id"):
+            # ZeRO-3: the student's lm_head weight is partitioned. Running the fused loss *as
+            # the lm_head's forward* lets DeepSpeed's module hooks gather the weight for the
+            # forward and again for the backward (where its gradient is accumulated and
+            # reduce-scattered); a bare use of the weight outside its module would not be.
+            out = _teacher.call_as_module_forward(_teacher.output_head(model), fused, student_h)
+        else:
+            out = fused(student_h)
         self._record(out, inputs, kd_w, ce_w, "train" if training else "eval")
         if return_outputs:
             return out.loss, {"kd_sum": out.kd_sum, "ce_sum": out.ce_sum}
