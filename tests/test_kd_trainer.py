@@ -366,3 +366,31 @@ def test_cot_icl_meta_training_with_eval_hook(tmp_path: Any) -> None:
     train_logs = [h for h in trainer.state.log_history if "loss" in h]
     assert train_logs[-1]["tokens_ce/cot"] > 0 and "ce/answer" in train_logs[-1]
     assert any("cot_icl/answer_accuracy@drop0" in h for h in trainer.state.log_history)
+
+
+def test_per_section_kd_temperatures_match_naive(tmp_path: Any) -> None:
+    """section_kd_temperatures: COT at T=2, ANSWER at the default T=1.5, checked against full logits."""
+    student, teacher = student_teacher()
+    args = make_args(
+        tmp_path, supervision_preset="cot+answer", temperature=1.5, section_kd_temperatures={"cot": 2.0}
+    )
+    trainer = SectionKDTrainer(student, teacher, args=args, train_dataset=Dataset.from_list(make_rows(4)))
+    batch = trainer.data_collator(make_rows(3))
+    batch.pop("truncation_accounting")
+    temps = batch["kd_temperatures"][:, 1:].double()
+    assert set(temps[batch["kd_weights"][:, 1:] > 0].unique().tolist()) == {1.5, 2.0}
+    with torch.no_grad():
+        kw = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        ls = student(**kw).logits[:, :-1, :VOCAB].double()
+        lt = teacher(**kw).logits[:, :-1, :VOCAB].double()
+    labels = batch["labels"][:, 1:]
+    ce_w, kd_w = batch["ce_weights"][:, 1:].double(), batch["kd_weights"][:, 1:].double()
+    lq, lp = F.log_softmax(ls / temps[..., None], -1), F.log_softmax(lt / temps[..., None], -1)
+    kl = (lp.exp() * (lp - lq)).sum(-1)
+    ce = -F.log_softmax(ls, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    ref = float((ce_w * ce).sum() / (ce_w > 0).sum() + (kd_w * kl).sum() / (kd_w > 0).sum())
+    student.train()
+    loss = trainer.compute_loss(student, batch)
+    torch.testing.assert_close(float(loss.detach()), ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="section_kd_temperatures"):
+        make_args(tmp_path, section_kd_temperatures={"thoughts": 2.0})

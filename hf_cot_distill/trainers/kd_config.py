@@ -18,6 +18,7 @@ chosen divergence at ``temperature`` (the true divergence, see
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class SectionKDConfig(TrainingArguments):
         *TrainingArguments._VALID_DICT_FIELDS,
         "truncation_kwargs",
         "teacher_model_init_kwargs",
+        "section_kd_temperatures",
     ]
 
     # ---- teacher ----------------------------------------------------------------------
@@ -93,6 +95,13 @@ class SectionKDConfig(TrainingArguments):
         default=1.0,
         metadata={
             "help": "KD temperature T > 0 dividing both logits before the softmax (CE is always at T=1)."
+        },
+    )
+    section_kd_temperatures: dict[str, float] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Per-section KD temperatures overriding `temperature`, e.g. {'cot': 2.0} (keys: prompt, cot, "
+            "answer). Positions are grouped by temperature and each group runs the fused loss once."
         },
     )
     scale_by_temperature_squared: bool = field(
@@ -192,7 +201,7 @@ class SectionKDConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        for name in ("truncation_kwargs", "teacher_model_init_kwargs"):
+        for name in ("truncation_kwargs", "teacher_model_init_kwargs", "section_kd_temperatures"):
             value = getattr(self, name)
             if isinstance(value, str):
                 try:
@@ -202,6 +211,7 @@ class SectionKDConfig(TrainingArguments):
                         f"{name}: {value!r} is not a JSON object ({err}); fix: e.g. '{{\"max_tokens\": 4096}}'."
                     ) from err
         super().__post_init__()
+        apply_section_temperatures(SupervisionPolicy(), self.section_kd_temperatures)  # validate early
         self._validate()
 
     def _validate(self) -> None:
@@ -271,11 +281,14 @@ class SectionKDConfig(TrainingArguments):
     # ---- builders ---------------------------------------------------------------------
     def build_supervision(self) -> SupervisionPolicy:
         """The :class:`SupervisionPolicy` of ``supervision_preset`` / ``ce_sections`` / weights."""
-        return SupervisionPolicy.from_preset(
-            self.supervision_preset,
-            ce_weight=self.ce_weight,
-            kd_weight=self.kd_weight,
-            ce_sections=self.ce_sections,
+        return apply_section_temperatures(
+            SupervisionPolicy.from_preset(
+                self.supervision_preset,
+                ce_weight=self.ce_weight,
+                kd_weight=self.kd_weight,
+                ce_sections=self.ce_sections,
+            ),
+            self.section_kd_temperatures,
         )
 
     def build_truncation(self) -> TruncationPolicy | None:
@@ -299,3 +312,25 @@ class SectionKDConfig(TrainingArguments):
             f"sum(ce_w*CE)/n_ce + sum(kd_w*{self.divergence}(T={self.temperature:g}){t2})/n_kd; "
             + "; ".join(pol.describe().splitlines())
         )
+
+
+SECTION_KEYS = ("prompt", "cot", "answer")
+
+
+def apply_section_temperatures(
+    policy: SupervisionPolicy, temperatures: dict[str, float] | None
+) -> SupervisionPolicy:
+    """``policy`` with per-section KD temperatures set (``None``: unchanged)."""
+    if not temperatures:
+        return policy
+    unknown = sorted(set(temperatures) - set(SECTION_KEYS))
+    if unknown:
+        raise ValueError(
+            f"section_kd_temperatures: unknown sections {unknown}; fix: use keys among {list(SECTION_KEYS)}."
+        )
+    changes = {}
+    for name, t in temperatures.items():
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not t > 0:
+            raise ValueError(f"section_kd_temperatures[{name!r}]: {t!r} must be a number > 0.")
+        changes[name] = dataclasses.replace(getattr(policy, name), kd_temperature=float(t))
+    return dataclasses.replace(policy, **changes)

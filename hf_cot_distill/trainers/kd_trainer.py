@@ -45,7 +45,7 @@ from hf_cot_distill.losses import fused_linear_kd
 from hf_cot_distill.sections import NUM_SECTIONS, SECTION_NAMES, Section
 from hf_cot_distill.supervision import SupervisionPolicy
 from hf_cot_distill.trainers import _generation, _teacher
-from hf_cot_distill.trainers.kd_config import GENERATED_SECTIONS, SectionKDConfig
+from hf_cot_distill.trainers.kd_config import GENERATED_SECTIONS, SectionKDConfig, apply_section_temperatures
 from hf_cot_distill.trainers.metrics import SectionLossStats
 from hf_cot_distill.truncation import TruncationAccounting
 
@@ -132,6 +132,7 @@ class SectionKDTrainer(Trainer):
                 padding_free=args.padding_free,
                 on_supervision_lost=args.on_supervision_lost,  # type: ignore[arg-type]
                 return_accounting=True,
+                default_kd_temperature=args.temperature,
             )
         super().__init__(
             model=model,
@@ -163,11 +164,14 @@ class SectionKDTrainer(Trainer):
     # ---- setup helpers ----------------------------------------------------------------
     @staticmethod
     def _policy(args: SectionKDConfig, kd_enabled: bool) -> SupervisionPolicy:
-        policy = SupervisionPolicy.from_preset(
-            args.supervision_preset,
-            ce_weight=args.ce_weight,
-            kd_weight=args.kd_weight if kd_enabled else 0.0,
-            ce_sections=args.ce_sections,
+        policy = apply_section_temperatures(
+            SupervisionPolicy.from_preset(
+                args.supervision_preset,
+                ce_weight=args.ce_weight,
+                kd_weight=args.kd_weight if kd_enabled else 0.0,
+                ce_sections=args.ce_sections,
+            ),
+            args.section_kd_temperatures,
         )
         if not policy.supervised_sections:
             raise ValueError(
@@ -325,19 +329,19 @@ class SectionKDTrainer(Trainer):
         world = self.accelerator.num_processes
         args = self.args
 
-        def fused(hidden: Tensor) -> Any:
+        def fused(hidden: Tensor, kd_weights: Tensor, ce_weights: Tensor, temperature: float) -> Any:
             return fused_linear_kd(
                 hidden,
                 student_w,
                 teacher_h,
                 teacher_w,
-                kd_weights=kd_w,
+                kd_weights=kd_weights,
                 ce_labels=labels,
-                ce_weights=ce_w,
+                ce_weights=ce_weights,
                 student_bias=student_b,
                 teacher_bias=teacher_b,
                 divergence=args.divergence,
-                temperature=args.temperature,
+                temperature=temperature,
                 scale_by_temperature_squared=args.scale_by_temperature_squared,
                 beta=args.beta,
                 alpha=args.alpha,
@@ -348,18 +352,41 @@ class SectionKDTrainer(Trainer):
                 chunk_size=args.chunk_size,
             )
 
-        if hasattr(student_w, "ds_id"):
-            # ZeRO-3: the student's lm_head weight is partitioned. Running the fused loss *as
-            # the lm_head's forward* lets DeepSpeed's module hooks gather the weight for the
-            # forward and again for the backward (where its gradient is accumulated and
-            # reduce-scattered); a bare use of the weight outside its module would not be.
-            out = _teacher.call_as_module_forward(_teacher.output_head(model), fused, student_h)
-        else:
-            out = fused(student_h)
+        # One fused pass per distinct KD temperature (per-section temperatures); CE goes with
+        # the first. Each pass touches only its own positions, so no work is repeated.
+        groups = self._temperature_groups(inputs, kd_w)
+        outs = []
+        for i, (temperature, group_kd_w) in enumerate(groups):
+            group_ce_w = ce_w if i == 0 else torch.zeros_like(ce_w)
+
+            def run(hidden: Tensor, kd_weights: Tensor = group_kd_w, ce_weights: Tensor = group_ce_w,
+                    temperature: float = temperature) -> Any:  # fmt: skip
+                return fused(hidden, kd_weights, ce_weights, temperature)
+
+            if hasattr(student_w, "ds_id"):
+                # ZeRO-3: the student's lm_head weight is partitioned. Running the fused loss *as
+                # the lm_head's forward* lets DeepSpeed's module hooks gather the weight for the
+                # forward and again for the backward (where its gradient is accumulated and
+                # reduce-scattered); a bare use of the weight outside its module would not be.
+                outs.append(_teacher.call_as_module_forward(_teacher.output_head(model), run, student_h))
+            else:
+                outs.append(run(student_h))
+        out = outs[0] if len(outs) == 1 else _sum_outputs(outs)
         self._record(out, inputs, kd_w, ce_w, "train" if training else "eval")
         if return_outputs:
             return out.loss, {"kd_sum": out.kd_sum, "ce_sum": out.ce_sum}
         return out.loss
+
+    def _temperature_groups(self, inputs: dict[str, Any], kd_w: Tensor) -> list[tuple[float, Tensor]]:
+        """``[(temperature, kd_weights of its positions)]``; one group without per-section temperatures."""
+        temps = inputs.get("kd_temperatures")
+        if temps is None:
+            return [(float(self.args.temperature), kd_w)]
+        temps = temps[:, 1:]
+        values = sorted({float(t) for t in temps[kd_w > 0].unique().tolist()}) or [
+            float(self.args.temperature)
+        ]
+        return [(t, torch.where(temps == t, kd_w, torch.zeros_like(kd_w))) for t in values]
 
     def _record(self, out: Any, inputs: dict[str, Any], kd_w: Tensor, ce_w: Tensor, mode: str) -> None:
         self._stats[mode].add(
@@ -462,3 +489,11 @@ class SectionKDTrainer(Trainer):
             "peak_memory_mb": acc.peak_memory / 2**20,
             "vocab_size": self.vocab_size,
         }
+
+
+def _sum_outputs(outs: list[Any]) -> Any:
+    """Field-wise sum of several ``FusedKDOutput`` (``None`` fields stay ``None``)."""
+    first = outs[0]
+    return type(first)(
+        *(None if getattr(first, f) is None else sum(getattr(o, f) for o in outs) for f in first._fields)
+    )
