@@ -135,7 +135,7 @@ class _FusedPass:
         )  # kd sum/count, ce sum/count
 
     def _buf(self, i: int, rows: int, dtype: torch.dtype | None = None) -> Tensor:
-        return self.ws.view(i, rows, self.s.vocab_size, dtype or self.cdt, self.dev, self.s.chunk_size)
+        return self.ws.view(i, rows, self.s.vocab_size, dtype or self.cdt, self.dev, self.cap)
 
     def _logits(
         self, out: Tensor, h: Tensor, w: Tensor, b: Tensor | None, scale: float, tmp_slot: int
@@ -224,6 +224,8 @@ class _FusedPass:
         x, n = self.x, self.s.chunk_size
         kd_idx = torch.nonzero(x.kd_weights > 0).squeeze(1)
         ce_only_idx = torch.nonzero((x.ce_weights > 0) & (x.kd_weights <= 0)).squeeze(1)
+        # Buffers hold at most one chunk, and never more rows than are selected.
+        self.cap = max(1, min(n, max(kd_idx.shape[0], ce_only_idx.shape[0])))
         for start in range(0, kd_idx.shape[0], n):
             self.run_kd(kd_idx[start : start + n])
         for start in range(0, ce_only_idx.shape[0], n):
