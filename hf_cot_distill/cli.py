@@ -251,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "convert-gguf":
         from hf_cot_distill.convert import convert_gguf_to_safetensors
 
-        out = convert_gguf_to_safetensors(args.gguf, args.out)
+        try:
+            out = convert_gguf_to_safetensors(args.gguf, args.out)
+        except (ValueError, FileNotFoundError, ImportError) as err:
+            return _error(err)
         print(f"Wrote {out}")
         return 0
     raise AssertionError(args.command)  # argparse enforces the choices
