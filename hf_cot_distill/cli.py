@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the end-to-end demo, offline on CPU")
     demo.add_argument("--out", default="demo_output")
+    demo.add_argument("--small", action="store_true", help="a reduced smoke run (seconds; numbers mean little)")
 
     sub.add_parser(
         "train",
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from hf_cot_distill.demo import run_demo
 
-        run_demo(args.out)
+        run_demo(args.out, size="small" if args.small else "full")
         return 0
     if args.command == "eval":
         from hf_cot_distill.eval.report import evaluate_saved_model, markdown_table, write_report

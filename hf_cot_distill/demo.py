@@ -1,49 +1,184 @@
-"""`make demo` (for now): the generator end to end, offline, in seconds.
+"""``make demo``: CoT data -> teacher -> two distilled students -> evaluation -> report, on CPU.
 
-Generates a small CoT-ICL Lab dataset (cot_special_token prompts) and a symbolic one into
-parquet, loads them back with ``datasets.load_dataset`` and prints a decoded sample with its
-sections, its eval view (also with drop-k) and a symbolic chat.
+End to end on the embedded defaults in ``recipes/demo/`` and ``recipes/generators/demo_cot_icl.yaml``,
+offline:
+
+1. export the CoT-ICL Lab dataset (parquet + dataset card) to ``OUT/dataset``;
+2. train the teacher (``recipes/demo/teacher.yaml``: CE on CoT + answer, from scratch);
+3. distil two students from it with the same steps, data and seed:
+   ``student_full_kd`` (KD + CE on prompt, CoT and answer, whole sequences) and
+   ``student_cot_lsp0.5`` (KD + CE on the CoT only, first half of every sequence);
+4. evaluate all three with greedy decoding (:func:`hf_cot_distill.eval.evaluate_cot_icl`, drop-k 0
+   and with every context example's CoT dropped), beside the chance baselines;
+5. write ``OUT/REPORT.md`` + ``OUT/report.json`` + ``OUT/quality_vs_compute.png``
+   (:mod:`hf_cot_distill.demo_report`); the model cards are in each model folder.
+
+Training goes through the same path as ``hf-cot-distill train --config RECIPE``. With
+``isolate=True`` (the default of the full demo) each model trains in a fresh process, so its
+peak memory is its own; ``isolate=False`` trains in this process (faster to start: used by the
+reduced ``size="small"`` run of the tests), where the peak memory is cumulative.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-from hf_cot_distill.data import decode_tokens, eval_view
-from hf_cot_distill.data.builder import NAMED_CONFIGS, export_dataset
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+GENERATOR_YAML = RECIPES / "generators" / "demo_cot_icl.yaml"
 
 
-def run_demo(out_dir: str | Path = "demo_output", num_tasks: int = 256, progress: bool = True) -> Path:
-    from datasets import load_dataset
+@dataclass(frozen=True)
+class Variant:
+    """One trained model of the demo: its folder name, recipe, and what it is."""
 
-    out = Path(out_dir) / "dataset"
-    lab = dataclasses.replace(NAMED_CONFIGS["cot_icl_lab_cot_special_token"], n_examples_choices=(8,))
-    export_dataset(
-        lab, out, num_tasks=num_tasks, num_eval_tasks=32, config_name="cot_icl_lab", progress=progress
+    name: str
+    recipe: str
+    description: str
+    is_student: bool
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("teacher", "teacher.yaml", "teacher: 4 layers, width 64, CE on CoT + answer", False),
+    Variant(
+        "student_full_kd",
+        "student_full_kd.yaml",
+        "student (2 layers, width 32): 0.5·CE + 0.5·KL on prompt+CoT+answer, full sequences",
+        True,
+    ),
+    Variant(
+        "student_cot_lsp0.5",
+        "student_cot_lsp0.5.yaml",
+        "student (2 layers, width 32): 0.5·CE + 0.5·KL on the CoT only, lead-span 0.5",
+        True,
+    ),
+)
+
+# Sizes: overrides of the recipes' step / task counts. "full" = the recipes as written.
+SIZES: dict[str, dict[str, int]] = {
+    "full": {},
+    "small": {"teacher_steps": 30, "student_steps": 20, "num_tasks": 256, "num_eval_tasks": 48},
+}
+
+
+def _recipe_overrides(variant: Variant, out: Path, size: dict[str, int]) -> list[str]:
+    """``--key value`` overrides: absolute data/teacher paths, the output folder, the size."""
+    argv = ["--output_dir", str(out / variant.name), "--dataset_name", f"generator:{GENERATOR_YAML}"]
+    if variant.is_student:
+        argv += ["--teacher_model_name_or_path", str(out / "teacher")]
+    steps = size.get("student_steps" if variant.is_student else "teacher_steps")
+    if steps is not None:
+        argv += ["--max_steps", str(steps), "--logging_steps", str(max(steps // 2, 1))]
+    if "num_tasks" in size:
+        argv += ["--generator_num_tasks", str(size["num_tasks"])]
+        argv += ["--generator_num_eval_tasks", str(size["num_eval_tasks"])]
+    return argv
+
+
+def _train(variant: Variant, out: Path, size: dict[str, int], isolate: bool, progress: bool) -> None:
+    """Train one variant through the ``hf-cot-distill train`` path (a fresh process if ``isolate``)."""
+    recipe = RECIPES / "demo" / variant.recipe
+    argv = _recipe_overrides(variant, out, size)
+    if not progress:
+        argv += ["--disable_tqdm", "true"]
+    if isolate:
+        cmd = [sys.executable, "-m", "hf_cot_distill.cli", "train", "--config", str(recipe), *argv]
+        done = subprocess.run(cmd, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"training {variant.name} failed (exit {done.returncode}); see the output above. "
+                f"Command: {' '.join(cmd)}"
+            )
+        return
+    from hf_cot_distill.recipe import DataArguments, ModelArguments, parse_recipe
+    from hf_cot_distill.train import run_training
+    from hf_cot_distill.trainers.kd_config import SectionKDConfig
+
+    types = (ModelArguments, DataArguments, SectionKDConfig)
+    run_training(*parse_recipe(types, recipe, argv), recipe_path=str(recipe))
+
+
+def _evaluate(folder: Path, config: Any, rows: list[dict], drop_ks: tuple[int, ...]) -> list[dict]:
+    """Greedy CoT-ICL evaluation of a saved model for each drop-k."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hf_cot_distill.eval import evaluate_cot_icl
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True, dtype=torch.float32)
+    return [evaluate_cot_icl(model, config, rows, drop_k=k, batch_size=32) for k in drop_ks]
+
+
+def run_demo(
+    out_dir: str | Path = "demo_output",
+    *,
+    size: Literal["full", "small"] = "full",
+    isolate: bool | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run the whole demo into ``out_dir``; returns the path of ``REPORT.md``.
+
+    Args:
+        out_dir: output folder (created; the demo's own sub-folders are overwritten).
+        size: ``"full"`` (the recipes as written, a few minutes on 2 cores) or ``"small"``
+            (a few steps on a few tasks: a smoke run whose accuracies mean nothing).
+        isolate: train each model in a fresh process (own peak memory); default: ``True`` for
+            ``"full"``, ``False`` for ``"small"``.
+        progress: show progress bars.
+    """
+    from hf_cot_distill.data.builder import export_dataset, generate_table, load_generator_yaml
+    from hf_cot_distill.demo_report import collect_variant, write_report
+
+    if size not in SIZES:
+        raise ValueError(f"size: {size!r} is unknown; fix: one of {sorted(SIZES)}.")
+    if not GENERATOR_YAML.is_file():
+        raise FileNotFoundError(
+            f"{GENERATOR_YAML} is missing: the demo needs the repository's recipes/ folder "
+            "(install hf-cot-distill from a source checkout, `pip install -e .`)."
+        )
+    isolate = (size == "full") if isolate is None else isolate
+    sizes = SIZES[size]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    name, config = load_generator_yaml(GENERATOR_YAML)
+    if "num_tasks" in sizes:
+        config = dataclasses.replace(
+            config, num_tasks=sizes["num_tasks"], num_eval_tasks=sizes["num_eval_tasks"]
+        )
+    print(f"[1/5] Dataset: {name} ({config.num_tasks} train / {config.num_eval_tasks} eval tasks)")
+    export_dataset(config, out / "dataset", config_name=name, progress=progress)
+
+    for i, variant in enumerate(VARIANTS):
+        print(f"[{i + 2}/5] Training {variant.name}: {variant.description}")
+        _train(variant, out, sizes, isolate, progress)
+
+    print("[5/5] Evaluating (greedy decoding on the eval split) and writing the report")
+    import datasets
+
+    eval_rows = datasets.Dataset(
+        datasets.table.InMemoryTable(generate_table(config, 0, config.num_eval_tasks, "eval"))
+    ).to_list()
+    n_examples = max(config.n_examples_choices)
+    drop_ks = (0, n_examples - 1)  # all context CoT shown / none shown
+    results = []
+    for variant in VARIANTS:
+        evals = _evaluate(out / variant.name, config, eval_rows, drop_ks)
+        results.append(collect_variant(out / variant.name, variant.name, variant.description, evals))
+    report = write_report(
+        out,
+        results,
+        dataset_name=name,
+        config=config,
+        size=size,
+        isolated=isolate,
+        total_wall_time_s=time.perf_counter() - start,
     )
-    export_dataset("symbolic", out, num_tasks=16, num_eval_tasks=4, progress=progress)
-
-    ds = load_dataset(str(out), "cot_icl_lab")
-    row = ds["train"][0]
-    print(f"\nLoaded {out} with load_dataset: {ds}")
-    print(
-        f"\nTask {row['task_index']}: N={row['n_inputs']} M={row['n_parents']} C={row['chain_length']} "
-        f"K={row['n_examples']}, DAG (parents of each chain token) = {row['dag']}"
-    )
-    print("\nTraining sequence, by section:")
-    print(decode_tokens(lab, row["input_ids"], row["section_ids"]))
-    supervised = sum(1 for x in row["labels"] if x != -100)
-    print(f"\n{len(row['input_ids'])} tokens, {supervised} supervised.")
-    ctx, target = eval_view(lab, row)
-    print(f"\nEval context tail: ... {decode_tokens(lab, ctx[-12:])}")
-    print(f"Eval target: {decode_tokens(lab, target)}")
-    ctx_drop, _ = eval_view(lab, row, drop_k=4, drop_mode="first_k")
-    print(f"Eval context with drop_k=4 (first_k): {len(ctx)} -> {len(ctx_drop)} tokens")
-
-    sym = load_dataset(str(out), "symbolic")["train"][0]
-    print("\nSymbolic task (first example and the target turn):")
-    for msg in sym["messages"][1:3] + sym["messages"][-2:]:
-        print(f"[{msg['role']}] {msg['content']}")
-    print(f"\nDataset card and parquet shards: {out}/README.md")
-    return out
+    print(f"Report: {report}")
+    return report
