@@ -74,7 +74,7 @@ def _ours(
     n = int((kd_weights > 0).sum())
     out = fused_linear_kd(
         x["sh"], x["sw"], x["th"], x["tw"], kd_weights=kd_weights, divergence="jsd", beta=beta,
-        kd_scale=1.0 / n, chunk_size=chunk,
+        kd_scale=1.0 / max(n, 1), chunk_size=chunk,
     )  # fmt: skip
     return out.loss
 
@@ -108,11 +108,11 @@ def child(args: argparse.Namespace) -> None:
         loss.backward()
         return loss
 
-    # Warm-up (one-time costs: BLAS init, torch.compile for Liger) on a smaller problem with the
-    # same per-chunk shapes; then reset grads so the timed run starts clean.
+    # Warm-up (one-time costs: BLAS init, torch.compile for Liger) on the last positions (selected in
+    # every variant) with the same per-chunk shapes; then reset grads so the timed run starts clean.
     warm = min(args.positions, 1024 if args.variant == "liger" else 64)
-    step({k: v[:warm].detach().requires_grad_(v.requires_grad) if k in ("sh", "th") else v for k, v in x.items()},
-         kd_weights[:warm])  # fmt: skip
+    step({k: v[-warm:].detach().requires_grad_(v.requires_grad) if k in ("sh", "th") else v for k, v in x.items()},
+         kd_weights[-warm:])  # fmt: skip
     x["sw"].grad = None
     if dev == "cuda":
         torch.cuda.synchronize()
