@@ -1,16 +1,27 @@
 """B4: truncation end to end — SectionKDTrainer steps at lead-span proportion 0.5 vs 1.0.
 
 Tiny Qwen2 student (hidden 64, ~9.8M params, tied embeddings) and teacher (hidden 128, ~19.7M)
-at the real Qwen2.5 vocabulary (151,936 rows), 1,024-token sequences (prompt 10% / CoT 80% /
-answer 10%), batch 2, fp32, paper objective (0.5·CE + 0.5·forward KL) on every section (so
-only truncation differs between the variants; with CoT + answer supervision, cutting at 0.5
-also drops the answer and the supervised positions fall by more than half).
+at the real Qwen2.5 vocabulary (151,936 rows), 1,024-token sequences, batch 2, fp32, paper
+objective (0.5·CE + 0.5·forward KL) on every section (so only truncation differs between the
+variants; with CoT + answer supervision, cutting at 0.5 also drops the answer and the
+supervised positions fall by more than half).
+
+Section lengths (``--sections``): ``champ`` (default) draws each row's (prompt, CoT, answer)
+token lengths from real CHAMP traces tokenized with the Qwen2.5 tokenizer
+(``trace_length_profile.json``, written by ``b0_trace_stats.py``), each triple rescaled to
+the 1,024-token row keeping its shares; rows vary (prompt 7-42% in a sample of eight) and
+average about 16% / 76% / 8% (every trace counts once, so short human solutions with a larger
+prompt share weigh as much as long model traces; CHAMP's token-weighted shares are 12% / 81% /
+7%). The shares a run trained on are printed. ``fixed`` is the former 10% / 80% / 10% split of
+every row. Token ids stay uniform random (timing does not
+depend on them).
 Each variant runs in a fresh process; a wrapper process between us and the worker reports the
 worker's ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` (exactly that worker's peak RSS). Step time:
 median of the timed steps (after one warm-up step). Counted FLOPs: the trainer's
 :mod:`hf_cot_distill.compute` totals per step.
 
-    python benchmarks/b4_truncation.py [--steps 3] [--threads 2]
+    python benchmarks/b4_truncation.py [--steps 4] [--threads 2] [--sections champ|fixed]
+    python benchmarks/b4_truncation.py --profile lsp_0.5     # where one step's time goes
 
 ``b5_vs_gkd.py`` reuses the models, rows and the process runner from this file.
 """
@@ -32,6 +43,8 @@ import numpy as np
 
 VOCAB, SEQ, BATCH = 151_936, 1024, 2
 ROOT = Path(__file__).resolve().parents[1]
+PROFILE_PATH = ROOT / "benchmarks" / "trace_length_profile.json"
+SECTION_MODES = ("champ", "fixed")
 
 
 def build_models(seed: int = 0) -> tuple[Any, Any]:
@@ -51,12 +64,37 @@ def build_models(seed: int = 0) -> tuple[Any, Any]:
     return make(64, 4, seed), make(128, 8, seed + 1)
 
 
-def make_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` rows of 1,024 tokens: prompt 10%, CoT 80%, answer 10% (ids below 151,643)."""
+def row_section_lengths(n: int, sections: str = "champ", seed: int = 0) -> list[tuple[int, int, int]]:
+    """``n`` ``(prompt, cot, answer)`` length triples summing to ``SEQ``.
+
+    ``champ``: drawn from the real CHAMP trace profile (``messages`` layout) and rescaled to
+    ``SEQ`` (``b0_trace_stats.section_lengths``); ``fixed``: 10% / 80% / 10% for every row.
+    """
+    if sections == "fixed":
+        p = a = SEQ // 10
+        return [(p, SEQ - p - a, a)] * n
+    if sections != "champ":
+        raise ValueError(f"sections: {sections!r} is not one of {SECTION_MODES}; fix: pick one of them.")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from b0_trace_stats import section_lengths
+
+    return section_lengths(PROFILE_PATH, "messages", n, seq_len=SEQ, seed=seed)
+
+
+def make_rows(n: int, seed: int = 0, sections: str = "champ") -> list[dict[str, Any]]:
+    """``n`` rows of 1,024 random ids (below 151,643) with section lengths per ``sections``."""
     rng = np.random.default_rng(seed)
-    p, a = SEQ // 10, SEQ // 10
-    sections = [1] * p + [2] * (SEQ - p - a) + [3] * a
-    return [{"input_ids": rng.integers(10, 151_643, SEQ).tolist(), "section_ids": sections} for _ in range(n)]
+    rows = []
+    for p, c, a in row_section_lengths(n, sections, seed):
+        section_ids = [1] * p + [2] * c + [3] * a
+        rows.append({"input_ids": rng.integers(10, 151_643, SEQ).tolist(), "section_ids": section_ids})
+    return rows
+
+
+def section_shares(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Share of prompt / CoT / answer tokens over ``rows`` (what a run actually trained on)."""
+    ids = np.concatenate([np.asarray(r["section_ids"]) for r in rows])
+    return {name: float((ids == s).mean()) for s, name in ((1, "prompt"), (2, "cot"), (3, "answer"))}
 
 
 class StepTimer:
@@ -87,7 +125,7 @@ def common_args(out: str, steps: int, **kw: Any) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def run_ours(steps: int, threads: int, **config: Any) -> dict[str, Any]:
+def run_ours(steps: int, threads: int, sections: str = "champ", **config: Any) -> dict[str, Any]:
     """Train ``steps`` SectionKDTrainer steps; return step times, first loss and per-step FLOPs."""
     import torch
     from datasets import Dataset
@@ -97,11 +135,11 @@ def run_ours(steps: int, threads: int, **config: Any) -> dict[str, Any]:
     torch.set_num_threads(threads)
     student, teacher = build_models()
     timer = StepTimer()
+    rows = make_rows(BATCH * steps, sections=sections)
     with tempfile.TemporaryDirectory() as out:
         args = SectionKDConfig(**common_args(out, steps), **config)
         trainer = SectionKDTrainer(
-            student, teacher, args=args, train_dataset=Dataset.from_list(make_rows(BATCH * steps)),
-            callbacks=[timer.callback],
+            student, teacher, args=args, train_dataset=Dataset.from_list(rows), callbacks=[timer.callback],
         )  # fmt: skip
         trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -112,23 +150,94 @@ def run_ours(steps: int, threads: int, **config: Any) -> dict[str, Any]:
         "flops_per_step": acc.total_flops / steps,
         "tokens_forwarded_per_step": acc.tokens_forwarded / steps,
         "kd_positions_per_step": int(acc.kd_tokens.sum()) / steps,
+        "section_shares": section_shares(rows),
     }
 
 
-def measure(script: str, variant: str, steps: int, threads: int) -> dict[str, Any]:
+def measure(
+    script: str, variant: str, steps: int, threads: int, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Run ``variant`` in a worker behind a wrapper process; add the worker's peak RSS."""
-    cmd = [sys.executable, script, "--wrap", variant, "--steps", str(steps), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        script,
+        "--wrap",
+        variant,
+        "--steps",
+        str(steps),
+        "--threads",
+        str(threads),
+        *extra,
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def wrap(script: str, variant: str, steps: int, threads: int) -> None:
+def wrap(script: str, variant: str, steps: int, threads: int, extra: tuple[str, ...] = ()) -> None:
     """(wrapper process) run the worker, then print its result plus RUSAGE_CHILDREN peak RSS."""
-    cmd = [sys.executable, script, "--worker", variant, "--steps", str(steps), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        script,
+        "--worker",
+        variant,
+        "--steps",
+        str(steps),
+        "--threads",
+        str(threads),
+        *extra,
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
     print(json.dumps(result))
+
+
+def profile_step(variant: str, threads: int, sections: str, top: int = 25) -> None:
+    """Profile the steps after a warm-up one of ``variant``: torch ops (self CPU time) and Python
+    functions (cProfile, cumulative), per step."""
+    import cProfile
+    import pstats
+
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+
+    from hf_cot_distill.trainers import SectionKDConfig, SectionKDTrainer
+
+    torch.set_num_threads(threads)
+    student, teacher = build_models()
+    profiled_steps = 2
+    state: dict[str, Any] = {}
+
+    class Profiler(TrainerCallback):  # start after the warm-up step, stop after the last
+        def on_step_begin(self, args: Any, st: Any, control: Any, **kw: Any) -> None:
+            if st.global_step == 1:
+                state["torch"] = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                state["torch"].__enter__()
+                state["py"] = cProfile.Profile()
+                state["py"].enable()
+                state["t0"] = time.perf_counter()
+
+        def on_step_end(self, args: Any, st: Any, control: Any, **kw: Any) -> None:
+            if st.global_step == 1 + profiled_steps:
+                state["py"].disable()
+                state["torch"].__exit__(None, None, None)
+                state["wall"] = time.perf_counter() - state["t0"]
+
+    steps = 1 + profiled_steps
+    with tempfile.TemporaryDirectory() as out:
+        args = SectionKDConfig(**common_args(out, steps), **VARIANTS[variant])
+        rows = make_rows(BATCH * steps, sections=sections)
+        trainer = SectionKDTrainer(
+            student, teacher, args=args, train_dataset=Dataset.from_list(rows), callbacks=[Profiler()]
+        )
+        trainer.train()
+    print(f"B4 profile, {variant}, {threads} threads: {state['wall'] / profiled_steps:.2f} s/step "
+          f"(mean of {profiled_steps} steps after a warm-up)")  # fmt: skip
+    table = state["torch"].key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
+    print(table)
+    stats = pstats.Stats(state["py"])
+    stats.sort_stats("cumulative").print_stats(top)
 
 
 def timed(result: dict[str, Any]) -> float:
@@ -148,23 +257,36 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=4, help="steps per variant (first = warm-up)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--sections", choices=SECTION_MODES, default="champ",
+        help="row section lengths: real CHAMP shares (default) or the former fixed 10/80/10 split",
+    )  # fmt: skip
+    parser.add_argument("--profile", choices=sorted(VARIANTS), help="profile this variant's steps and exit")
     parser.add_argument("--worker")
     parser.add_argument("--wrap")
     a = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    extra = ("--sections", a.sections)
+    if a.profile:
+        profile_step(a.profile, a.threads, a.sections)
+        return
     if a.worker:
-        print(json.dumps(run_ours(a.steps, a.threads, **VARIANTS[a.worker])))
+        print(json.dumps(run_ours(a.steps, a.threads, a.sections, **VARIANTS[a.worker])))
         return
     if a.wrap:
-        wrap(__file__, a.wrap, a.steps, a.threads)
+        wrap(__file__, a.wrap, a.steps, a.threads, extra)
         return
-    res = {v: measure(__file__, v, a.steps, a.threads) for v in VARIANTS}
+    res = {v: measure(__file__, v, a.steps, a.threads, extra) for v in VARIANTS}
     base, ours = res["lsp_1.0"], res["lsp_0.5"]
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in base["section_shares"].items())
     print(
-        f"B4 truncation, {a.threads} threads, batch {BATCH} x {SEQ} tokens, vocab {VOCAB}, {a.steps} steps/variant"
+        f"B4 truncation, {a.threads} threads, batch {BATCH} x {SEQ} tokens, vocab {VOCAB}, {a.steps} steps/variant, "
+        f"sections {a.sections} ({shares})"
     )
     for name, r in res.items():
         print(

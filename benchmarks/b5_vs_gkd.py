@@ -1,9 +1,12 @@
 """B5: the whole SectionKDTrainer vs TRL's GKDTrainer in supervised mode (same objective).
 
 Models, data and measurement as in ``b4_truncation.py``: tiny Qwen2 student (~9.8M) and
-teacher (~19.7M) at vocab 151,936, 1,024-token rows (prompt 10% / CoT 80% / answer 10%), batch
-2, fp32, one fresh worker per variant, peak RSS of that worker, median step time after one
-warm-up step.
+teacher (~19.7M) at vocab 151,936, 1,024-token rows, batch 2, fp32, one fresh worker per
+variant, peak RSS of that worker, median step time after one warm-up step. Row section lengths
+(``--sections``, as in B4): ``champ`` (default) draws them from real CHAMP traces
+(``trace_length_profile.json``, rescaled to 1,024 tokens; the prompt share varies per row,
+which is what GKD's full-completion KD and our CoT-only KD see differently); ``fixed`` keeps
+the former prompt 10% / CoT 80% / answer 10% split. Every variant gets the same rows.
 
 Same objective, exactly:
 * GKD: ``GKDConfig(lmbda=0, beta=0, temperature=1)`` (``lmbda=0``: never on-policy;
@@ -17,7 +20,7 @@ Same objective, exactly:
   positions (predicted token in CoT or answer) / their count. Same positions, same value.
 * ours, CoT only: ``supervision_preset="cot"`` (the paper's recommendation).
 
-    python benchmarks/b5_vs_gkd.py [--steps 4] [--threads 2]
+    python benchmarks/b5_vs_gkd.py [--steps 4] [--threads 2] [--sections champ|fixed]
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from b4_truncation import (
     BATCH,
     ROOT,
+    SECTION_MODES,
     SEQ,
     VOCAB,
     StepTimer,
@@ -41,6 +45,7 @@ from b4_truncation import (
     make_rows,
     measure,
     run_ours,
+    section_shares,
     timed,
     wrap,
 )  # noqa: E402, I001
@@ -54,7 +59,7 @@ OURS_SAME = {
 OURS_COT = {"supervision_preset": "cot", "kd_weight": 1.0, "ce_weight": 0.0, "divergence": "forward_kl"}
 
 
-def run_gkd(steps: int, threads: int) -> dict[str, Any]:
+def run_gkd(steps: int, threads: int, sections: str = "champ") -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from trl.experimental.gkd import GKDConfig, GKDTrainer
@@ -74,16 +79,17 @@ def run_gkd(steps: int, threads: int) -> dict[str, Any]:
         }
 
     timer = StepTimer()
+    rows = make_rows(BATCH * steps, sections=sections)
     with tempfile.TemporaryDirectory() as out:
         args = GKDConfig(**common_args(out, steps), lmbda=0.0, beta=0.0, temperature=1.0, max_length=None)
         trainer = GKDTrainer(
             model=student, teacher_model=teacher, args=args, data_collator=collate,
-            train_dataset=Dataset.from_list(make_rows(BATCH * steps)), processing_class=load_qwen25_tokenizer(),
+            train_dataset=Dataset.from_list(rows), processing_class=load_qwen25_tokenizer(),
             callbacks=[timer.callback],
         )  # fmt: skip
         trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
-    return {"step_times": timer.times, "first_loss": logs[0]["loss"]}
+    return {"step_times": timer.times, "first_loss": logs[0]["loss"], "section_shares": section_shares(rows)}
 
 
 VARIANTS = {"gkd": None, "ours_same": OURS_SAME, "ours_cot": OURS_COT}
@@ -93,21 +99,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=4, help="steps per variant (first = warm-up)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--sections", choices=SECTION_MODES, default="champ",
+        help="row section lengths: real CHAMP shares (default) or the former fixed 10/80/10 split",
+    )  # fmt: skip
     parser.add_argument("--worker")
     parser.add_argument("--wrap")
     a = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    extra = ("--sections", a.sections)
     if a.worker:
         cfg = VARIANTS[a.worker]
-        result = run_gkd(a.steps, a.threads) if cfg is None else run_ours(a.steps, a.threads, **cfg)
+        if cfg is None:
+            result = run_gkd(a.steps, a.threads, a.sections)
+        else:
+            result = run_ours(a.steps, a.threads, a.sections, **cfg)
         print(json.dumps(result))
         return
     if a.wrap:
-        wrap(__file__, a.wrap, a.steps, a.threads)
+        wrap(__file__, a.wrap, a.steps, a.threads, extra)
         return
-    res = {v: measure(__file__, v, a.steps, a.threads) for v in VARIANTS}
+    res = {v: measure(__file__, v, a.steps, a.threads, extra) for v in VARIANTS}
     tokens = BATCH * SEQ
-    print(f"B5 vs TRL GKDTrainer, {a.threads} threads, batch {BATCH} x {SEQ} tokens, vocab {VOCAB}, fp32")
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in res["gkd"]["section_shares"].items())
+    print(
+        f"B5 vs TRL GKDTrainer, {a.threads} threads, batch {BATCH} x {SEQ} tokens, vocab {VOCAB}, fp32, "
+        f"sections {a.sections} ({shares})"
+    )
     for name, r in res.items():
         print(
             f"  {name}: first-step loss {r['first_loss']:.8f}, {tokens / timed(r):.1f} tokens/s "
