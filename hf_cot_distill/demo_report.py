@@ -173,7 +173,12 @@ def findings(results: list[dict[str, Any]], size: str) -> list[str]:
     out.append(
         f"Lead-span 0.5 forwards {ratio_tokens:.3f}× the tokens of the full-sequence student "
         f"(⌊L/2⌋ of each sequence), at {ratio_flops:.3f}× the counted FLOPs and {ratio_time:.2f}× the "
-        "wall time (fixed per-step costs — optimizer, data, Python — do not halve)."
+        "wall time"
+        + (
+            " (fixed per-step costs — optimizer, data, Python — do not halve)."
+            if ratio_time > ratio_tokens
+            else " (wall time is noisy when other jobs share the CPU)."
+        )
     )
     kd_sections = [s for s in SECTIONS if cot["tokens_kd"][s] > 0]
     out.append(
