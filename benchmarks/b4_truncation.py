@@ -17,10 +17,11 @@ every row. Token ids stay uniform random (timing does not
 depend on them).
 Each variant runs in a fresh process; a wrapper process between us and the worker reports the
 worker's ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` (exactly that worker's peak RSS). Step time:
-median of the timed steps (after one warm-up step). Counted FLOPs: the trainer's
+median of the timed steps (after one warm-up step) of ``--repeats`` fresh workers per variant, run
+alternately (A B A B ...) so that load from other jobs hits both alike. Counted FLOPs: the trainer's
 :mod:`hf_cot_distill.compute` totals per step.
 
-    python benchmarks/b4_truncation.py [--steps 4] [--threads 2] [--sections champ|fixed]
+    python benchmarks/b4_truncation.py [--steps 4] [--threads 2] [--repeats 3] [--sections champ|fixed]
     python benchmarks/b4_truncation.py --profile lsp_0.5     # where one step's time goes
 
 ``b5_vs_gkd.py`` reuses the models, rows and the process runner from this file.
@@ -241,8 +242,26 @@ def profile_step(variant: str, threads: int, sections: str, top: int = 25) -> No
 
 
 def timed(result: dict[str, Any]) -> float:
-    """Median step time over the steps after the first (warm-up)."""
-    return statistics.median(result["step_times"][1:])
+    """Median step time over the steps after the first (warm-up) of every repeat."""
+    runs = result.get("repeat_step_times", [result["step_times"]])
+    return statistics.median(t for times in runs for t in times[1:])
+
+
+def measure_alternating(
+    script: str, variants: list[str], repeats: int, steps: int, threads: int, extra: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
+    """Measure every variant ``repeats`` times, alternating (A B A B ...) so that load from other jobs
+    on a shared machine hits the variants alike. Per variant: the last repeat's result, with
+    ``repeat_step_times`` (all repeats) and ``peak_rss_gb`` the median over repeats."""
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for _ in range(repeats):
+        for v in variants:
+            runs[v].append(measure(script, v, steps, threads, extra))
+    out = {}
+    for v, results in runs.items():
+        out[v] = {**results[-1], "repeat_step_times": [r["step_times"] for r in results]}
+        out[v]["peak_rss_gb"] = statistics.median(r["peak_rss_gb"] for r in results)
+    return out
 
 
 FULL = {"supervision_preset": "prompt+cot+answer"}  # supervise every kept token: only truncation varies
@@ -262,6 +281,7 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=4, help="steps per variant (first = warm-up)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per variant, alternating")
     parser.add_argument(
         "--sections", choices=SECTION_MODES, default="champ",
         help="row section lengths: real CHAMP shares (default) or the former fixed 10/80/10 split",
@@ -281,7 +301,7 @@ def main() -> None:
     if a.wrap:
         wrap(__file__, a.wrap, a.steps, a.threads, extra)
         return
-    res = {v: measure(__file__, v, a.steps, a.threads, extra) for v in VARIANTS}
+    res = measure_alternating(__file__, list(VARIANTS), a.repeats, a.steps, a.threads, extra)
     base, ours = res["lsp_1.0"], res["lsp_0.5"]
     shares = ", ".join(f"{k} {v:.1%}" for k, v in base["section_shares"].items())
     print(
@@ -290,7 +310,7 @@ def main() -> None:
     )
     for name, r in res.items():
         print(
-            f"  {name}: step {timed(r):.2f} s (median of {len(r['step_times']) - 1}), peak RSS {r['peak_rss_gb']:.2f} GB, "
+            f"  {name}: step {timed(r):.2f} s (median of {a.repeats} x {len(r['step_times']) - 1}), peak RSS {r['peak_rss_gb']:.2f} GB, "
             f"counted FLOPs/step {r['flops_per_step']:.3e}, tokens forwarded/step {r['tokens_forwarded_per_step']:.0f}"
         )
     print(
