@@ -20,12 +20,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hf_cot_distill tests benchmarks
-	$(VENV)/bin/ruff format --check hf_cot_distill tests benchmarks
+	$(VENV)/bin/ruff check hf_cot_distill tests benchmarks examples
+	$(VENV)/bin/ruff format --check hf_cot_distill tests benchmarks examples
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format hf_cot_distill tests benchmarks
-	$(VENV)/bin/ruff check --fix hf_cot_distill tests benchmarks
+	$(VENV)/bin/ruff format hf_cot_distill tests benchmarks examples
+	$(VENV)/bin/ruff check --fix hf_cot_distill tests benchmarks examples
 
 test: lint
 	$(PY) -m pytest -q

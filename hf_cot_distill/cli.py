@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the end-to-end demo, offline on CPU")
     demo.add_argument("--out", default="demo_output")
-    demo.add_argument("--small", action="store_true", help="a reduced smoke run (seconds; numbers mean little)")
+    demo.add_argument(
+        "--small", action="store_true", help="a reduced smoke run (seconds; numbers mean little)"
+    )
 
     sub.add_parser(
         "train",
