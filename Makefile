@@ -38,9 +38,11 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/hf-cot-distill demo --out demo_output
 
+# CPU benchmarks B0-B6 (B5 runs TRL's GKDTrainer: ~12 GB and many minutes). G1 needs a CUDA GPU:
+# `python benchmarks/g1_kd_gpu.py` on a GPU machine.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
-	for b in benchmarks/b*.py; do $(PY) $$b || exit 1; done
+	for b in benchmarks/b[0-9]_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo_output bench_output .pytest_cache .ruff_cache
