@@ -73,6 +73,7 @@ def worker(variant: str, steps: int, out: str) -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback
 
     from hf_cot_distill.sections import Section
+    from hf_cot_distill.train import setup_distributed
     from hf_cot_distill.trainers import SectionKDConfig, SectionKDTrainer
 
     rank = int(os.environ.get("RANK", "0"))
@@ -91,11 +92,7 @@ def worker(variant: str, steps: int, out: str) -> None:
         ddp_backend="gloo",
         supervision_preset="cot+answer",
     )
-    _ = args.device  # process group before the models (ZeRO-3 partitions them at construction)
-    if deepspeed_cfg and torch.distributed.is_initialized():
-        import deepspeed
-
-        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+    setup_distributed(args)  # process group before the models (ZeRO-3 partitions them at construction)
 
     def qwen(hidden: int, seed: int) -> Qwen2ForCausalLM:
         torch.manual_seed(seed)

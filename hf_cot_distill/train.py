@@ -189,6 +189,21 @@ def peft_config(model_args: ModelArguments) -> Any:
     )
 
 
+def setup_distributed(args: Any) -> None:
+    """Set up the (distributed) device state of ``args`` before any model is built.
+
+    Under ZeRO-3, ``from_pretrained`` / model construction partitions weights through
+    ``deepspeed.zero.Init``, which needs the process group (else it sees world size 1 and
+    rejects the batch sizes). accelerate's CPU path starts torch.distributed (gloo) but not
+    deepspeed.comm, which zero.Init reads the world size from: attach it to that group.
+    """
+    _ = args.device
+    if args.deepspeed and torch.distributed.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+
+
 def run_training(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -206,16 +221,7 @@ def run_training(
     from hf_cot_distill.trainers.cot_icl import CoTICLTrainer
 
     start = time.perf_counter()
-    # Set up the (distributed) device state before any model is built: under ZeRO-3,
-    # from_pretrained partitions weights through deepspeed.zero.Init, which needs the process
-    # group (else it sees world size 1 and rejects the batch sizes).
-    _ = kd_args.device
-    if kd_args.deepspeed and torch.distributed.is_initialized():
-        import deepspeed
-
-        # accelerate's CPU path starts torch.distributed (gloo) but not deepspeed.comm, which
-        # zero.Init reads the world size from: attach it to the existing process group.
-        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+    setup_distributed(kd_args)
     tokenizer = load_tokenizer(model_args)
     data = prepare_data(data_args, tokenizer)
     student = build_student(model_args, data)
