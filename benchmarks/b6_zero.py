@@ -167,9 +167,10 @@ def main() -> None:
         f"B6: SectionKDTrainer, 2 CPU processes (gloo), {args.steps} steps, 1 x {SEQ} tokens per rank, fp32"
     )
     print(
-        "| variant | model states / rank (params + grads + optimizer) | peak RSS / rank | step time | losses |"
+        "| variant | model states / rank (params + grads + optimizer) | peak RSS / rank | step time"
+        " | vs DDP (states / RSS / time) | first losses |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     base = results.get("ddp")
     for variant, ranks in results.items():
         state = max(r["state_total"] for r in ranks)
