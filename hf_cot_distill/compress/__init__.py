@@ -1,0 +1,1 @@
+"""Compression for serving (MISSION §4): structured pruning, post-training quantization, KD recovery."""
