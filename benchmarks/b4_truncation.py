@@ -126,8 +126,40 @@ def common_args(out: str, steps: int, **kw: Any) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def run_ours(steps: int, threads: int, sections: str = "champ", **config: Any) -> dict[str, Any]:
-    """Train ``steps`` SectionKDTrainer steps; return step times, first loss and per-step FLOPs."""
+def naive_logits_trainer() -> type:
+    """SectionKDTrainer whose loss materialises the full ``(B, T, V)`` student and teacher logits
+    (the usual KD implementation): same data path, truncation, weights and objective (CE + forward
+    KL at T=1 over the weighted positions), only the loss computation differs. The baseline that
+    shows what the 0.6x peak-memory target of B4 is about."""
+    import torch
+    import torch.nn.functional as F
+
+    from hf_cot_distill.trainers import SectionKDTrainer
+
+    class NaiveLogitsKDTrainer(SectionKDTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+            inputs = dict(inputs)
+            inputs.pop("truncation_accounting", None)
+            fwd = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
+            kd_w, ce_w = inputs["kd_weights"][:, 1:], inputs["ce_weights"][:, 1:]
+            logp = F.log_softmax(model(**fwd).logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
+            with torch.no_grad():
+                t_logp = F.log_softmax(self.teacher_model(**fwd).logits[:, :-1].float(), dim=-1)
+            kl = (t_logp.exp() * (t_logp - logp)).sum(-1)  # (B, T-1) forward KL per position
+            labels = inputs["labels"][:, 1:].clamp(min=0)
+            ce = -logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+            n_kd, n_ce = (kd_w > 0).sum().clamp(min=1), (ce_w > 0).sum().clamp(min=1)
+            # kd_weights / ce_weights already carry kd_weight / ce_weight (as in the fused loss).
+            return (kd_w * kl).sum() / n_kd + (ce_w * ce).sum() / n_ce
+
+    return NaiveLogitsKDTrainer
+
+
+def run_ours(
+    steps: int, threads: int, sections: str = "champ", naive: bool = False, **config: Any
+) -> dict[str, Any]:
+    """Train ``steps`` SectionKDTrainer steps (``naive``: the full-logits baseline trainer); return
+    step times, first loss and per-step FLOPs."""
     import torch
     from datasets import Dataset
 
@@ -137,9 +169,10 @@ def run_ours(steps: int, threads: int, sections: str = "champ", **config: Any) -
     student, teacher = build_models()
     timer = StepTimer()
     rows = make_rows(BATCH * steps, sections=sections)
+    trainer_cls = naive_logits_trainer() if naive else SectionKDTrainer
     with tempfile.TemporaryDirectory() as out:
         args = SectionKDConfig(**common_args(out, steps), **config)
-        trainer = SectionKDTrainer(
+        trainer = trainer_cls(
             student, teacher, args=args, train_dataset=Dataset.from_list(rows), callbacks=[timer.callback],
         )  # fmt: skip
         trainer.train()
@@ -148,7 +181,7 @@ def run_ours(steps: int, threads: int, sections: str = "champ", **config: Any) -
     return {
         "step_times": timer.times,
         "first_loss": logs[0]["loss"],
-        "flops_per_step": acc.total_flops / steps,
+        "flops_per_step": acc.total_flops / steps if not naive else float("nan"),
         "tokens_forwarded_per_step": acc.tokens_forwarded / steps,
         "kd_positions_per_step": int(acc.kd_tokens.sum()) / steps,
         "section_shares": section_shares(rows),
@@ -265,13 +298,13 @@ def measure_alternating(
 
 
 FULL = {"supervision_preset": "prompt+cot+answer"}  # supervise every kept token: only truncation varies
+LSP_05 = {"truncation_policy": "lead_span_proportion", "truncation_kwargs": {"lead_span_proportion": 0.5}}
 VARIANTS: dict[str, dict[str, Any]] = {
     "lsp_1.0": FULL,
-    "lsp_0.5": {
-        **FULL,
-        "truncation_policy": "lead_span_proportion",
-        "truncation_kwargs": {"lead_span_proportion": 0.5},
-    },
+    "lsp_0.5": {**FULL, **LSP_05},
+    # The same two with the full-logits baseline loss (``--naive``): what a 0.6x peak target is about.
+    "naive_lsp_1.0": {**FULL, "naive": True},
+    "naive_lsp_0.5": {**FULL, **LSP_05, "naive": True},
 }
 
 
@@ -286,7 +319,15 @@ def main() -> None:
         "--sections", choices=SECTION_MODES, default="champ",
         help="row section lengths: real CHAMP shares (default) or the former fixed 10/80/10 split",
     )  # fmt: skip
-    parser.add_argument("--profile", choices=sorted(VARIANTS), help="profile this variant's steps and exit")
+    parser.add_argument(
+        "--profile",
+        choices=[v for v in VARIANTS if not v.startswith("naive")],
+        help="profile this variant's steps and exit",
+    )
+    parser.add_argument(
+        "--naive", action="store_true",
+        help="also run both variants with the full-logits KD baseline loss (peak ~7 GB at 1.0)",
+    )  # fmt: skip
     parser.add_argument("--worker")
     parser.add_argument("--wrap")
     a = parser.parse_args()
@@ -296,12 +337,15 @@ def main() -> None:
         profile_step(a.profile, a.threads, a.sections)
         return
     if a.worker:
-        print(json.dumps(run_ours(a.steps, a.threads, a.sections, **VARIANTS[a.worker])))
+        config = dict(VARIANTS[a.worker])
+        naive = bool(config.pop("naive", False))
+        print(json.dumps(run_ours(a.steps, a.threads, a.sections, naive=naive, **config)))
         return
     if a.wrap:
         wrap(__file__, a.wrap, a.steps, a.threads, extra)
         return
-    res = measure_alternating(__file__, list(VARIANTS), a.repeats, a.steps, a.threads, extra)
+    names = [v for v in VARIANTS if a.naive or not v.startswith("naive")]
+    res = measure_alternating(__file__, names, a.repeats, a.steps, a.threads, extra)
     base, ours = res["lsp_1.0"], res["lsp_0.5"]
     shares = ", ".join(f"{k} {v:.1%}" for k, v in base["section_shares"].items())
     print(
@@ -311,12 +355,24 @@ def main() -> None:
     for name, r in res.items():
         print(
             f"  {name}: step {timed(r):.2f} s (median of {a.repeats} x {len(r['step_times']) - 1}), peak RSS {r['peak_rss_gb']:.2f} GB, "
-            f"counted FLOPs/step {r['flops_per_step']:.3e}, tokens forwarded/step {r['tokens_forwarded_per_step']:.0f}"
+            f"first loss {r['first_loss']:.6f}, counted FLOPs/step {r['flops_per_step']:.3e}, "
+            f"tokens forwarded/step {r['tokens_forwarded_per_step']:.0f}"
         )
     print(
         f"  ratio 0.5/1.0: step time {timed(ours) / timed(base):.3f}x, peak memory "
         f"{ours['peak_rss_gb'] / base['peak_rss_gb']:.3f}x, counted FLOPs {ours['flops_per_step'] / base['flops_per_step']:.3f}x"
     )
+    if a.naive:
+        nb, no = res["naive_lsp_1.0"], res["naive_lsp_0.5"]
+        print(
+            f"  full-logits baseline, ratio 0.5/1.0: step time {timed(no) / timed(nb):.3f}x, peak memory "
+            f"{no['peak_rss_gb'] / nb['peak_rss_gb']:.3f}x"
+        )
+        print(
+            f"  ours vs full-logits baseline: peak memory at 1.0 {base['peak_rss_gb'] / nb['peak_rss_gb']:.3f}x, "
+            f"at 0.5 {ours['peak_rss_gb'] / no['peak_rss_gb']:.3f}x; ours at 1.0 vs baseline at 0.5 "
+            f"{base['peak_rss_gb'] / no['peak_rss_gb']:.3f}x; step time at 1.0 {timed(base) / timed(nb):.3f}x"
+        )
 
 
 if __name__ == "__main__":
