@@ -13,10 +13,12 @@ from hf_cot_distill.eval import (
     CoTICLAccuracy,
     FormatCompliance,
     TokenCoverage,
+    answers_equivalent,
     chance_baselines,
     evaluate_cot_icl,
     extract_boxed,
     format_compliance,
+    math_verify_available,
     normalize_answer,
     parse_generation,
     reference_chain,
@@ -54,10 +56,28 @@ def test_normalize_answer():
 def test_boxed_accuracy_exact_values():
     preds = [r"\boxed{42}", r"\boxed{ 42 }", r"\boxed{\text{Paris}}", "no answer"]
     refs = ["42", "42", "paris", "7"]
-    out = BoxedAnswerAccuracy().compute(predictions=preds, references=refs)
+    out = BoxedAnswerAccuracy(math_verify=False).compute(predictions=preds, references=refs)
     assert out == {"exact_match": 0.5, "normalized_match": 0.75, "extracted": 0.75, "count": 4}
     combined = evaluate.combine([BoxedAnswerAccuracy()]).compute(predictions=preds, references=refs)
     assert combined["normalized_match"] == 0.75
+
+
+def test_math_verify_equivalence():
+    # math-verify is a dev dependency: these run in `make test`.
+    assert math_verify_available()
+    assert answers_equivalent(r"\frac{1}{2}", "0.5")
+    assert answers_equivalent("x(x+2)", "x^2+2x")
+    assert answers_equivalent(r"\text{Paris}", "paris")  # not math: the normalized match decides
+    assert not answers_equivalent("0.51", "0.5")
+    assert not answers_equivalent(None, "1")
+    preds = [r"\boxed{\frac{1}{2}}", r"\boxed{0.5}", r"\boxed{2}", "none"]
+    out = BoxedAnswerAccuracy().compute(predictions=preds, references=["0.5"] * 4)
+    assert out["normalized_match"] == 0.25 and out["math_equivalent"] == 0.5
+    assert "math_equivalent" not in BoxedAnswerAccuracy(math_verify=False).compute(
+        predictions=preds, references=["0.5"] * 4
+    )
+    with pytest.raises(TypeError, match="math_verify"):
+        BoxedAnswerAccuracy(math_verify="yes")
 
 
 def test_format_compliance():

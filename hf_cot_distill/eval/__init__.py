@@ -1,6 +1,13 @@
 """Evaluation: CoT-ICL accuracies with chance baselines, boxed answers, format compliance, coverage."""
 
-from hf_cot_distill.eval.answers import answers_match, extract_boxed, format_compliance, normalize_answer
+from hf_cot_distill.eval.answers import (
+    answers_equivalent,
+    answers_match,
+    extract_boxed,
+    format_compliance,
+    math_verify_available,
+    normalize_answer,
+)
 from hf_cot_distill.eval.callback import CoTICLEvalCallback
 from hf_cot_distill.eval.cot_icl import evaluate_cot_icl, generate_chains, parse_generation, reference_chain
 from hf_cot_distill.eval.generation import evaluate_symbolic, generate_completions
@@ -18,7 +25,9 @@ __all__ = [
     "CoTICLEvalCallback",
     "FormatCompliance",
     "TokenCoverage",
+    "answers_equivalent",
     "answers_match",
+    "math_verify_available",
     "chance_baselines",
     "evaluate_cot_icl",
     "evaluate_symbolic",

@@ -4,6 +4,8 @@
 ``\\fbox`` too), which is where reasoning models and our symbolic tasks put the final answer.
 ``normalize_answer`` makes exact match forgiving about formatting only (spaces, ``$``,
 ``\\text{}``, ``\\left``/``\\right``, a trailing period), never about values.
+``answers_equivalent`` is symbolic equivalence through the maintained ``math-verify`` package
+(``1/2`` vs ``0.5``, ``x(x+2)`` vs ``x^2+2x``), installed with the ``math`` extra.
 """
 
 from __future__ import annotations
@@ -78,6 +80,41 @@ def answers_match(prediction: str | None, reference: str, normalized: bool = Tru
     if normalized:
         return normalize_answer(prediction) == normalize_answer(reference)
     return prediction.strip() == reference.strip()
+
+
+def math_verify_available() -> bool:
+    """Is the optional ``math-verify`` package importable?"""
+    try:
+        import math_verify  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def answers_equivalent(prediction: str | None, reference: str, timeout_seconds: int | None = 5) -> bool:
+    """Symbolic equivalence of an extracted answer and the reference (``math-verify``).
+
+    Both strings are parsed as LaTeX / plain expressions (wrapped in ``$...$`` so a bare answer
+    parses as math); a normalized string match counts too, so answers that are not math (names,
+    words) are judged as :func:`answers_match` judges them. ``timeout_seconds``: per parse and
+    per comparison (math-verify's timeouts use SIGALRM, so pass ``None`` off the main thread).
+    Raises ``ImportError`` naming the extra when math-verify is not installed.
+    """
+    if prediction is None:
+        return False
+    if answers_match(prediction, reference):
+        return True
+    try:
+        from math_verify import parse, verify
+    except ImportError as err:
+        raise ImportError(
+            "answers_equivalent needs math-verify; fix: pip install 'hf-cot-distill[math]'."
+        ) from err
+    gold = parse(f"${reference}$", parsing_timeout=timeout_seconds)
+    pred = parse(f"${prediction}$", parsing_timeout=timeout_seconds)
+    if not gold or not pred:
+        return False
+    return bool(verify(gold, pred, timeout_seconds=timeout_seconds))
 
 
 def format_compliance(

@@ -14,7 +14,13 @@ import datasets
 import evaluate
 import numpy as np
 
-from hf_cot_distill.eval.answers import answers_match, extract_boxed, format_compliance
+from hf_cot_distill.eval.answers import (
+    answers_equivalent,
+    answers_match,
+    extract_boxed,
+    format_compliance,
+    math_verify_available,
+)
 
 _CITATION_COT_ICL = (
     "@inproceedings{kothapalli2025coticllab, title={CoT-ICL Lab: A Synthetic Framework for Studying "
@@ -35,8 +41,19 @@ class BoxedAnswerAccuracy(evaluate.Metric):
     """Accuracy of the last ``\\boxed{}`` answer of each completion.
 
     Returns ``exact_match`` (string equality after stripping), ``normalized_match``
-    (see ``normalize_answer``), ``extracted`` (share of completions with a parseable box).
+    (see ``normalize_answer``), ``extracted`` (share of completions with a parseable box), and
+    ``math_equivalent`` (symbolic equivalence, see ``answers_equivalent``) when ``math_verify``
+    is on. ``math_verify``: ``None`` (default) = on when the ``math-verify`` package is installed;
+    ``True`` = required (ImportError naming the extra if missing); ``False`` = off.
     """
+
+    def __init__(self, math_verify: bool | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if math_verify is not None and not isinstance(math_verify, bool):
+            raise TypeError(f"math_verify: got {math_verify!r}; use True, False or None (auto).")
+        if math_verify and not math_verify_available():
+            raise ImportError("math_verify=True needs math-verify; fix: pip install 'hf-cot-distill[math]'.")
+        self.math_verify = math_verify_available() if math_verify is None else math_verify
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -51,9 +68,10 @@ class BoxedAnswerAccuracy(evaluate.Metric):
     def _compute(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         _check_lengths(predictions, references)
         if not predictions:
-            return {"exact_match": 0.0, "normalized_match": 0.0, "extracted": 0.0, "count": 0}
+            empty = {"exact_match": 0.0, "normalized_match": 0.0, "extracted": 0.0, "count": 0}
+            return {**empty, "math_equivalent": 0.0} if self.math_verify else empty
         boxed = [extract_boxed(p) for p in predictions]
-        return {
+        out = {
             "exact_match": float(
                 np.mean([answers_match(b, r, normalized=False) for b, r in zip(boxed, references)])
             ),
@@ -61,6 +79,11 @@ class BoxedAnswerAccuracy(evaluate.Metric):
             "extracted": float(np.mean([b is not None for b in boxed])),
             "count": len(predictions),
         }
+        if self.math_verify:
+            out["math_equivalent"] = float(
+                np.mean([answers_equivalent(b, r) for b, r in zip(boxed, references)])
+            )
+        return out
 
 
 class FormatCompliance(evaluate.Metric):
