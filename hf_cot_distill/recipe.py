@@ -59,6 +59,13 @@ class ModelArguments:
             '{"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 4, ...}.'
         },
     )
+    student_from_teacher_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Build the student from the teacher (teacher_model_name_or_path): its embeddings, these "
+            "decoder layers (indices, increasing), final norm and lm_head, e.g. [0, 10, 20, 29]."
+        },
+    )
     use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -68,6 +75,8 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
+        # `--model_name_or_path ""` on the command line removes a recipe's student path.
+        self.model_name_or_path = self.model_name_or_path or None
         if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
             raise ValueError(f"dtype={self.dtype!r}: use float32, bfloat16, float16 or auto.")
         if self.init_from_scratch and not self.model_config:
@@ -75,6 +84,13 @@ class ModelArguments:
         if not self.init_from_scratch and self.model_config:
             raise ValueError(
                 "model_config is only used with init_from_scratch=true; set it or remove model_config."
+            )
+        if self.student_from_teacher_layers is not None and (
+            self.init_from_scratch or self.model_name_or_path
+        ):
+            raise ValueError(
+                "student_from_teacher_layers builds the student from the teacher; remove "
+                "model_name_or_path / init_from_scratch, or remove student_from_teacher_layers."
             )
         if self.lora_r < 1:
             raise ValueError(f"lora_r={self.lora_r} must be >= 1.")

@@ -141,10 +141,25 @@ def load_tokenizer(model_args: ModelArguments, path: str | None = None) -> Any:
     return tokenizer
 
 
-def build_student(model_args: ModelArguments, data: PreparedData) -> torch.nn.Module:
-    """Load the student (safetensors only) or build it from ``model_config`` (random init)."""
+def build_student(
+    model_args: ModelArguments, data: PreparedData, teacher_path: str | None = None
+) -> torch.nn.Module:
+    """Load the student (safetensors only), build it from ``model_config`` (random init), or from
+    the teacher's layers ``model_args.student_from_teacher_layers`` (``teacher_path``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    if model_args.student_from_teacher_layers is not None:
+        from hf_cot_distill.student_init import init_student_from_teacher
+
+        if not teacher_path:
+            raise ValueError(
+                "student_from_teacher_layers needs the teacher; fix: set teacher_model_name_or_path "
+                "to a local safetensors folder."
+            )
+        student = init_student_from_teacher(teacher_path, model_args.student_from_teacher_layers)
+        if model_args.dtype != "auto":  # "auto" keeps the teacher's dtype
+            student = student.to(_DTYPES[model_args.dtype])
+        return student.train()
     if model_args.init_from_scratch:
         cfg = dict(model_args.model_config_dict())
         gen = data.generator_config
@@ -223,11 +238,15 @@ def run_training(
     start = time.perf_counter()
     setup_distributed(kd_args)
     tokenizer = load_tokenizer(model_args)
-    data = prepare_data(data_args, tokenizer)
-    student = build_student(model_args, data)
     teacher_tokenizer = None
-    if kd_args.teacher_model_name_or_path and tokenizer is not None:
+    if model_args.student_from_teacher_layers and tokenizer is None and kd_args.teacher_model_name_or_path:
+        # A student made of the teacher's layers shares its tokenizer (when the folder has one).
+        if (Path(kd_args.teacher_model_name_or_path) / "tokenizer_config.json").is_file():
+            tokenizer = load_tokenizer(model_args, kd_args.teacher_model_name_or_path)
+    elif kd_args.teacher_model_name_or_path and tokenizer is not None:
         teacher_tokenizer = load_tokenizer(model_args, kd_args.teacher_model_name_or_path)
+    data = prepare_data(data_args, tokenizer)
+    student = build_student(model_args, data, kd_args.teacher_model_name_or_path)
     common = dict(
         args=kd_args,
         train_dataset=data.train,
@@ -270,7 +289,7 @@ def run_training(
         write_model_card(
             out,
             model_name=out.name,
-            base_model=model_args.model_name_or_path,
+            base_model=model_args.model_name_or_path or kd_args.teacher_model_name_or_path,
             teacher=fields.get("teacher"),
             datasets=[data.description],
             recipe_name=Path(recipe_path).name if recipe_path else None,

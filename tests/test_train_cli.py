@@ -106,6 +106,34 @@ def test_train_kd_recipe_with_local_models(tmp_path):
     assert metrics["train_loss"] > 0
 
 
+def test_train_student_from_teacher_layers(tmp_path, capsys):
+    tok = tiny_qwen2_tokenizer()
+    models = _tiny_pair(tmp_path, tok)
+    data = _messages_dataset(tmp_path)
+    out = tmp_path / "kd_layers"
+    argv = ["train", "--config", str(ROOT / "recipes/tiny/kd_messages.yaml"), "--model_name_or_path", "",
+            "--teacher_model_name_or_path", str(models["teacher"]), "--student_from_teacher_layers", "1",
+            "--dataset_name", str(data), "--output_dir", str(out), "--max_steps", "2"]  # fmt: skip
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1 and config["hidden_size"] == 48  # the teacher's width
+    assert (out / "tokenizer_config.json").is_file()  # the teacher's tokenizer came along
+    teacher = load_file(str(models["teacher"] / "model.safetensors"))
+    student = load_file(str(out / "model.safetensors"))
+    assert (
+        student["model.layers.0.self_attn.q_proj.weight"].shape
+        == teacher["model.layers.1.self_attn.q_proj.weight"].shape
+    )
+    assert not torch.equal(  # trained from the teacher's layer 1
+        student["model.layers.0.self_attn.q_proj.weight"], teacher["model.layers.1.self_attn.q_proj.weight"]
+    )
+    assert str(models["teacher"]) in (out / "README.md").read_text()
+    # A student cannot come both from a folder and from the teacher's layers.
+    bad = argv[:4] + ["tiny_models/student"] + argv[5:]
+    assert main(bad) == 2
+    assert "student_from_teacher_layers" in capsys.readouterr().err
+
+
 def test_train_errors_are_clear(tmp_path, capsys):
     assert (
         main(["train", "--config", str(ROOT / "recipes/tiny/kd_messages.yaml"), "--lerning_rate", "1"]) == 2
