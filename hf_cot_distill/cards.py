@@ -290,6 +290,7 @@ def render_model_card(
     truncation_accounting: Any = None,
     compute: Mapping[str, Any] | None = None,
     eval_results: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    compression: Mapping[str, Mapping[str, Any]] | None = None,
     repo_id: str | None = None,
     pipeline_tag: str = "text-generation",
     library_name: str = "transformers",
@@ -314,6 +315,9 @@ def render_model_card(
         compute: e.g. ``{"tokens_forwarded": ..., "flops_counted": ..., "train_time_s": ...,
             "peak_memory_mb": ...}``; units follow the key (see :func:`_compute_value`).
         eval_results: ``{metric: value}`` or rows such as ``{"task", "metric", "value"}``.
+        compression: the settings of ``hf-cot-distill compress`` by stage, e.g. ``{"pruning":
+            {"mlp_keep_ratio": 0.5, ...}, "quantization": {"bits": 4, "group_size": 32, ...}}``
+            (a table per stage; a quantized model's "how to load" names compressed-tensors).
         repo_id: where the model will live; the "how to load" snippet uses it (default
             ``model_name``).
 
@@ -323,6 +327,10 @@ def render_model_card(
     if not model_name:
         raise ValueError("model_name: must be a non-empty string; fix: e.g. 'qwen2.5-0.5b-cot-kd'.")
     all_tags = list(MODEL_CARD_TAGS) + (["knowledge-distillation"] if teacher else []) + list(tags)
+    compression = dict(compression or {})
+    all_tags += [
+        {"pruning": "pruned", "quantization": "quantized"}.get(stage, stage) for stage in compression
+    ]
     machine_readable = {
         "teacher": teacher,
         "recipe_name": recipe_name,
@@ -331,6 +339,7 @@ def render_model_card(
         "objective": objective,
         "truncation": _plain(truncation) if truncation else None,
         "compute": _plain(compute) if compute else None,
+        "compression": _plain(compression) if compression else None,
     }
     card_data = ModelCardData(
         license=license,
@@ -367,6 +376,8 @@ def render_model_card(
         eval_rows=eval_rows,
         repo_or_path=repo_id or model_name,
         license=license,
+        compression={stage: _plain(dict(settings)) for stage, settings in compression.items()},
+        quantized="quantization" in compression,
     )
 
 

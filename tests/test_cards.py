@@ -137,6 +137,26 @@ def test_trainer_style_text_fields_render_as_blocks():
     assert card.data.hf_cot_distill["supervision"].startswith("prompt: ce 0")
 
 
+def test_compressed_model_card_records_the_settings():
+    compression = {
+        "pruning": {"mlp_keep_ratio": 0.5, "kv_heads_keep": 1, "criterion": "reconstruction", "params": 1000},
+        "quantization": {"bits": 4, "group_size": 32, "method": "gptq", "damp": 0.01},
+    }
+    card = ModelCard(str(render_model_card(model_name="m", base_model="orig", compression=compression)))
+    assert card.data.to_dict()["hf_cot_distill"]["compression"] == compression
+    assert {"pruned", "quantized"} <= set(card.data.to_dict()["tags"])
+    lines = card.text.splitlines()
+    sections = [line for line in lines if line.startswith("## ")]
+    assert sections.index("## Compression") == sections.index("## Compute") - 1
+    for line in ("Pruning:", "| `mlp_keep_ratio` | `0.5` |", "Quantization:", "| `bits` | `4` |",
+                 "| `method` | `gptq` |"):  # fmt: skip
+        assert line in lines, line
+    assert "compressed-tensors format" in card.text
+    assert "\n\n\n" not in card.text
+    plain = render_model_card(model_name="m", base_model="orig").text
+    assert "## Compression" not in plain and "compressed-tensors" not in plain
+
+
 def test_minimal_model_card():
     card = render_model_card(model_name="tiny", base_model=None)
     assert card.data.to_dict() == {
