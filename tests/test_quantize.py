@@ -1,0 +1,474 @@
+"""Post-training quantization (hf_cot_distill.compress.quantize): RTN / GPTQ numerics, the model driver,
+and the compressed-tensors checkpoint loaded back by transformers on CPU. Tiny models, a few seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from hf_cot_distill.compress.quantize import (
+    QuantizeConfig,
+    dequantize,
+    gptq_quantize_weight,
+    load_quantized,
+    quantize_model,
+    quantize_weight,
+    save_quantized,
+)
+from tests.tiny_models import tiny_qwen2
+
+pytest.importorskip("compressed_tensors", reason="compress extra (compressed-tensors) not installed")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """Tiny matmuls: one intra-op thread is faster (and shares the CPU fairly)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = {"hidden_size": 64, "intermediate_size": 128, "vocab_size": 128}  # 4 heads, 2 KV heads, 2 layers
+
+
+def tiny_model(seed: int = 0) -> torch.nn.Module:
+    return tiny_qwen2(seed=seed, **TINY).eval()
+
+
+def calibration(n_batches: int = 3, batch: int = 4, length: int = 32, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        {"input_ids": torch.randint(3, TINY["vocab_size"], (batch, length), generator=g)}
+        for _ in range(n_batches)
+    ]
+
+
+def eval_ids(seed: int = 1) -> torch.Tensor:
+    return torch.randint(3, TINY["vocab_size"], (2, 20), generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=ids).logits
+
+
+def correlated_inputs(n: int, dim: int, seed: int = 0, rank: int = 32) -> torch.Tensor:
+    """``[n, dim]`` float64 activations with strongly correlated columns: rank ``rank`` plus 10% noise."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, rank, generator=g, dtype=torch.float64)
+    mix = torch.randn(rank, dim, generator=g, dtype=torch.float64)
+    return z @ mix + 0.1 * torch.randn(n, dim, generator=g, dtype=torch.float64)
+
+
+# ----------------------------------------------------------------------------- 1. RTN quantize / dequantize
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("group_size", [32, None])
+def test_rtn_error_bound_and_code_range(bits: int, group_size: int | None, symmetric: bool) -> None:
+    W = torch.randn(48, 96, generator=torch.Generator().manual_seed(0))
+    W[3] = 0.0  # an all-zero row: a tiny scale, zero codes, no NaN
+    q, scale, zero = quantize_weight(W, bits, group_size, symmetric)
+    n_groups = 96 // (group_size or 96)
+    assert q.dtype == torch.int8 and q.shape == W.shape
+    assert scale.shape == zero.shape == (48, n_groups) and scale.dtype == W.dtype
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    assert int(q.min()) >= lo and int(q.max()) <= hi
+    assert int(zero.min()) >= lo and int(zero.max()) <= hi
+    if symmetric:
+        assert not zero.any()
+    W_hat = dequantize(q, scale, zero, group_size)
+    assert W_hat.dtype == W.dtype and torch.isfinite(W_hat).all()
+    assert not W_hat[3].any()
+    # |W - Ŵ| <= scale / 2 for every element of every group (+ the fp32 rounding of Ŵ itself)
+    per_elem_scale = scale.double().repeat_interleave(96 // n_groups, dim=1)
+    err = (W.double() - W_hat.double()).abs()
+    ulp = torch.finfo(torch.float32).eps * W.double().abs()
+    assert bool((err <= per_elem_scale / 2 + ulp).all())
+    # the whole code range is used: the largest |w| of each row/group maps near the ends
+    assert int(q.max()) == hi or int(q.min()) == lo
+
+
+def test_rtn_more_bits_and_groups_are_more_accurate() -> None:
+    W = torch.randn(64, 128, generator=torch.Generator().manual_seed(1))
+    W[:, 5] *= 20  # an outlier input column: per-channel scales suffer, groups contain it
+    err = {}
+    for bits in (4, 8):
+        for gs in (32, None):
+            W_hat = dequantize(*quantize_weight(W, bits, gs, True), gs)
+            err[bits, gs] = float((W - W_hat).norm() / W.norm())
+    assert err[8, 32] < err[4, 32] / 8 and err[8, None] < err[4, None] / 8
+    assert err[4, 32] < err[4, None] and err[8, 32] < err[8, None]
+
+
+def test_dequantize_matches_compressed_tensors() -> None:
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.lifecycle.forward import dequantize as ct_dequantize
+
+    W = torch.randn(16, 64, generator=torch.Generator().manual_seed(2))
+    for symmetric in (True, False):
+        q, scale, zero = quantize_weight(W, 4, 32, symmetric)
+        args = QuantizationArgs(num_bits=4, symmetric=symmetric, strategy="group", group_size=32)
+        theirs = ct_dequantize(q, scale, None if symmetric else zero, args=args)
+        assert torch.equal(dequantize(q, scale, zero, 32), theirs)
+
+
+def test_group_size_must_divide_in_features() -> None:
+    with pytest.raises(ValueError, match="group_size=48 does not divide in_features=64"):
+        quantize_weight(torch.randn(8, 64), 4, 48, True)
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.self_attn\.q_proj: group_size=48"):
+        quantize_model(model, calibration(1), QuantizeConfig(group_size=48))
+
+
+# ----------------------------------------------------------------------------- 2. GPTQ
+
+
+def reference_gptq(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool,
+    damp: float,
+    act_order: bool = False,
+) -> torch.Tensor:
+    """Slow textbook GPTQ/OBQ in float64: one column at a time with an explicitly downdated inverse
+    Hessian (no Cholesky, no blocks). Returns the int codes ``[out, in]``."""
+    W = W.double().clone()
+    H = H.double().clone()
+    out_f, in_f = W.shape
+    gs = group_size or in_f
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+    def params(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # w [out, gs] -> scale, zero [out]
+        lo, hi = w.min(1).values.clamp(max=0), w.max(1).values.clamp(min=0)
+        if symmetric:
+            scale = torch.maximum(-lo, hi) / ((qmax - qmin) / 2)
+        else:
+            scale = (hi - lo) / (qmax - qmin)
+        scale = scale.float().double()  # the stored fp32 scale
+        zero = torch.zeros_like(scale) if symmetric else torch.round(qmin - lo / scale).clamp(qmin, qmax)
+        return scale, zero
+
+    diag = torch.diagonal(H)
+    H[diag == 0, diag == 0] = 1.0
+    H += damp * torch.diagonal(H).mean() * torch.eye(in_f, dtype=torch.float64)
+    static = act_order or group_size is None
+    fixed = [params(W[:, g * gs : (g + 1) * gs]) for g in range(in_f // gs)] if static else []
+    order = (
+        torch.argsort(torch.diagonal(H), descending=True, stable=True) if act_order else torch.arange(in_f)
+    )
+    W, H = W[:, order], H[order][:, order]
+    Hinv = torch.linalg.inv(H)
+    Q = torch.zeros_like(W)
+    current: tuple[torch.Tensor, torch.Tensor] | None = None
+    for j in range(in_f):
+        if static:
+            scale, zero = fixed[int(order[j]) // gs]
+        else:
+            if j % gs == 0:
+                current = params(W[:, j : j + gs])
+            scale, zero = current
+        q = torch.round(W[:, j] / scale + zero).clamp(qmin, qmax)
+        Q[:, j] = q
+        err = (W[:, j] - (q - zero) * scale) / Hinv[j, j]
+        W[:, j:] -= err[:, None] * Hinv[j, j:][None, :]
+        Hinv = Hinv - Hinv[:, j : j + 1] @ Hinv[j : j + 1, :] / Hinv[j, j]
+    return Q[:, torch.argsort(order)].to(torch.int8)
+
+
+@pytest.mark.parametrize(
+    ("bits", "group_size", "symmetric", "block_size", "act_order"),
+    [
+        (4, 16, True, 8, False),  # block < group: effective block rounded up to the group
+        (4, 16, False, 24, False),  # block not a multiple of the group
+        (8, 16, True, 32, False),
+        (4, None, True, 10, False),  # per channel, blocks not dividing the columns
+        (4, None, False, 64, False),
+        (4, 16, True, 24, True),  # act_order with static groups
+    ],
+)
+def test_gptq_matches_unblocked_reference(
+    bits: int, group_size: int | None, symmetric: bool, block_size: int, act_order: bool
+) -> None:
+    X = correlated_inputs(256, 64)
+    H = 2 * X.T @ X / X.shape[0]
+    H[7, :] = H[:, 7] = 0.0  # a column never seen in calibration
+    W = torch.randn(12, 64, generator=torch.Generator().manual_seed(3))
+    config = QuantizeConfig(
+        bits=bits, group_size=group_size, symmetric=symmetric, block_size=block_size, act_order=act_order
+    )
+    q, scale, zero, W_hat = gptq_quantize_weight(W, H, config)
+    expected = reference_gptq(W, H, bits, group_size, symmetric, config.damp, act_order)
+    assert torch.equal(q, expected)
+    assert W_hat.dtype == W.dtype and torch.equal(W_hat, dequantize(q, scale, zero, group_size))
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    assert int(q.min()) >= lo and int(q.max()) <= hi
+
+
+@pytest.mark.parametrize(("bits", "group_size"), [(4, 32), (4, None), (8, 32)])
+def test_gptq_reconstructs_layer_output_better_than_rtn(bits: int, group_size: int | None) -> None:
+    X = correlated_inputs(512, 128, seed=4)
+    H = 2 * X.T @ X / X.shape[0]
+    W = torch.randn(64, 128, generator=torch.Generator().manual_seed(5))
+    ref = X @ W.double().T
+
+    def rel_err(W_hat: torch.Tensor) -> float:
+        return float((ref - X @ W_hat.double().T).norm() / ref.norm())
+
+    rtn = rel_err(dequantize(*quantize_weight(W, bits, group_size, True), group_size))
+    _, _, _, W_hat = gptq_quantize_weight(W, H, QuantizeConfig(bits=bits, group_size=group_size))
+    gptq = rel_err(W_hat)
+    assert gptq < 0.6 * rtn, (gptq, rtn)
+
+
+def test_gptq_rejects_non_finite_hessian() -> None:
+    H = torch.eye(32, dtype=torch.float64)
+    H[3, 3] = float("nan")
+    with pytest.raises(ValueError, match="my.layer: the Hessian .* NaN/inf"):
+        gptq_quantize_weight(torch.randn(4, 32), H, QuantizeConfig(group_size=None), name="my.layer")
+
+
+# ----------------------------------------------------------------------------- model driver + checkpoint
+
+
+def test_quantize_model_report_and_fake_quant() -> None:
+    model, original = tiny_model(), tiny_model()
+    report = quantize_model(model, calibration(), QuantizeConfig(bits=4, group_size=32))
+    names = [r.name for r in report.layers]
+    assert len(names) == 14 and names[0] == "model.layers.0.self_attn.q_proj"
+    assert all(n.startswith("model.layers.") for n in names)
+    assert report.num_quantized_params == sum(model.get_submodule(n).weight.numel() for n in names)
+    assert report.num_calibration_tokens == 3 * 4 * 32 and all(r.tokens == 3 * 4 * 32 for r in report.layers)
+    for name in names:  # the weight in memory is exactly the dequantized codes
+        assert torch.equal(model.get_submodule(name).weight, report.quantized[name].dequantize())
+    # sequential GPTQ lowers the layer output error versus RTN on the same inputs
+    gptq = [r.error for r in report.layers]
+    rtn = [r.rtn_error for r in report.layers]
+    assert sum(gptq) < 0.9 * sum(rtn)
+    assert all(g < r * 1.02 for g, r in zip(gptq, rtn))
+    summary = report.to_dict()
+    assert summary["config"]["bits"] == 4 and len(summary["layers"]) == 14
+    json.dumps(summary)
+    # untouched: embeddings, norms, lm_head
+    for key, value in original.state_dict().items():
+        if not any(key == f"{n}.weight" for n in names):
+            assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_rtn_method_reports_rtn_error() -> None:
+    report = quantize_model(
+        tiny_model(), calibration(1), QuantizeConfig(bits=8, method="rtn", group_size=None)
+    )
+    assert all(r.error == r.rtn_error for r in report.layers)
+    assert max(r.error for r in report.layers) < 0.02
+
+
+@pytest.mark.parametrize(
+    ("bits", "group_size", "symmetric", "act_order"),
+    [(8, None, True, False), (4, 32, True, False), (4, 32, False, False), (4, 32, True, True)],
+)
+def test_save_reload_same_logits_and_smaller(
+    tmp_path: Path, bits: int, group_size: int | None, symmetric: bool, act_order: bool
+) -> None:
+    model = tiny_model()
+    dense_dir = tmp_path / "fp32"
+    model.save_pretrained(dense_dir)
+    config = QuantizeConfig(bits=bits, group_size=group_size, symmetric=symmetric, act_order=act_order)
+    report = quantize_model(model, calibration(), config)
+    out = save_quantized(model, tmp_path / "q", report)
+
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["config.json", "generation_config.json", "model.safetensors", "quantization_report.json"]
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == "compressed-tensors" and qc["format"] == "pack-quantized"
+    assert qc["config_groups"]["group_0"]["weights"]["num_bits"] == bits
+    assert qc["ignore"] == ["lm_head"]
+
+    # on disk: linear weights at bits/32 of fp32, everything else as before
+    linear_params = report.num_quantized_params
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        packed = {k: f.get_tensor(k) for k in f.keys() if k.endswith("weight_packed")}
+        scales = {k: f.get_tensor(k) for k in f.keys() if k.endswith("weight_scale")}
+        assert not any(k.endswith(".weight") and k[: -len(".weight")] in report.quantized for k in f.keys())
+    assert len(packed) == 14
+    packed_bytes = sum(t.numel() * t.element_size() for t in packed.values())
+    assert packed_bytes == linear_params * bits // 8  # 4-bit: exactly 1/8 of the fp32 bytes
+    scale_bytes = sum(t.numel() * t.element_size() for t in scales.values())
+    dense_size = (dense_dir / "model.safetensors").stat().st_size
+    q_size = (out / "model.safetensors").stat().st_size
+    zero_bytes = 0 if symmetric else scale_bytes * bits // 32 + 14 * 64
+    bound = dense_size - 4 * linear_params + packed_bytes + scale_bytes + zero_bytes + 4096  # + header
+    assert q_size <= bound, (q_size, bound)
+    assert q_size < (0.36 if bits == 4 else 0.45) * dense_size
+
+    ids = eval_ids()
+    expected = logits(model, ids)
+    loaded = load_quantized(out)
+    assert not loaded.training
+    for name, record in report.quantized.items():  # decompressed at load: plain weights, as in memory
+        assert torch.equal(loaded.get_submodule(name).weight, record.dequantize()), name
+    torch.testing.assert_close(logits(loaded, ids), expected, atol=1e-5, rtol=0)
+    # plain from_pretrained, no kwargs, works too
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    torch.testing.assert_close(logits(plain, ids), expected, atol=1e-5, rtol=0)
+
+
+def test_save_reload_bf16_tied(tmp_path: Path) -> None:
+    """bf16 scales; tied embeddings saved once. Compared with a dense save/reload of the same
+    fake-quantized model (``.to(bfloat16)`` also casts the rotary ``inv_freq``, a reload does not)."""
+    model = tiny_qwen2(**TINY, tie_word_embeddings=True).to(torch.bfloat16).eval()
+    report = quantize_model(model, calibration(1), QuantizeConfig(bits=4, group_size=32))
+    assert report.quantized["model.layers.0.mlp.up_proj"].scale.dtype == torch.bfloat16
+    out = save_quantized(model, tmp_path / "q", report)
+    model.save_pretrained(tmp_path / "dense")
+    from transformers import AutoModelForCausalLM
+
+    dense = AutoModelForCausalLM.from_pretrained(str(tmp_path / "dense")).eval()
+    loaded = load_quantized(out)
+    assert loaded.dtype == torch.bfloat16
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
+    ids = eval_ids()
+    assert torch.equal(logits(loaded, ids), logits(dense, ids))
+
+
+def test_quantized_logits_close_to_original() -> None:
+    original = tiny_model()
+    ids = eval_ids(seed=7)
+    ref = logits(original, ids)
+    rel = {}
+    for bits in (8, 4):
+        model = tiny_model()
+        quantize_model(model, calibration(), QuantizeConfig(bits=bits, group_size=32))
+        rel[bits] = float((logits(model, ids) - ref).norm() / ref.norm())
+    assert rel[8] < 0.02 and rel[4] < 0.3
+    assert rel[8] < rel[4] / 5, rel
+
+
+def test_save_refuses_a_model_changed_after_quantization(tmp_path: Path) -> None:
+    model = tiny_model()
+    report = quantize_model(model, calibration(1), QuantizeConfig(bits=8, group_size=32))
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight[0, 0] += 1.0
+    with pytest.raises(ValueError, match=r"model\.layers\.1\.mlp\.up_proj: the weight differs"):
+        save_quantized(model, tmp_path / "q", report.quantized)
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight.copy_(
+            report.quantized["model.layers.1.mlp.up_proj"].dequantize()
+        )
+    out = save_quantized(model, tmp_path / "q", report.quantized)  # the bare mapping: no report file
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+    ]
+
+
+# ----------------------------------------------------------------------------- 5. ignore + config errors
+
+
+def test_ignore_leaves_modules_in_full_precision(tmp_path: Path) -> None:
+    model, original = tiny_model(), tiny_model()
+    config = QuantizeConfig(
+        bits=4, group_size=32, ignore=("lm_head", "mlp.down_proj", r"re:layers\.1\.self_attn")
+    )
+    report = quantize_model(model, calibration(1), config)
+    skipped = ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+    skipped += [f"model.layers.1.self_attn.{p}_proj" for p in "qkvo"]
+    assert len(report.layers) == 14 - len(skipped) and not set(skipped) & set(report.quantized)
+    for name in [*skipped, "lm_head"]:
+        assert torch.equal(model.get_submodule(name).weight, original.get_submodule(name).weight), name
+    assert not torch.equal(
+        model.model.layers[0].mlp.up_proj.weight, original.model.layers[0].mlp.up_proj.weight
+    )
+    out = save_quantized(model, tmp_path / "q", report)
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["ignore"] == sorted(
+        ["lm_head", *skipped]
+    )
+    ids = eval_ids()
+    torch.testing.assert_close(logits(load_quantized(out), ids), logits(model, ids), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"bits": 3}, "bits"),
+        ({"bits": 16}, "bits"),
+        ({"group_size": 0}, "group_size"),
+        ({"group_size": 32.0}, "group_size"),
+        ({"symmetric": "yes"}, "symmetric"),
+        ({"method": "awq"}, "method"),
+        ({"damp": -0.1}, "damp"),
+        ({"damp": 2.0}, "damp"),
+        ({"block_size": 0}, "block_size"),
+        ({"act_order": 1}, "act_order"),
+        ({"ignore": "lm_head"}, "ignore"),
+        ({"ignore": ("re:(",)}, "ignore"),
+    ],
+)
+def test_config_errors_name_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=rf"QuantizeConfig\.{field}="):
+        QuantizeConfig(**kwargs)
+
+
+def test_config_normalises_per_channel() -> None:
+    assert QuantizeConfig(group_size=-1).group_size is None
+    assert QuantizeConfig(ignore=["lm_head"]).ignore == ("lm_head",)
+
+
+def test_model_level_errors() -> None:
+    with pytest.raises(ValueError, match="calibration is empty"):
+        quantize_model(tiny_model(), [], QuantizeConfig(group_size=32))
+    ids = torch.randint(3, 128, (2, 8))
+    all_pad = [{"input_ids": ids, "attention_mask": torch.zeros_like(ids)}]
+    with pytest.raises(ValueError, match="calibration is empty"):
+        quantize_model(tiny_model(), all_pad, QuantizeConfig(group_size=32))
+    with pytest.raises(ValueError, match="no nn.Linear left to quantize"):
+        quantize_model(tiny_model(), calibration(1), QuantizeConfig(group_size=32, ignore=("re:.*",)))
+    no_linears = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.LayerNorm(4))
+    with pytest.raises(ValueError, match="no decoder layers with nn.Linear"):
+        quantize_model(no_linears, calibration(1), QuantizeConfig())
+    model = tiny_model()
+    with torch.no_grad():
+        model.model.layers[1].input_layernorm.weight[0] = float("nan")
+    with pytest.raises(ValueError, match=r"model\.layers\.1\.self_attn\.q_proj: the Hessian .* NaN/inf"):
+        quantize_model(model, calibration(1), QuantizeConfig(group_size=32))
+
+
+# ----------------------------------------------------------------------------- 6. padding
+
+
+def test_padding_does_not_change_the_quantized_weights() -> None:
+    ids = torch.randint(3, 128, (2, 24), generator=torch.Generator().manual_seed(8))
+    ones = torch.ones_like(ids)
+    pad_ids = torch.zeros(2, 8, dtype=torch.long)
+    garbage = torch.randint(3, 128, (2, 8), generator=torch.Generator().manual_seed(9))
+    mask = torch.cat([ones, torch.zeros_like(pad_ids)], 1)
+    variants = {
+        "plain": [{"input_ids": ids}],
+        "right-padded": [{"input_ids": torch.cat([ids, pad_ids], 1), "attention_mask": mask}],
+        "garbage under the mask": [{"input_ids": torch.cat([ids, garbage], 1), "attention_mask": mask}],
+        "pads not masked": [{"input_ids": torch.cat([ids, pad_ids], 1)}],
+    }
+    config = QuantizeConfig(bits=4, group_size=32)
+    reports = {k: quantize_model(tiny_model(), v, config) for k, v in variants.items()}
+    base = reports["plain"]
+    for key in ("right-padded", "garbage under the mask"):
+        other = reports[key]
+        assert [r.tokens for r in other.layers] == [48] * 14
+        for name, record in base.quantized.items():
+            assert torch.equal(other.quantized[name].q, record.q), (key, name)
+            assert torch.equal(other.quantized[name].scale, record.scale), (key, name)
+    # counting the pads as tokens does change the Hessians (and so the codes): the test is sensitive
+    unmasked = reports["pads not masked"]
+    assert unmasked.layers[0].tokens == 64
+    assert any(not torch.equal(unmasked.quantized[n].q, r.q) for n, r in base.quantized.items())
