@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser(
+        "compress",
+        help="prune / KD-recover / quantize a model from a recipe: compress --config RECIPE.yaml",
+        add_help=False,  # `compress --help` lists every recipe field (see _compress)
+    )
+    sub.add_parser(
         "train",
         help="train / distill from a recipe: train --config RECIPE.yaml [--field value ...]",
         add_help=False,  # `train --help` lists every recipe field (see _train)
@@ -150,16 +155,15 @@ TRAIN_USAGE = (
 )
 
 
-def _train(argv: list[str]) -> int:
-    """``train``: parse the recipe (+ overrides) into the three configs and run the training."""
-    from hf_cot_distill.recipe import DataArguments, ModelArguments, parse_recipe
-    from hf_cot_distill.trainers.kd_config import SectionKDConfig
+def _parse_config(argv: list[str], types: tuple[type, ...], usage: str) -> tuple | int:
+    """``--config RECIPE [--field value ...]`` -> ``(recipe, *configs)``; an exit code for ``--help``
+    (the usage line and every field) or a bad recipe."""
+    from hf_cot_distill.recipe import parse_recipe
 
-    types = (ModelArguments, DataArguments, SectionKDConfig)
     if "-h" in argv or "--help" in argv:
         from transformers import HfArgumentParser
 
-        print(TRAIN_USAGE)
+        print(usage)
         HfArgumentParser(types).print_help()
         return 0
     recipe, rest = None, list(argv)
@@ -170,9 +174,20 @@ def _train(argv: list[str]) -> int:
         recipe = rest[i + 1]
         del rest[i : i + 2]
     try:
-        model_args, data_args, kd_args = parse_recipe(types, recipe, rest)
+        return (recipe, *parse_recipe(types, recipe, rest))
     except (ValueError, FileNotFoundError) as err:
         return _error(err)
+
+
+def _train(argv: list[str]) -> int:
+    """``train``: parse the recipe (+ overrides) into the three configs and run the training."""
+    from hf_cot_distill.recipe import DataArguments, ModelArguments
+    from hf_cot_distill.trainers.kd_config import SectionKDConfig
+
+    parsed = _parse_config(argv, (ModelArguments, DataArguments, SectionKDConfig), TRAIN_USAGE)
+    if isinstance(parsed, int):
+        return parsed
+    recipe, model_args, data_args, kd_args = parsed
     push_repo = None
     if kd_args.push_to_hub:
         # Publishing goes through hub.py (checks first, safetensors only), not Trainer's own push.
@@ -204,10 +219,43 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+COMPRESS_USAGE = (
+    "usage: hf-cot-distill compress --config RECIPE.yaml [--<field> <value> ...]\n\n"
+    "Prune (prune: true) -> KD recovery from the original (recover: true) -> quantize (quantize_bits: 4|8).\n"
+    "Fields: the compression settings, then the model, data and training configs of the recovery stage.\n"
+)
+
+
+def _compress(argv: list[str]) -> int:
+    """``compress``: parse a compress recipe and run its stages (see :mod:`hf_cot_distill.compress.pipeline`)."""
+    from hf_cot_distill.compress.pipeline import CompressArguments, run_compress
+    from hf_cot_distill.recipe import DataArguments, ModelArguments
+    from hf_cot_distill.trainers.kd_config import SectionKDConfig
+
+    types = (CompressArguments, ModelArguments, DataArguments, SectionKDConfig)
+    parsed = _parse_config(argv, types, COMPRESS_USAGE)
+    if isinstance(parsed, int):
+        return parsed
+    recipe, compress_args, model_args, data_args, kd_args = parsed
+    try:
+        summary = run_compress(model_args, data_args, kd_args, compress_args, recipe_path=recipe)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        return _error(err)
+    print("| stage | parameters | weights on disk | folder |\n|---|---|---|---|")
+    for stage in summary["stages"]:
+        size = stage.get("size_bytes")
+        shown = f"{size / 2**20:,.2f} MiB" if size else "-"
+        print(f"| {stage['stage']} | {stage['parameters']:,} | {shown} | {stage['path']} |")
+    print(f"Report: {kd_args.output_dir}/compress_report.json")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
         return _train(argv[1:])
+    if argv[:1] == ["compress"]:
+        return _compress(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "generate":
         return _generate(args)

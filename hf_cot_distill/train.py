@@ -24,6 +24,7 @@ from hf_cot_distill.trainers.kd_config import SectionKDConfig
 
 logger = logging.getLogger(__name__)
 GENERATOR_PREFIX = "generator:"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
@@ -135,6 +136,10 @@ def load_tokenizer(model_args: ModelArguments, path: str | None = None) -> Any:
     name = path or model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if name is None:
         return None
+    if Path(name).is_dir() and not any((Path(name) / f).is_file() for f in _TOKENIZER_FILES):
+        # A local model folder without a tokenizer (a CoT-ICL model trains on token ids): none.
+        # (AutoTokenizer would otherwise build an empty one from the config alone.)
+        return None
     tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=model_args.trust_remote_code)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -224,8 +229,12 @@ def run_training(
     data_args: DataArguments,
     kd_args: SectionKDConfig,
     recipe_path: str | None = None,
+    card_fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train as the recipe says, save the model (safetensors), tokenizer, card and metrics.
+
+    ``card_fields``: extra keyword arguments of :func:`hf_cot_distill.cards.render_model_card`
+    (e.g. ``compression``).
 
     Returns the final metrics (train loss, tokens, FLOPs, wall time, and eval results when
     there is an eval split).
@@ -305,6 +314,7 @@ def run_training(
                 "wall_time_s": metrics["wall_time_s"],
             },
             eval_results={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            **(card_fields or {}),
         )
         (out / "train_metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2, sort_keys=True))
         (out / "log_history.json").write_text(json.dumps(_jsonable(trainer.state.log_history), indent=1))

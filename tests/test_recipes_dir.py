@@ -15,8 +15,11 @@ from hf_cot_distill.trainers.kd_config import SectionKDConfig
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 TRAIN_RECIPES = sorted(
-    p for p in RECIPES.rglob("*.yaml") if p.parent.name not in ("accelerate", "generators", "deepspeed")
+    p
+    for p in RECIPES.rglob("*.yaml")
+    if p.parent.name not in ("accelerate", "generators", "deepspeed", "compress")
 )
+COMPRESS_RECIPES = sorted((RECIPES / "compress").glob("*.yaml"))
 
 
 def test_the_recipe_grid_is_complete():
@@ -43,6 +46,25 @@ def test_training_recipe_validates(path, tmp_path):
         target = data.dataset_name.split(":", 1)[1]
         if target.endswith(".yaml"):
             load_generator_yaml(ROOT / target)
+
+
+@pytest.mark.parametrize("path", COMPRESS_RECIPES, ids=lambda p: p.name)
+def test_compress_recipe_validates(path, tmp_path):
+    from hf_cot_distill.compress.pipeline import CompressArguments
+
+    raw = load_recipe_yaml(path)
+    overrides = ["--output_dir", str(tmp_path)] + (["--bf16", "false"] if raw.get("bf16") else [])
+    types = (CompressArguments, ModelArguments, DataArguments, SectionKDConfig)
+    compress, model, data, train = parse_recipe(types, path, overrides)
+    assert compress.prune or compress.quantize_bits
+    assert model.model_name_or_path and not model.trust_remote_code and data.dataset_name
+    compress.prune_config(), compress.quantize_config() if compress.quantize_bits else None  # valid settings
+
+
+def test_compress_recipes_cover_tiny_cpu_and_gpu():
+    assert {p.name for p in COMPRESS_RECIPES} >= {
+        "tiny_cot_icl.yaml", "smollm2-135m_prune_kd_w4.yaml", "qwen2.5-1.5b-instruct_prune_kd_w4.yaml"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("path", sorted((RECIPES / "generators").glob("*.yaml")), ids=lambda p: p.name)

@@ -1,0 +1,137 @@
+"""``hf-cot-distill compress``: prune -> KD recovery -> quantize on a tiny trained Qwen2, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from hf_cot_distill.cli import main
+from hf_cot_distill.compress.pipeline import CompressArguments, calibration_batches, heldout_ce
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes/compress/tiny_cot_icl.yaml"
+GENERATOR = f"generator:{ROOT / 'recipes/generators/cot_icl_lab_tiny.yaml'}"
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory) -> Path:
+    """A tiny Qwen2 (hidden 64, 4 heads / 2 KV heads, MLP 128, 2 layers) trained 60 steps on the
+    tiny CoT-ICL data, so pruning has structure to lose and recovery something to win back."""
+    out = tmp_path_factory.mktemp("compress") / "original"
+    config = json.dumps(
+        {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256, "use_cache": False}
+    )  # fmt: skip
+    argv = ["train", "--init_from_scratch", "true", "--model_config", config, "--dataset_name", GENERATOR,
+            "--supervision_preset", "cot+answer", "--ce_weight", "1", "--kd_weight", "0",
+            "--learning_rate", "3e-3", "--max_steps", "60", "--per_device_train_batch_size", "16",
+            "--warmup_steps", "10", "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true",
+            "--disable_tqdm", "true", "--output_dir", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def test_compress_cli_runs_every_stage(trained_tiny, tmp_path, capsys):
+    out = tmp_path / "compressed"
+    argv = ["compress", "--config", str(RECIPE), "--model_name_or_path", str(trained_tiny),
+            "--output_dir", str(out), "--disable_tqdm", "true"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| pruned |" in printed and "| quantized |" in printed and "compress_report.json" in printed
+    report = json.loads((out / "compress_report.json").read_text())
+    stages = {s["stage"]: s for s in report["stages"]}
+    assert list(stages) == ["original", "pruned", "recovered", "quantized"]
+    assert report["teacher"] == str(trained_tiny)
+
+    # Pruned: half the MLP channels and one of two KV groups (with its query heads) per layer.
+    config = json.loads((out / "pruned" / "config.json").read_text())
+    assert (config["intermediate_size"], config["num_attention_heads"], config["num_key_value_heads"]) == (
+        64,
+        2,
+        1,
+    )
+    assert config["head_dim"] == 16
+    assert stages["pruned"]["parameters"] < stages["original"]["parameters"]
+    assert stages["recovered"]["parameters"] == stages["pruned"]["parameters"]
+
+    # KD recovery lowers the held-out CE that pruning raised.
+    ce = {name: s["heldout_ce"] for name, s in stages.items()}
+    assert ce["pruned"] > ce["original"]
+    assert ce["recovered"] < ce["pruned"]
+
+    # Quantized: loads with transformers, computes what the pipeline evaluated, smaller on disk.
+    model = AutoModelForCausalLM.from_pretrained(str(out / "quantized"))
+    from hf_cot_distill.recipe import DataArguments
+    from hf_cot_distill.train import prepare_data
+
+    data = prepare_data(DataArguments(dataset_name=GENERATOR), None)
+    assert heldout_ce(model, data.eval, max_rows=32) == pytest.approx(ce["quantized"], rel=1e-4)
+    assert abs(ce["quantized"] - ce["recovered"]) < 0.05  # 8-bit GPTQ barely moves it
+    assert stages["quantized"]["size_bytes"] < stages["recovered"]["size_bytes"]
+    assert not list((out / "quantized").glob("*.bin")) and not list((out / "quantized").glob("*.pt"))
+
+    # Every stage's card records the compression settings so far.
+    for name, keys in (("pruned", ["Pruning:"]), ("recovered", ["Pruning:", "Kd_recovery:"]),
+                       ("quantized", ["Pruning:", "Quantization:", "compressed-tensors"])):  # fmt: skip
+        card = (out / name / "README.md").read_text()
+        assert "## Compression" in card and all(k in card for k in keys), name
+    assert "| `mlp_keep_ratio` | `0.5` |" in (out / "quantized" / "README.md").read_text()
+
+
+def test_compress_quantize_only_skips_pruning(trained_tiny, tmp_path):
+    out = tmp_path / "q4"
+    argv = ["compress", "--config", str(RECIPE), "--model_name_or_path", str(trained_tiny), "--prune", "false",
+            "--quantize_bits", "4", "--output_dir", str(out), "--disable_tqdm", "true"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "compress_report.json").read_text())
+    assert [s["stage"] for s in report["stages"]] == ["original", "quantized"]
+    assert not (out / "pruned").exists()
+    assert report["stages"][1]["parameters"] == report["stages"][0]["parameters"]
+
+
+def test_compress_arguments_errors_name_the_field():
+    with pytest.raises(ValueError, match="nothing to do"):
+        CompressArguments()
+    with pytest.raises(ValueError, match="quantize_bits=3"):
+        CompressArguments(quantize_bits=3)
+    with pytest.raises(ValueError, match="prune_mlp_keep_ratio"):
+        CompressArguments(prune=True, prune_mlp_keep_ratio=0.0)
+    with pytest.raises(ValueError, match="quantize_group_size"):
+        CompressArguments(quantize_bits=4, quantize_group_size=0)
+    with pytest.raises(ValueError, match="has no rows"):
+        calibration_batches([], 4, 2)
+
+
+def test_compress_cli_errors(tmp_path, capsys):
+    assert main(["compress", "--config", str(RECIPE), "--prune_mlp_keep_ratoi", "0.5"]) == 2
+    assert "prune_mlp_keep_ratio" in capsys.readouterr().err
+    assert (
+        main(["compress", "--config", str(RECIPE), "--output_dir", str(tmp_path / "x")]) == 2
+    )  # no such model
+    assert "tiny_models/teacher" in capsys.readouterr().err
+    assert main(["compress", "--help"]) == 0
+    assert "prune_kv_heads_keep" in capsys.readouterr().out
+
+
+def test_calibration_batches_pad_and_mask():
+    rows = [{"input_ids": [5, 6, 7]}, {"input_ids": [8]}, {"input_ids": [9, 10]}]
+    batches = calibration_batches(rows, n_samples=3, batch_size=2, pad_token_id=0)
+    assert [b["input_ids"].tolist() for b in batches] == [[[5, 6, 7], [8, 0, 0]], [[9, 10]]]
+    assert batches[0]["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_heldout_ce_counts_cot_and_answer_targets_only():
+    torch.manual_seed(0)
+    from tests.tiny_models import tiny_qwen2
+
+    model = tiny_qwen2(vocab_size=16).eval()
+    rows = [{"input_ids": [1, 4, 5, 6, 7], "section_ids": [1, 1, 2, 2, 3]}]
+    logits = model(input_ids=torch.tensor([rows[0]["input_ids"]])).logits[0, :-1]
+    expected = torch.nn.functional.cross_entropy(
+        logits[1:], torch.tensor([5, 6, 7])
+    )  # targets at t+1 in {2, 3}
+    assert heldout_ce(model, rows) == pytest.approx(expected.item(), rel=1e-5)
