@@ -229,7 +229,9 @@ class _Eliminator:
         if block == 1:
             return (self.w**2).sum(0) / self.h.diagonal()
         wb = self.w.reshape(-1, units, block).permute(1, 2, 0)  # units x block x out
-        return (wb * torch.linalg.solve(diag, wb)).sum((1, 2))
+        # The diagonal blocks of an SPD inverse are SPD: Cholesky. (Batched LU solves on CPU fail
+        # inside MKL for some real inputs with 2 threads: "Pivots given to lu_solve ..." on SmolLM2.)
+        return (wb * torch.cholesky_solve(wb, torch.linalg.cholesky(diag))).sum((1, 2))
 
     def remove(self, units: torch.Tensor, block: int) -> None:
         """Drop blocks ``units`` (ids among the remaining blocks), compensating ``W`` in OBS mode."""
@@ -238,7 +240,7 @@ class _Eliminator:
         kept[drop] = False
         s = kept.nonzero().squeeze(1)
         if self.mode == "obs":
-            a = torch.linalg.solve(self.h[drop][:, drop], self.h[drop][:, s])
+            a = torch.cholesky_solve(self.h[drop][:, s], torch.linalg.cholesky(self.h[drop][:, drop]))
             self.w = self.w[:, s].addmm_(self.w[:, drop], a, alpha=-1)
             self.h = self.h[s][:, s].addmm_(self.h[s][:, drop], a, alpha=-1)
         else:
