@@ -274,9 +274,13 @@ def run_compress(
     compression: dict[str, dict[str, Any]] = {}
     current = original
 
+    n_calib = sum(int(b["attention_mask"].sum()) for b in calib)
     if compress_args.prune:
         from hf_cot_distill.compress.prune import prune_model
 
+        print(
+            f"[compress] pruning {original} on {n_calib:,} calibration tokens ({compress_args.prune_criterion})"
+        )
         start = time.perf_counter()
         report = _report_dict(prune_model(model, calib, compress_args.prune_config()))
         folder = out / "pruned"
@@ -298,6 +302,7 @@ def run_compress(
         current = str(folder)
         if compress_args.recover:
             folder = out / "recovered"
+            print(f"[compress] KD recovery of the pruned model from {teacher}, {kd_args.max_steps} steps")
             recover_model = dataclasses.replace(model_args, model_name_or_path=current)
             kd_args.teacher_model_name_or_path = teacher
             kd_args.output_dir = str(folder)
@@ -320,6 +325,9 @@ def run_compress(
     if compress_args.quantize_bits is not None:
         from hf_cot_distill.compress.quantize import quantize_model, save_quantized
 
+        print(
+            f"[compress] quantizing {current} to {compress_args.quantize_bits} bits ({compress_args.quantize_method})"
+        )
         start = time.perf_counter()
         report = quantize_model(model, calib, compress_args.quantize_config())
         folder = out / "quantized"
