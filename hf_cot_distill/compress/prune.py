@@ -213,7 +213,10 @@ class _Eliminator:
         self.mode = "magnitude" if config.criterion == "magnitude" else "obs" if config.refit else "plain"
         if self.mode == "obs":  # inverse damped Gram, updated by Schur complements on removal
             eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
-            self.h = torch.cholesky_inverse(torch.linalg.cholesky(gram + _damping(gram, config.ridge) * eye))
+            # cholesky_solve against I, not torch.cholesky_inverse: the latter is ~12x slower on CPU
+            # (10 s vs 0.8 s for 1,536 x 1,536 float64 on 2 threads).
+            chol = torch.linalg.cholesky(gram + _damping(gram, config.ridge) * eye)
+            self.h = torch.cholesky_solve(eye, chol)
         elif self.mode == "plain":  # M = (W^T W) o G: error of removing R is 1_R^T M 1_R
             self.h = (self.w.T @ self.w) * gram
             self.cross = torch.zeros_like(self.cols, dtype=self.h.dtype)

@@ -285,7 +285,9 @@ def gptq_quantize_weight(
         order = torch.argsort(H.diagonal(), descending=True, stable=True)
         W64, H = W64[:, order], H[order][:, order]
     try:
-        U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+        # H^-1 by cholesky_solve against I (torch.cholesky_inverse is ~12x slower on CPU).
+        eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+        U = torch.linalg.cholesky(torch.cholesky_solve(eye, torch.linalg.cholesky(H)), upper=True)
     except RuntimeError as exc:
         raise ValueError(
             f"{name}: the damped Hessian is not positive definite (damp={config.damp}); "
