@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run a grid of recipe overrides, one output folder per point")
     sw.add_argument("--config", required=True, help="a sweep YAML (recipe, output_root, grid, set)")
 
+    from hf_cot_distill.reproduce import add_arguments as reproduce_arguments
+
+    reproduce_arguments(
+        sub.add_parser("reproduce", help="mini-reproductions R1-R3 of the papers, with seeds and 95% CIs")
+    )
+
     conv = sub.add_parser("convert-gguf", help="convert a GGUF checkpoint to a safetensors model folder")
     conv.add_argument("gguf", help="path to the .gguf file")
     conv.add_argument("--out", required=True)
@@ -299,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             return _error(err)
         print(f"{len(summary)} runs; summary in {summary[0]['output_dir'].rsplit('/', 1)[0]}/summary.md")
         return 0
+    if args.command == "reproduce":
+        from hf_cot_distill.reproduce import run_from_args
+
+        return run_from_args(args)
     if args.command == "convert-gguf":
         from hf_cot_distill.convert import convert_gguf_to_safetensors
 

@@ -1,0 +1,340 @@
+"""The mini-reproductions: statistics, report writer, sweep specs; slow: each one end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from hf_cot_distill import reproduce
+from hf_cot_distill.data.builder import load_generator_yaml
+from hf_cot_distill.recipe import DataArguments, ModelArguments, load_recipe_yaml, parse_recipe, recipe_argv
+from hf_cot_distill.reproduce_report import (
+    betainc,
+    parse_ci,
+    parse_md_table,
+    separated,
+    summarize,
+    t_quantile,
+    write_r1,
+    write_r2,
+    write_r3,
+)
+from hf_cot_distill.sweep import grid_points, load_sweep
+from hf_cot_distill.trainers.kd_config import SectionKDConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = sorted((ROOT / "reproductions" / "sweeps").glob("*.yaml"))
+TYPES = (ModelArguments, DataArguments, SectionKDConfig)
+
+# Two-sided 95% Student-t quantiles t_{0.975, df} (standard tables / scipy.stats.t.ppf).
+T975 = {1: 12.706204736174698, 2: 4.302652729911275, 4: 2.7764451051977987, 9: 2.2621571627409915}
+T975[30] = 2.0422724563012373
+
+
+# --------------------------------------------------------------------------- statistics
+@pytest.mark.parametrize("df", sorted(T975))
+def test_t_quantile_matches_tables(df):
+    assert t_quantile(0.975, df) == pytest.approx(T975[df], abs=1e-9)
+    assert t_quantile(0.025, df) == pytest.approx(-T975[df], abs=1e-9)
+    assert t_quantile(0.5, df) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_t_quantile_other_levels():
+    assert t_quantile(0.95, 2) == pytest.approx(2.919985580355516, abs=1e-9)  # 90% two-sided, df 2
+    assert t_quantile(0.995, 5) == pytest.approx(4.032142983557536, abs=1e-9)
+    with pytest.raises(ValueError):
+        t_quantile(1.0, 3)
+
+
+def test_betainc_known_values():
+    assert betainc(2.0, 2.0, 0.5) == pytest.approx(0.5, abs=1e-14)
+    assert betainc(1.0, 1.0, 0.3) == pytest.approx(0.3, abs=1e-14)  # uniform
+    assert betainc(2.0, 3.0, 0.4) == pytest.approx(0.5248, abs=1e-12)  # 1 - sum binomial terms
+    assert betainc(0.5, 0.5, 0.0) == 0.0 and betainc(0.5, 0.5, 1.0) == 1.0
+
+
+def test_summarize_exact():
+    s = summarize([1.0, 2.0, 3.0])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(2.0) and s["std"] == pytest.approx(1.0)
+    half = T975[2] / math.sqrt(3)
+    assert s["ci_half_width"] == pytest.approx(half, abs=1e-9)
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((2.0 - half, 2.0 + half), abs=1e-9)
+    s5 = summarize([0.40, 0.42, 0.38, 0.41, 0.39])
+    std = math.sqrt(sum((x - 0.40) ** 2 for x in (0.40, 0.42, 0.38, 0.41, 0.39)) / 4)
+    assert s5["std"] == pytest.approx(std) and s5["ci_half_width"] == pytest.approx(
+        T975[4] * std / math.sqrt(5)
+    )
+    one = summarize([0.7])
+    assert one["mean"] == 0.7 and one["std"] is None and one["ci_low"] is None
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_separated():
+    a, b, c = summarize([0.9, 0.91, 0.92]), summarize([0.1, 0.11, 0.12]), summarize([0.0, 1.0, 0.5])
+    assert separated(a, b) == 1 and separated(b, a) == -1 and separated(a, c) == 0
+    assert separated(summarize([1.0]), b) == 0
+
+
+def test_drop_levels_are_the_papers_relative_levels():
+    assert reproduce.drop_levels(39) == [0, 10, 20, 30, 39]
+    assert reproduce.drop_levels(4) == [0, 1, 2, 3, 4]
+
+
+# --------------------------------------------------------------------------- report writer
+def _baselines(**kw) -> dict:
+    return {
+        "baseline_uniform": 0.04,
+        "baseline_marginal_majority": 0.2,
+        "baseline_in_context_majority": 0.22,
+    } | kw
+
+
+META = {
+    "title": "fake",
+    "setup": "fake setup",
+    "size": "cpu",
+    "seeds": [0, 1, 2],
+    "eval_count": 512,
+    "wall_time_s": 1.0,
+    "threads": "torch threads: 1",
+    "seed_note": "data order",
+    "commands": ["python -m hf_cot_distill.reproduce R1"],
+}
+
+
+def _check_files(md_path: Path) -> tuple[str, dict]:
+    stem = md_path.with_suffix("")
+    assert md_path.is_file() and stem.with_suffix(".png").stat().st_size > 1000
+    assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return md_path.read_text(), json.loads(stem.with_suffix(".json").read_text())
+
+
+def test_write_r1_round_trip(tmp_path):
+    acc = {("standard", 100): [0.2, 0.25, 0.3], ("standard", 200): [0.3, 0.32, 0.34]}
+    acc |= {("cot", 100): [0.5, 0.52, 0.54], ("cot", 200): [0.6, 0.6, 0.6]}
+    records = [
+        {"strategy": st, "step": step, "seed": i, "answer_accuracy": a, "chain_accuracy": a / 2, "count": 512}
+        | _baselines()
+        for (st, step), vals in acc.items()
+        for i, a in enumerate(vals)
+    ]
+    md, data = _check_files(write_r1(tmp_path, "R1_x", records, META))
+    rows = parse_md_table(md, "task family")
+    assert len(rows) == 4 and {r["strategy"] for r in rows} == {"standard", "cot"}
+    for row in rows:
+        mean, half = parse_ci(row["answer_accuracy"])
+        expect = summarize(acc[(row["strategy"], int(row["step"]))])
+        assert mean == pytest.approx(expect["mean"], abs=5e-4)
+        assert half == pytest.approx(expect["ci_half_width"], abs=5e-4)
+        assert float(row["baseline_in_context_majority"]) == pytest.approx(0.22)
+    assert len(data["records"]) == 12 and len(data["aggregates"]) == 4
+    assert any(
+        "cot above standard (separated) at steps [100, 200]; never separated below" in s
+        for s in data["statements"]
+    )
+    assert any(
+        s.startswith("standard: final 0.320 ± ") and s.endswith("step 200.") for s in data["statements"]
+    )
+    assert "What is and is not observed" in md and "R1_x.png" in md
+
+
+def test_write_r2_round_trip(tmp_path):
+    records = []
+    for alpha, base in ((0.0, 0.6), (1.0, 0.5), (math.inf, 0.4)):
+        for k in range(5):
+            for seed, noise in enumerate((-0.01, 0.0, 0.01)):
+                acc = base - (0.1 * k if alpha == 0 else 0.0) + noise
+                records.append(
+                    {"alpha": alpha, "seed": seed, "n_context": 4, "drop_k": k, "drop_fraction": k / 4}
+                    | {"answer_accuracy": acc, "chain_accuracy": acc, "count": 512}
+                    | _baselines()
+                )
+    md, data = _check_files(write_r2(tmp_path, "R2_x", records, META))
+    rows = {r["alpha"]: r for r in parse_md_table(md, "alpha")}
+    assert set(rows) == {"0", "1", "inf"}
+    assert parse_ci(rows["0"]["drop 4/4"])[0] == pytest.approx(0.2, abs=5e-4)
+    assert parse_ci(rows["inf"]["drop 0/4"])[0] == pytest.approx(0.4, abs=5e-4)
+    assert rows["0"]["mean CoT share"] == "1" and rows["inf"]["mean CoT share"] == "0"
+    assert data["records"][-1]["alpha"] == "inf"  # strict JSON: no Infinity literal
+    claim = next(s for s in data["statements"] if s.startswith("Paper's claim"))
+    assert "lower (separated)" in claim
+
+
+def test_write_r3_round_trip(tmp_path):
+    records = []
+    for alloc, q in (("prompt+cot+answer", 0.9), ("cot", 0.5)):
+        for lsp in (0.5, 1.0):
+            for seed, noise in enumerate((-0.02, 0.0, 0.02)):
+                qr = q * (0.9 if lsp == 0.5 else 1.0) + noise
+                records.append(
+                    {
+                        "group": "main",
+                        "allocation": alloc,
+                        "lsp": lsp,
+                        "seed": seed,
+                        "ce_sections": "cot+answer",
+                    }
+                    | {"answer_accuracy": 0.4 * qr, "quality_retained": qr, "count": 512}
+                    | {"answer_parsed_rate": 0.3 if alloc == "cot" else 1.0}
+                    | {"tokens_forwarded": 1000 * lsp, "flops_counted": 1e9 * lsp}
+                    | _baselines()
+                )
+    records += [
+        {"group": "control", "allocation": "cot", "lsp": 1.0, "seed": s, "ce_sections": "cot"}
+        | {"answer_accuracy": 0.0, "quality_retained": 0.0, "tokens_forwarded": 1000, "flops_counted": 1e9}
+        for s in range(3)
+    ]
+    meta = META | {"teacher": {"answer_accuracy": 0.4, "count": 512} | _baselines()}
+    md, data = _check_files(write_r3(tmp_path, "R3_x", records, meta))
+    rows = parse_md_table(md, "KD allocation")
+    assert len(rows) == 4
+    half = next(r for r in rows if r["KD allocation"] == "cot" and r["lead span"] == "0.5")
+    assert parse_ci(half["quality_retained"])[0] == pytest.approx(0.45, abs=5e-4)
+    assert float(half["flops_vs_full"]) == pytest.approx(0.5)
+    assert "Control: CE on the same sections as KD" in md and "Teacher answer accuracy 0.400" in md
+    assert any("best KD allocation prompt+cot+answer" in s for s in data["statements"])
+    assert float(half["answer_parsed"]) == pytest.approx(0.3) and float(half["best_chance_baseline"]) == 0.22
+    # cot at 0.5: accuracy 0.4 * 0.45 = 0.18 < 0.22 -> at chance; 30% parsed answers -> a format failure
+    chance = next(
+        s for s in data["statements"] if s.startswith("Not clear of the best chance baseline 0.220")
+    )
+    assert "cot at 0.5" in chance and "prompt+cot+answer" not in chance
+    fmt = next(s for s in data["statements"] if s.startswith("An answer is parsed in under half"))
+    assert "cot at 0.5; cot at 1." in fmt
+
+
+# --------------------------------------------------------------------------- sweep specs
+def test_every_reproduction_names_existing_sweeps():
+    names = {p.name for p in SWEEPS}
+    for name, sizes in reproduce.SWEEP_FILES.items():
+        assert set(sizes) == set(reproduce.SIZES) and name in reproduce.TOPICS
+        for size in reproduce.SIZES:
+            assert set(sizes[size].values()) <= names, (name, size)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_sweep_spec_validates(path, tmp_path):
+    spec = load_sweep(path)
+    raw = load_recipe_yaml(ROOT / spec["recipe"])
+    extra = ["--output_dir", str(tmp_path)] + (["--bf16", "false"] if raw.get("bf16") else [])
+    for point in grid_points(spec["grid"]):
+        overrides = recipe_argv({**spec["set"], **point}, TYPES) + extra
+        _, data, _ = parse_recipe(TYPES, ROOT / spec["recipe"], overrides)
+        if data.dataset_name.startswith("generator:") and data.dataset_name.endswith(".yaml"):
+            load_generator_yaml(ROOT / data.dataset_name.split(":", 1)[1])
+    if "_cpu" in path.stem and "teacher" not in path.stem:
+        assert len(spec["grid"].get("seed", [])) >= 3, "every CPU reproduction runs >= 3 seeds"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "recipes" / "reproductions" / "generators").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_generator_yaml_validates(path):
+    load_generator_yaml(path)
+
+
+def test_resolve_sweep_moves_roots_and_overrides(tmp_path):
+    remap: dict[str, str] = {}
+    sweeps = reproduce.SWEEPS_DIR
+    teacher = reproduce.resolve_sweep(sweeps / "r3_cpu_teacher.yaml", tmp_path, remap)
+    students = reproduce.resolve_sweep(
+        sweeps / "r3_cpu_students.yaml",
+        tmp_path,
+        remap,
+        seeds=[7, 8],
+        set_overrides={"max_steps": 3},
+        grid_overrides={"supervision_preset": ["cot"]},
+    )
+    assert teacher["output_root"] == str(tmp_path / "r3_cpu_teacher")
+    assert students["set"]["teacher_model_name_or_path"] == str(tmp_path / "r3_cpu_teacher" / "seed=0")
+    assert students["grid"]["seed"] == [7, 8] and students["grid"]["supervision_preset"] == ["cot"]
+    assert students["set"]["max_steps"] == 3
+
+
+def test_cli_arguments():
+    import argparse
+
+    parser = reproduce.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["R2", "--size", "gpu", "--seeds", "0", "1", "--threads", "0"])
+    assert (args.name, args.size, args.seeds, args.threads, args.out) == (
+        "R2",
+        "gpu",
+        [0, 1],
+        0,
+        "reproductions/runs",
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["R4"])
+
+
+# --------------------------------------------------------------------------- end to end (slow)
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["R1", "R2", "R3"])
+def test_reproduction_end_to_end_smoke(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the run must not depend on the working directory
+    grid = {"truncation_kwargs": [{"lead_span_proportion": 0.5}, {"lead_span_proportion": 1.0}]}
+    md = reproduce.run_reproduction(
+        name,
+        "cpu",
+        tmp_path / "runs",
+        report_dir=tmp_path / "rep",
+        seeds=(0, 1),
+        grid_overrides=grid,
+        smoke=True,
+    )
+    text, data = _check_files(md)
+    assert md.parent == tmp_path / "rep" and md.name.startswith(f"{name}_") and "smoke run" in text
+    # R1: 2 strategies x 2 task families x 2 seeds x checkpoints 4 and 8 (the final model);
+    # R2: 5 alphas x 2 seeds x 5 drop levels; R3: 4 allocations x 2 lead spans x 2 seeds + 2 control seeds.
+    assert len(data["records"]) == {"R1": 16, "R2": 50, "R3": 18}[name]
+    # a second run resumes: nothing is retrained, the evaluation is read from the cache
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("train_metrics.json")}
+    again = reproduce.run_reproduction(
+        name,
+        "cpu",
+        tmp_path / "runs",
+        report_dir=tmp_path / "rep",
+        seeds=(0, 1),
+        grid_overrides=grid,
+        smoke=True,
+    )
+    assert json.loads(again.with_suffix(".json").read_text())["records"] == data["records"]
+    assert stamps and stamps == {
+        p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("train_metrics.json")
+    }
+
+
+@pytest.mark.slow
+def test_main_runs_from_the_command_line(tmp_path):
+    rc = reproduce.main(
+        ["R1", "--smoke", "--seeds", "0", "1", "--out", str(tmp_path / "r"), "--report-dir", str(tmp_path)]
+    )
+    assert rc == 0 and (tmp_path / "R1_cot_icl_lab_cpu.md").is_file()
+
+
+@pytest.mark.parametrize("name", ["R1", "R2"])
+def test_gpu_specs_resolve_to_the_paper_configs(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    spec = reproduce.resolve_sweep(
+        reproduce.SWEEPS_DIR / reproduce.SWEEP_FILES[name]["gpu"]["main"], tmp_path, {}
+    )
+    configs = [reproduce.generator_config(spec, point) for point in grid_points(spec["grid"])]
+    assert {c.vocab_size for c in configs} == {1024} and {c.n_examples_choices for c in configs} == {(40,)}
+    assert reproduce.drop_levels(max(configs[0].n_examples_choices) - 1) == [0, 10, 20, 30, 39]
+    if name == "R1":
+        assert {c.prompt_strategy for c in configs} == {"standard", "cot"}
+    else:
+        assert sorted(c.cot_schedule.alpha for c in configs[::3]) == [0.0, 0.5, 1.0, 2.0, math.inf]
+
+
+def test_cli_has_the_reproduce_subcommand(capsys):
+    from hf_cot_distill.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "--help"])
+    assert exit_info.value.code == 0
+    assert "R1 CoT-ICL Lab" in capsys.readouterr().out
