@@ -147,10 +147,11 @@ def load_tokenizer(model_args: ModelArguments, path: str | None = None) -> Any:
 
 
 def build_student(
-    model_args: ModelArguments, data: PreparedData, teacher_path: str | None = None
+    model_args: ModelArguments, data: PreparedData, teacher_path: str | None = None, seed: int = 0
 ) -> torch.nn.Module:
-    """Load the student (safetensors only), build it from ``model_config`` (random init), or from
-    the teacher's layers ``model_args.student_from_teacher_layers`` (``teacher_path``)."""
+    """Load the student (safetensors only), build it from ``model_config`` (random init seeded
+    with ``seed``, the training seed), or from the teacher's layers
+    ``model_args.student_from_teacher_layers`` (``teacher_path``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if model_args.student_from_teacher_layers is not None:
@@ -181,7 +182,7 @@ def build_student(
                 cfg.setdefault("eos_token_id", special.eos)
         model_type = cfg.pop("model_type")
         config = AutoConfig.for_model(model_type, **cfg)
-        torch.manual_seed(0)
+        torch.manual_seed(seed)  # seeds differ in the initialisation too, not only the data order
         return AutoModelForCausalLM.from_config(config, attn_implementation=model_args.attn_implementation)
     if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is required (or init_from_scratch with model_config).")
@@ -255,7 +256,7 @@ def run_training(
     elif kd_args.teacher_model_name_or_path and tokenizer is not None:
         teacher_tokenizer = load_tokenizer(model_args, kd_args.teacher_model_name_or_path)
     data = prepare_data(data_args, tokenizer)
-    student = build_student(model_args, data, kd_args.teacher_model_name_or_path)
+    student = build_student(model_args, data, kd_args.teacher_model_name_or_path, seed=kd_args.seed)
     common = dict(
         args=kd_args,
         train_dataset=data.train,
