@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--calibration", type=int, default=32, help="calibration traces (recipe: 64)")
+    parser.add_argument("--eval-rows", type=int, default=24, help="held-out traces for the CE (recipe: 53)")
     parser.add_argument("--out", default=str(ROOT / "outputs/bench/b7"))
     a = parser.parse_args()
     import torch
@@ -103,9 +105,10 @@ def main() -> None:
     ensure_assets()
     out = Path(a.out)
     t0 = time.perf_counter()
-    main_run = compress(out / "prune_kd_w4", ["--max_steps", str(a.steps)])
-    q8 = compress(out / "w8", ["--prune", "false", "--quantize_bits", "8"])
-    q4 = compress(out / "w4", ["--prune", "false", "--quantize_bits", "4"])
+    sizes = ["--calibration_samples", str(a.calibration), "--eval_samples", str(a.eval_rows)]
+    main_run = compress(out / "prune_kd_w4", ["--max_steps", str(a.steps), *sizes])
+    q8 = compress(out / "w8", ["--prune", "false", "--quantize_bits", "8", *sizes])
+    q4 = compress(out / "w4", ["--prune", "false", "--quantize_bits", "4", *sizes])
     stages = {s["stage"]: s for s in main_run["stages"]}
     variants = [
         ("original", stages["original"]),
@@ -129,7 +132,8 @@ def main() -> None:
     base = rows[0]
     print(
         f"B7 compression, SmolLM2-135M-Instruct on CHAMP, {a.threads} threads, recovery {a.steps} steps, "
-        f"generation {a.new_tokens} new tokens, median of {a.repeats} (compress runs took {compress_s:.0f} s)"
+        f"{a.calibration} calibration / {a.eval_rows} held-out traces, generation {a.new_tokens} new tokens, "
+        f"median of {a.repeats} (compress runs took {compress_s:.0f} s)"
     )
     print(
         "| variant | parameters | weights on disk | held-out CE (nats/token) | batch-1 latency | batch-8 throughput |"
