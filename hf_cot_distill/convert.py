@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from hf_cot_distill.student_init import check_out_dir
+
 GGUF_MAGIC = b"GGUF"
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -57,15 +59,6 @@ def _check_gguf_file(gguf_path: Path) -> None:
         raise ValueError(
             f"gguf_path: {str(gguf_path)!r} does not start with the GGUF magic {GGUF_MAGIC!r} (got {magic!r}); "
             "fix: pass a llama.cpp GGUF file."
-        )
-
-
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"out_dir: {str(out_dir)!r} is a file; fix: pass a folder path.")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ValueError(
-            f"out_dir: {str(out_dir)!r} is not empty; fix: pass an empty or new folder, or overwrite=True."
         )
 
 
@@ -145,7 +138,7 @@ def convert_gguf_to_safetensors(
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     torch_dtype = _resolve_dtype(dtype)
     _check_gguf_file(gguf_path)
-    _check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite)
     if importlib.util.find_spec("gguf") is None:
         raise ImportError(f"Reading GGUF files needs the `gguf` package; {_GGUF_INSTALL_HINT}.")
 

@@ -81,7 +81,8 @@ def _load_teacher(path: Path) -> PreTrainedModel:
     return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a file, or a non-empty folder unless ``overwrite`` (shared by the model writers)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir: {str(out_dir)!r} is a file; fix: pass a folder path.")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
@@ -146,7 +147,7 @@ def init_student_from_teacher(
     prefix, depth = _decoder_layers_prefix(teacher)
     picked = _check_layers(layers, depth)
     if out_dir is not None:
-        _check_out_dir(Path(out_dir), overwrite)
+        check_out_dir(Path(out_dir), overwrite)
 
     config = student_config(teacher.config, picked)
     dtype = next(teacher.parameters()).dtype

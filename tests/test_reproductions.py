@@ -277,15 +277,19 @@ def test_cli_arguments():
 def test_reproduction_end_to_end_smoke(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the run must not depend on the working directory
     grid = {"truncation_kwargs": [{"lead_span_proportion": 0.5}, {"lead_span_proportion": 1.0}]}
-    md = reproduce.run_reproduction(
-        name,
-        "cpu",
-        tmp_path / "runs",
-        report_dir=tmp_path / "rep",
-        seeds=(0, 1),
-        grid_overrides=grid,
-        smoke=True,
-    )
+
+    def run():
+        return reproduce.run_reproduction(
+            name,
+            "cpu",
+            tmp_path / "runs",
+            report_dir=tmp_path / "rep",
+            seeds=(0, 1),
+            grid_overrides=grid,
+            smoke=True,
+        )
+
+    md = run()
     text, data = _check_files(md)
     assert md.parent == tmp_path / "rep" and md.name.startswith(f"{name}_") and "smoke run" in text
     # R1: 2 strategies x 2 task families x 2 seeds x checkpoints 4 and 8 (the final model);
@@ -293,15 +297,7 @@ def test_reproduction_end_to_end_smoke(name, tmp_path, monkeypatch):
     assert len(data["records"]) == {"R1": 16, "R2": 50, "R3": 18}[name]
     # a second run resumes: nothing is retrained, the evaluation is read from the cache
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("train_metrics.json")}
-    again = reproduce.run_reproduction(
-        name,
-        "cpu",
-        tmp_path / "runs",
-        report_dir=tmp_path / "rep",
-        seeds=(0, 1),
-        grid_overrides=grid,
-        smoke=True,
-    )
+    again = run()
     assert json.loads(again.with_suffix(".json").read_text())["records"] == data["records"]
     assert stamps and stamps == {
         p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("train_metrics.json")
