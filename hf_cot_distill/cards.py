@@ -327,7 +327,7 @@ def render_model_card(
     if not model_name:
         raise ValueError("model_name: must be a non-empty string; fix: e.g. 'qwen2.5-0.5b-cot-kd'.")
     all_tags = list(MODEL_CARD_TAGS) + (["knowledge-distillation"] if teacher else []) + list(tags)
-    compression = dict(compression or {})
+    compression = _plain(compression or {})  # {stage: {setting: value}}, plain data
     all_tags += [
         {"pruning": "pruned", "quantization": "quantized"}.get(stage, stage) for stage in compression
     ]
@@ -339,7 +339,7 @@ def render_model_card(
         "objective": objective,
         "truncation": _plain(truncation) if truncation else None,
         "compute": _plain(compute) if compute else None,
-        "compression": _plain(compression) if compression else None,
+        "compression": compression or None,
     }
     card_data = ModelCardData(
         license=license,
@@ -376,7 +376,7 @@ def render_model_card(
         eval_rows=eval_rows,
         repo_or_path=repo_id or model_name,
         license=license,
-        compression={stage: _plain(dict(settings)) for stage, settings in compression.items()},
+        compression=compression,
         quantized="quantization" in compression,
     )
 

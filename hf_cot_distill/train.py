@@ -250,9 +250,8 @@ def run_training(
     tokenizer = load_tokenizer(model_args)
     teacher_tokenizer = None
     if model_args.student_from_teacher_layers and tokenizer is None and kd_args.teacher_model_name_or_path:
-        # A student made of the teacher's layers shares its tokenizer (when the folder has one).
-        if (Path(kd_args.teacher_model_name_or_path) / "tokenizer_config.json").is_file():
-            tokenizer = load_tokenizer(model_args, kd_args.teacher_model_name_or_path)
+        # A student made of the teacher's layers shares its tokenizer (None if its folder has none).
+        tokenizer = load_tokenizer(model_args, kd_args.teacher_model_name_or_path)
     elif kd_args.teacher_model_name_or_path and tokenizer is not None:
         teacher_tokenizer = load_tokenizer(model_args, kd_args.teacher_model_name_or_path)
     data = prepare_data(data_args, tokenizer)
