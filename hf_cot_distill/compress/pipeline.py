@@ -139,18 +139,24 @@ def calibration_batches(
     n = min(n_samples, len(rows))
     if n == 0:
         raise ValueError("calibration: the training split has no rows; fix: point dataset_name at data.")
-    ids = [list(rows[i]["input_ids"]) for i in range(n)]
+    ids = [rows[i]["input_ids"] for i in range(n)]
     batches = []
     for start in range(0, n, batch_size):
-        chunk = ids[start : start + batch_size]
-        width = max(len(r) for r in chunk)
-        input_ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, r in enumerate(chunk):
-            input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, : len(r)] = 1
+        input_ids, mask = _right_pad(ids[start : start + batch_size], pad_token_id)
         batches.append({"input_ids": input_ids, "attention_mask": mask})
     return batches
+
+
+def _right_pad(seqs: list[Any], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences of ints as a right-padded ``LongTensor[B, T]`` (``T`` = the longest) and its
+    ``attention_mask`` (1 on real positions)."""
+    width = max(len(seq) for seq in seqs)
+    out = torch.full((len(seqs), width), value, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        out[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return out, mask
 
 
 @torch.no_grad()
@@ -171,14 +177,8 @@ def heldout_ce(model: torch.nn.Module, rows: Any, max_rows: int = 256, batch_siz
     model.eval()
     for start in range(0, n, batch_size):
         chunk = [rows[i] for i in range(start, min(start + batch_size, n))]
-        width = max(len(r["input_ids"]) for r in chunk)
-        ids = torch.zeros((len(chunk), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        sections = torch.zeros_like(ids)
-        for i, r in enumerate(chunk):
-            k = len(r["input_ids"])
-            ids[i, :k], mask[i, :k] = torch.tensor(r["input_ids"]), 1
-            sections[i, :k] = torch.tensor(r["section_ids"])
+        ids, mask = _right_pad([r["input_ids"] for r in chunk], 0)
+        sections, _ = _right_pad([r["section_ids"] for r in chunk], int(Section.PAD))
         device = next(model.parameters()).device
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float().cpu()
         target = ids[:, 1:]
@@ -195,8 +195,8 @@ def folder_size_bytes(folder: str | Path) -> int:
 
 
 def count_parameters(model: torch.nn.Module) -> int:
-    """Distinct parameters (tied weights once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    """Distinct parameters (``parameters()`` yields a tied weight once)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def _report_dict(report: Any) -> dict[str, Any]:
@@ -274,6 +274,7 @@ def run_compress(
     compression: dict[str, dict[str, Any]] = {}
     current = original
 
+    n_rows = sum(int(b["input_ids"].shape[0]) for b in calib)
     n_calib = sum(int(b["attention_mask"].sum()) for b in calib)
     if compress_args.prune:
         from hf_cot_distill.compress.prune import prune_model
@@ -289,7 +290,7 @@ def run_compress(
             tokenizer.save_pretrained(folder)
         compression["pruning"] = {
             **_settings(compress_args, "prune_"),
-            "calibration_samples": sum(int(b["input_ids"].shape[0]) for b in calib),
+            "calibration_samples": n_rows,
             "parameters_before": stages[0]["parameters"],
             "parameters_after": count_parameters(model),
         }
@@ -335,7 +336,7 @@ def run_compress(
         compression["quantization"] = {
             **_settings(compress_args, "quantize_"),
             "format": "compressed-tensors",
-            "calibration_samples": sum(int(b["input_ids"].shape[0]) for b in calib),
+            "calibration_samples": n_rows,
         }
         write_model_card(folder, model_name=folder.name, base_model=current, compression=compression)
         stages.append(
