@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_cot_distill.compress._calibration import read_calibration
+
 CRITERIA = ("reconstruction", "magnitude")
 _MLP_ROUNDS = 32  # greedy rounds for MLP channels: each removes ~1/32 of the channels to remove
 _LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
@@ -138,7 +140,7 @@ def prune_model(
     """
     layers = _decoder_layers(model)
     plan = _make_plan(layers, config)
-    batches = _read_calibration(calibration, next(model.parameters()).device)
+    batches = [(ids, mask) for ids, _, mask in read_calibration(calibration, next(model.parameters()).device)]
     model_type = str(getattr(model.config, "model_type", type(model).__name__))
     tokens = sum(int(m.sum()) for _, m in batches)
     report = PruneReport(
@@ -373,30 +375,6 @@ def _make_plan(layers: nn.ModuleList, config: PruneConfig) -> _Plan:
             )
     mlp_keep = max(1, math.floor(config.mlp_keep_ratio * inter + 0.5))
     return _Plan(d, n_heads, n_kv, inter, kv_keep, q_keep, mlp_keep)
-
-
-def _read_calibration(
-    calibration: Iterable[dict[str, torch.Tensor]], device: torch.device
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(input_ids [B, T], bool mask [B, T])`` per batch on ``device``; refuses data without a real token."""
-    batches = []
-    for i, batch in enumerate(calibration):
-        ids = batch.get("input_ids") if isinstance(batch, dict) else None
-        if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
-            raise ValueError(f"calibration batch {i}: needs 'input_ids' as a LongTensor [B, T]")
-        mask = batch.get("attention_mask")
-        mask = torch.ones_like(ids) if mask is None else mask
-        if mask.shape != ids.shape:
-            raise ValueError(
-                f"calibration batch {i}: attention_mask {tuple(mask.shape)} != input_ids {tuple(ids.shape)}"
-            )
-        batches.append((ids.to(device), mask.to(device).bool()))
-    if sum(int(m.sum()) for _, m in batches) == 0:
-        raise ValueError(
-            f"calibration has no non-pad token ({len(batches)} batches): pass batches of "
-            "'input_ids' whose 'attention_mask' is 1 on real tokens"
-        )
-    return batches
 
 
 class _Calibration:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_cot_distill.compress._calibration import read_calibration
 from hf_cot_distill.compress._ct_format import load_quantized, save_quantized
 
 __all__ = [
@@ -345,34 +346,6 @@ def _decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return best[1], best[2]
 
 
-def _calibration_batches(
-    calibration: Iterable[Mapping[str, torch.Tensor]], device: torch.device
-) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
-    """``(input_ids [B, T], attention_mask [B, T] or None, token mask bool [B, T])`` per batch."""
-    batches = []
-    for i, batch in enumerate(calibration):
-        if not isinstance(batch, Mapping) or "input_ids" not in batch:
-            raise ValueError(f"calibration batch {i} is not a dict with 'input_ids'")
-        ids = torch.as_tensor(batch["input_ids"])
-        ids = ids[None] if ids.dim() == 1 else ids
-        if ids.dim() != 2 or ids.dtype.is_floating_point:
-            raise ValueError(f"calibration batch {i}: input_ids must be an integer tensor [B, T]")
-        attn = batch.get("attention_mask")
-        if attn is not None:
-            attn = torch.as_tensor(attn)
-            attn = attn[None] if attn.dim() == 1 else attn
-            if attn.shape != ids.shape:
-                raise ValueError(
-                    f"calibration batch {i}: attention_mask {tuple(attn.shape)} != {tuple(ids.shape)}"
-                )
-            attn = attn.to(device)
-        mask = attn.bool() if attn is not None else torch.ones(ids.shape, dtype=torch.bool, device=device)
-        batches.append((ids.to(device), attn, mask))
-    if not batches or not any(bool(m.any()) for _, _, m in batches):
-        raise ValueError("calibration is empty: it holds no batch with a non-pad token (attention_mask=1)")
-    return batches
-
-
 def _layer_output(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -402,7 +375,7 @@ def quantize_model(
     for name, module in (item for t in targets for item in t.items()):
         _group(module.in_features, config.group_size, name)
     device = next(model.parameters()).device
-    batches = _calibration_batches(calibration, device)
+    batches = read_calibration(calibration, device)
 
     inputs: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
