@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hf_cot_distill.reproduce import add_arguments as reproduce_arguments
 
     reproduce_arguments(
-        sub.add_parser("reproduce", help="mini-reproductions R1-R3 of the papers, with seeds and 95% CIs")
+        sub.add_parser("reproduce", help="mini-reproductions R1-R3 of the papers, with seeds and 95%% CIs")
     )
 
     conv = sub.add_parser("convert-gguf", help="convert a GGUF checkpoint to a safetensors model folder")

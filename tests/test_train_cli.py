@@ -158,3 +158,23 @@ def test_train_help_lists_fields(capsys):
         "--learning_rate",
     ):
         assert field in text
+
+
+def test_every_help_page_renders(capsys):
+    """`hf-cot-distill --help` and each subcommand's --help exit 0 (a stray '%' in a help string crashes argparse)."""
+    from hf_cot_distill.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    top = capsys.readouterr().out
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"generate", "train", "compress", "reproduce", "push"} <= set(commands)
+    for name in commands:
+        assert name in top
+        try:
+            code = main([name, "--help"])
+        except SystemExit as stop:
+            code = stop.code
+        assert code == 0, name
+        assert "usage:" in capsys.readouterr().out, name
