@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hf_cot_distill.trainers.kd_config import SectionKDConfig
 
 
 def _positive_int(text: str) -> int:
@@ -194,20 +198,9 @@ def _train(argv: list[str]) -> int:
     if isinstance(parsed, int):
         return parsed
     recipe, model_args, data_args, kd_args = parsed
-    push_repo = None
-    if kd_args.push_to_hub:
-        # Publishing goes through hub.py (checks first, safetensors only), not Trainer's own push.
-        from hf_cot_distill import hub
-
-        push_repo = kd_args.hub_model_id
-        try:
-            if not push_repo:
-                raise ValueError("push_to_hub needs hub_model_id (namespace/name).")
-            hub.check_repo_id(push_repo)
-            hub.ensure_can_push(hub.default_api())
-        except (hub.HubPushError, ValueError) as err:
-            return _error(err)
-        kd_args.push_to_hub = False
+    push_repo = _check_push_to_hub(kd_args)
+    if isinstance(push_repo, int):
+        return push_repo
     from hf_cot_distill.train import run_training
 
     try:
@@ -220,9 +213,32 @@ def _train(argv: list[str]) -> int:
     print("Final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
     print(f"Saved to {kd_args.output_dir}")
     if push_repo:
-        args = argparse.Namespace(private=kd_args.hub_private_repo, revision=kd_args.hub_revision)
-        return _push(kd_args.output_dir, push_repo, "model", args)
+        return _push_trained(kd_args.output_dir, push_repo, kd_args)
     return 0
+
+
+def _check_push_to_hub(kd_args: SectionKDConfig) -> str | int | None:
+    """With ``push_to_hub``: check the repo id, the token and online mode before any work, and turn
+    the Trainer's own push off (publishing goes through hub.py: checks first, safetensors only).
+    Returns the repo id, None without a push, or an exit code."""
+    if not kd_args.push_to_hub:
+        return None
+    from hf_cot_distill import hub
+
+    try:
+        if not kd_args.hub_model_id:
+            raise ValueError("push_to_hub needs hub_model_id (namespace/name).")
+        hub.check_repo_id(kd_args.hub_model_id)
+        hub.ensure_can_push(hub.default_api())
+    except (hub.HubPushError, ValueError) as err:
+        return _error(err)
+    kd_args.push_to_hub = False
+    return kd_args.hub_model_id
+
+
+def _push_trained(folder: str, repo_id: str, kd_args: SectionKDConfig) -> int:
+    args = argparse.Namespace(private=kd_args.hub_private_repo, revision=kd_args.hub_revision)
+    return _push(folder, repo_id, "model", args)
 
 
 COMPRESS_USAGE = (
@@ -243,6 +259,9 @@ def _compress(argv: list[str]) -> int:
     if isinstance(parsed, int):
         return parsed
     recipe, compress_args, model_args, data_args, kd_args = parsed
+    push_repo = _check_push_to_hub(kd_args)
+    if isinstance(push_repo, int):
+        return push_repo
     try:
         summary = run_compress(model_args, data_args, kd_args, compress_args, recipe_path=recipe)
     except (ValueError, FileNotFoundError, ImportError) as err:
@@ -253,6 +272,8 @@ def _compress(argv: list[str]) -> int:
         shown = f"{size / 2**20:,.2f} MiB" if size else "-"
         print(f"| {stage['stage']} | {stage['parameters']:,} | {shown} | {stage['path']} |")
     print(f"Report: {kd_args.output_dir}/compress_report.json")
+    if push_repo:  # the last stage is the model the recipe asked for
+        return _push_trained(summary["stages"][-1]["path"], push_repo, kd_args)
     return 0
 
 

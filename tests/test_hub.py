@@ -32,6 +32,7 @@ SMALL = CoTICLConfig(
     prompt_strategy="cot_special_token", n_examples_choices=(4,), num_tasks=6, num_eval_tasks=2
 )
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -327,3 +328,47 @@ def test_console_script_in_a_fresh_process(hub, tmp_path):
     env.pop("HF_TOKEN")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "no Hugging Face token found" in done.stderr
+
+
+def _train_argv(out: Path, *extra: str) -> list[str]:
+    recipe = ROOT / "recipes/tiny/cot_icl_lab_scratch.yaml"
+    return ["train", "--config", str(recipe), "--max_steps", "2", "--output_dir", str(out),
+            "--disable_tqdm", "true", *extra]  # fmt: skip
+
+
+def test_cli_train_push_to_hub_end_to_end(hub, tmp_path, monkeypatch, capfd):
+    """`train --push_to_hub true` publishes the saved folder through hub.py, not the Trainer's own push."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    out = tmp_path / "trained"
+    push = ["--push_to_hub", "true", "--hub_model_id", "me/tiny-cot", "--hub_private_repo", "true"]
+    assert main(_train_argv(out, *push)) == 2  # no token: refused before any training
+    assert "no Hugging Face token found" in capfd.readouterr().err
+    assert not out.exists() and hub.requests == []
+    assert main(_train_argv(out, "--push_to_hub", "true")) == 2
+    assert "push_to_hub needs hub_model_id" in capfd.readouterr().err
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert main(_train_argv(out, *push)) == 0
+    received = hub.files("model", "me/tiny-cot")
+    assert received == local_files(out)
+    assert {"model.safetensors", "config.json", "README.md"} <= set(received)
+    assert hub.repo("model", "me/tiny-cot").private
+    printed = capfd.readouterr()
+    assert f"Pushed {out} to {hub.endpoint}/me/tiny-cot" in printed.out
+    assert TOKEN not in printed.out + printed.err
+
+
+def test_cli_compress_push_to_hub_sends_the_last_stage(hub, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    original = tmp_path / "original"
+    assert main(_train_argv(original)) == 0
+    out = tmp_path / "compressed"
+    argv = ["compress", "--config", str(ROOT / "recipes/compress/tiny_cot_icl.yaml"), "--model_name_or_path",
+            str(original), "--prune", "false", "--output_dir", str(out), "--disable_tqdm", "true",
+            "--push_to_hub", "true", "--hub_model_id", "me/tiny-w8"]  # fmt: skip
+    assert main(argv) == 0
+    received = hub.files("model", "me/tiny-w8")
+    assert received == local_files(out / "quantized")
+    assert "## Compression" in received["README.md"].decode()
+    assert TOKEN not in "".join(capfd.readouterr())
