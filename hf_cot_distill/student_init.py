@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from hf_cot_distill._decoder import decoder_layers
+
 #: SmolLM2-135M (30 layers) -> 4 layers: first, last and two evenly spaced between.
 DEFAULT_LAYERS: tuple[int, ...] = (0, 10, 20, 29)
 #: Config attributes holding one entry per decoder layer (cut to the kept layers).
@@ -55,21 +57,6 @@ def _check_layers(layers: Sequence[int], depth: int) -> list[int]:
             f"fix: e.g. {sorted(set(picked))}."
         )
     return picked
-
-
-def _decoder_layers_prefix(model: PreTrainedModel) -> tuple[str, int]:
-    """State-dict prefix of the decoder's block list (``"model.layers"``) and its length."""
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    blocks = getattr(decoder, "layers", None)
-    if not isinstance(blocks, torch.nn.ModuleList):
-        raise TypeError(
-            f"teacher: {type(model).__name__} has no decoder block list (get_decoder().layers); fix: use a "
-            "decoder-only *ForCausalLM such as Llama, Qwen2 or Mistral."
-        )
-    for name, module in model.named_modules():
-        if module is blocks:
-            return name, len(blocks)
-    raise TypeError(f"teacher: the decoder blocks of {type(model).__name__} are not a submodule.")
 
 
 def _load_teacher(path: Path) -> PreTrainedModel:
@@ -128,9 +115,9 @@ def init_student_from_teacher(
         The student (eval mode, on CPU, the teacher's dtype).
 
     Raises:
-        TypeError: ``layers`` is not a list of ints, or the model has no decoder block list.
-        ValueError: an index out of range, repeated or out of order; an empty ``layers``; a
-            non-empty ``out_dir``.
+        TypeError: ``layers`` is not a list of ints.
+        ValueError: the model has no decoder block list; an index out of range, repeated or out
+            of order; an empty ``layers``; a non-empty ``out_dir``.
         FileNotFoundError: ``teacher_dir_or_model`` is a path that is not a folder.
     """
     teacher_dir = None
@@ -144,8 +131,8 @@ def init_student_from_teacher(
             f"teacher_dir_or_model: got {type(teacher_dir_or_model).__name__}; fix: pass a model folder path "
             "or a PreTrainedModel."
         )
-    prefix, depth = _decoder_layers_prefix(teacher)
-    picked = _check_layers(layers, depth)
+    prefix, blocks = decoder_layers(teacher)
+    picked = _check_layers(layers, len(blocks))
     if out_dir is not None:
         check_out_dir(Path(out_dir), overwrite)
 

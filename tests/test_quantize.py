@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from transformers import Qwen2ForCausalLM
 
 from hf_cot_distill.compress.quantize import (
     QuantizeConfig,
@@ -19,7 +20,7 @@ from hf_cot_distill.compress.quantize import (
     quantize_weight,
     save_quantized,
 )
-from tests.tiny_models import tiny_qwen2
+from tests.tiny_models import tiny_qwen2, tiny_qwen2_config
 
 pytest.importorskip("compressed_tensors", reason="compress extra (compressed-tensors) not installed")
 
@@ -371,6 +372,43 @@ def test_save_refuses_a_model_changed_after_quantization(tmp_path: Path) -> None
         "generation_config.json",
         "model.safetensors",
     ]
+
+
+def test_only_the_decoder_layers_are_quantized_beside_a_bigger_module_list() -> None:
+    """50 extra Linear heads in a ModuleList (more Linears than the decoder): not the decoder, untouched."""
+    model = tiny_model()
+    model.heads = torch.nn.ModuleList([torch.nn.Linear(64, 64) for _ in range(50)])
+    heads = [h.weight.clone() for h in model.heads]
+    report = quantize_model(model, calibration(1), QuantizeConfig(bits=8, group_size=32))
+    assert len(report.layers) == 14 and all(r.name.startswith("model.layers.") for r in report.layers)
+    assert all(torch.equal(h.weight, w) for h, w in zip(model.heads, heads))
+
+
+def test_a_sliding_window_layer_is_calibrated_with_its_own_mask() -> None:
+    """Layer 1 attends over 4 tokens: its o_proj Hessian is that of the model's own forward (layer 0's
+    full causal mask would give other inputs). Layer 0 stays in full precision so that forward feeds
+    layer 1 exactly what the quantizer saw."""
+    config = tiny_qwen2_config(**TINY)
+    config.use_sliding_window, config.sliding_window, config.max_window_layers = True, 4, 1
+    config.layer_types = ["full_attention", "sliding_attention"]
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    name = "model.layers.1.self_attn.o_proj"
+    o_proj, data = model.get_submodule(name), calibration(2)
+    H = torch.zeros(64, 64, dtype=torch.float64)
+
+    def accumulate(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0].reshape(-1, 64).double()
+        H.addmm_(x.T, x)
+
+    handle = o_proj.register_forward_pre_hook(accumulate)
+    for batch in data:
+        logits(model, batch["input_ids"])
+    handle.remove()
+    quant = QuantizeConfig(bits=4, group_size=32, ignore=("lm_head", r"re:layers\.0\."))
+    expected = gptq_quantize_weight(o_proj.weight, H.mul_(2.0 / (2 * 4 * 32)), quant, name=name)[0]
+    report = quantize_model(model, data, quant)
+    assert torch.equal(report.quantized[name].q, expected)
 
 
 # ----------------------------------------------------------------------------- 5. ignore + config errors

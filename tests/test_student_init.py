@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from hf_cot_distill.student_init import init_student_from_teacher
 from tests.tiny_models import tiny_llama, tiny_qwen2
@@ -134,3 +134,8 @@ def test_bad_teacher_is_a_clear_error(tmp_path: Path):
         init_student_from_teacher(tmp_path / "missing", layers=[0])
     with pytest.raises(TypeError, match="model folder path or a PreTrainedModel"):
         init_student_from_teacher(torch.nn.Linear(2, 2), layers=[0])
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32))  # blocks in .h
+    with pytest.raises(
+        ValueError, match="unsupported architecture GPT2LMHeadModel: .*fix: use a decoder-only"
+    ):
+        init_student_from_teacher(gpt2, layers=[0])

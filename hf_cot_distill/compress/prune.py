@@ -27,13 +27,14 @@ per layer. Query heads stay group-major so ``repeat_kv`` pairs them with their K
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from hf_cot_distill._decoder import LayerInputs, decoder_layers
 from hf_cot_distill.compress._calibration import read_calibration
 
 CRITERIA = ("reconstruction", "magnitude")
@@ -140,9 +141,9 @@ def prune_model(
     """
     layers = _decoder_layers(model)
     plan = _make_plan(layers, config)
-    batches = [(ids, mask) for ids, _, mask in read_calibration(calibration, next(model.parameters()).device)]
+    batches = read_calibration(calibration, next(model.parameters()).device)
     model_type = str(getattr(model.config, "model_type", type(model).__name__))
-    tokens = sum(int(m.sum()) for _, m in batches)
+    tokens = sum(int(m.sum()) for _, _, m in batches)
     report = PruneReport(
         asdict(config), model_type, plan.sizes(False), plan.sizes(True), _n_params(model), 0, tokens
     )
@@ -150,11 +151,11 @@ def prune_model(
     model.eval()
     try:
         with torch.no_grad():
-            calib = _Calibration(model, layers, batches)
+            calib = LayerInputs(model, layers, batches)
             for i, layer in enumerate(layers):
                 report.layers.append(_prune_layer(calib, i, layer, plan, config))
                 if i + 1 < len(layers):
-                    calib.advance(i, layer)
+                    calib.advance()
     finally:
         model.train(was_training)
     for key, value in plan.sizes(True).items():
@@ -164,15 +165,15 @@ def prune_model(
 
 
 def _prune_layer(
-    calib: _Calibration, index: int, layer: nn.Module, plan: _Plan, config: PruneConfig
+    calib: LayerInputs, index: int, layer: nn.Module, plan: _Plan, config: PruneConfig
 ) -> LayerPruneReport:
     """Attention first, then the MLP (calibrated on the pruned attention's output)."""
     rep = LayerPruneReport(index, list(range(plan.inter)), list(range(plan.n_heads)), list(range(plan.n_kv)))
     if plan.kv_keep < plan.n_kv or plan.q_keep < plan.q_per_kv:
-        gram = calib.gram(index, layer, layer.self_attn.o_proj, f"layer {index} self_attn.o_proj")
+        gram = _gram(calib, layer.self_attn.o_proj, f"layer {index} self_attn.o_proj")
         _prune_attention(layer.self_attn, gram, plan, config, rep)
     if plan.mlp_keep < plan.inter:
-        gram = calib.gram(index, layer, layer.mlp.down_proj, f"layer {index} mlp.down_proj")
+        gram = _gram(calib, layer.mlp.down_proj, f"layer {index} mlp.down_proj")
         _prune_mlp(layer.mlp, gram, plan, config, rep)
     return rep
 
@@ -332,11 +333,11 @@ def _set_weight(linear: nn.Linear, weight: torch.Tensor) -> None:
 
 
 def _decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """``model.model.layers`` after checking every layer has the Linear projections this module edits."""
+    """The decoder layers (``decoder_layers``) after checking every one has the projections this module edits."""
     name = type(model).__name__
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if not isinstance(layers, nn.ModuleList) or len(layers) == 0 or not hasattr(model, "config"):
-        raise ValueError(f"unsupported architecture {name}: needs a Qwen2/Llama-style model.model.layers")
+    layers = decoder_layers(model)[1]
+    if not hasattr(model, "config"):
+        raise ValueError(f"unsupported architecture {name}: needs a Qwen2/Llama-style model with a config")
     for i, layer in enumerate(layers):
         for path in _LINEARS + ("self_attn.head_dim", "self_attn.num_key_value_groups"):
             found: Any = layer
@@ -377,66 +378,27 @@ def _make_plan(layers: nn.ModuleList, config: PruneConfig) -> _Plan:
     return _Plan(d, n_heads, n_kv, inter, kv_keep, q_keep, mlp_keep)
 
 
-class _Calibration:
-    """Calibration batches replayed layer by layer: ``hidden`` holds the current layer's input ``[B, T, H]``
-    per batch, ``calls[i]`` layer ``i``'s other call arguments (masks, rotary embeddings) per batch."""
+def _gram(calib: LayerInputs, target: nn.Linear, where: str) -> torch.Tensor:
+    """Float64 ``F x F`` Gram matrix of ``target``'s input over the non-pad tokens of every batch, from one
+    replay of the current layer."""
+    gram = torch.zeros(
+        target.in_features, target.in_features, dtype=torch.float64, device=target.weight.device
+    )
 
-    def __init__(
-        self, model: nn.Module, layers: nn.ModuleList, batches: list[tuple[torch.Tensor, torch.Tensor]]
-    ):
-        self.masks = [mask for _, mask in batches]
-        self.hidden: list[torch.Tensor] = []
-        self.calls: list[list[tuple[tuple, dict]]] = [[] for _ in layers]
-        handles = [
-            layer.register_forward_pre_hook(self._capture(i), with_kwargs=True)
-            for i, layer in enumerate(layers)
-        ]
-        try:
-            for ids, mask in batches:
-                model.model(input_ids=ids, attention_mask=mask.long(), use_cache=False)
-        finally:
-            for handle in handles:
-                handle.remove()
+    def accumulate(module: nn.Module, args: tuple) -> None:
+        x = args[0][calib.mask].double()  # n x F over the non-pad tokens
+        gram.addmm_(x.T, x)
 
-    def _capture(self, index: int) -> Callable[[nn.Module, tuple, dict], None]:
-        def capture(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            kwargs = dict(kwargs)
-            hidden, rest = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
-            if index == 0:
-                self.hidden.append(hidden.detach())
-            self.calls[index].append((rest, kwargs))
-
-        return capture
-
-    def _run(self, index: int, layer: nn.Module) -> list[torch.Tensor]:
-        outs = [layer(h, *args, **kwargs) for h, (args, kwargs) in zip(self.hidden, self.calls[index])]
-        return [out[0] if isinstance(out, tuple) else out for out in outs]
-
-    def advance(self, index: int, layer: nn.Module) -> None:
-        """Replace the stored inputs by the outputs of (pruned) layer ``index``."""
-        self.hidden = self._run(index, layer)
-
-    def gram(self, index: int, layer: nn.Module, target: nn.Linear, where: str) -> torch.Tensor:
-        """Float64 ``F x F`` Gram matrix of ``target``'s input over the non-pad tokens of every batch."""
-        gram = torch.zeros(
-            target.in_features, target.in_features, dtype=torch.float64, device=target.weight.device
+    handle = target.register_forward_pre_hook(accumulate)
+    try:
+        calib.replay()
+    finally:
+        handle.remove()
+    if not torch.isfinite(gram).all():
+        raise ValueError(
+            f"non-finite (NaN/inf) calibration statistics at {where}: check the weights and inputs"
         )
-        masks = iter(self.masks)
-
-        def accumulate(module: nn.Module, args: tuple) -> None:
-            x = args[0][next(masks)].double()  # n x F over the non-pad tokens
-            gram.addmm_(x.T, x)
-
-        handle = target.register_forward_pre_hook(accumulate)
-        try:
-            self._run(index, layer)
-        finally:
-            handle.remove()
-        if not torch.isfinite(gram).all():
-            raise ValueError(
-                f"non-finite (NaN/inf) calibration statistics at {where}: check the weights and inputs"
-            )
-        return gram
+    return gram
 
 
 def _n_params(model: nn.Module) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_cot_distill._decoder import LayerInputs, decoder_layers
 from hf_cot_distill.compress._calibration import read_calibration
 from hf_cot_distill.compress._ct_format import load_quantized, save_quantized
 
@@ -329,27 +330,6 @@ def _relative_error(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) -> fl
 # ----------------------------------------------------------------------------- model-level driver
 
 
-class _StopForward(Exception):
-    pass
-
-
-def _decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The ``nn.ModuleList`` holding the most ``nn.Linear`` modules (the decoder layers)."""
-    best: tuple[int, str, nn.ModuleList | None] = (0, "", None)
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList):
-            n = sum(isinstance(m, nn.Linear) for m in module.modules())
-            if n > best[0]:
-                best = (n, name, module)
-    if best[2] is None:
-        raise ValueError(f"{type(model).__name__} has no decoder layers with nn.Linear modules to quantize")
-    return best[1], best[2]
-
-
-def _layer_output(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 @torch.no_grad()
 def quantize_model(
     model: nn.Module,
@@ -365,7 +345,7 @@ def quantize_model(
     """
     config = config or QuantizeConfig()
     start = time.perf_counter()
-    prefix, layers = _decoder_layers(model)
+    prefix, layers = decoder_layers(model)
     targets: list[dict[str, nn.Linear]] = []
     for index, layer in enumerate(layers):
         found = {f"{prefix}.{index}.{n}": m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
@@ -377,32 +357,15 @@ def quantize_model(
     device = next(model.parameters()).device
     batches = read_calibration(calibration, device)
 
-    inputs: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-
-    def capture(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        inputs.append((args, dict(kwargs)))
-        raise _StopForward
-
     was_training = model.training
     model.eval()
     report = QuantizeReport(config, [], 0, int(sum(int(m.sum()) for _, _, m in batches)), 0.0)
     try:
-        handle = layers[0].register_forward_pre_hook(capture, with_kwargs=True)
-        try:
-            for ids, attn, _ in batches:
-                try:
-                    model(input_ids=ids, attention_mask=attn, use_cache=False)
-                except _StopForward:
-                    pass
-        finally:
-            handle.remove()
-        for index, layer in enumerate(layers):
-            _quantize_layer(layer, targets[index], inputs, batches, config, report)
-            for k, (args, kwargs) in enumerate(inputs):
-                hidden = _layer_output(layer(*args, **kwargs))
-                inputs[k] = (
-                    ((hidden, *args[1:]), kwargs) if args else ((), {**kwargs, "hidden_states": hidden})
-                )
+        calib = LayerInputs(model, layers, batches)
+        for index in range(len(layers)):
+            _quantize_layer(calib, targets[index], config, report)
+            if index + 1 < len(layers):
+                calib.advance()
     finally:
         model.train(was_training)
     report.seconds = time.perf_counter() - start
@@ -410,14 +373,9 @@ def quantize_model(
 
 
 def _quantize_layer(
-    layer: nn.Module,
-    linears: dict[str, nn.Linear],
-    inputs: list[tuple[tuple[Any, ...], dict[str, Any]]],
-    batches: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]],
-    config: QuantizeConfig,
-    report: QuantizeReport,
+    calib: LayerInputs, linears: dict[str, nn.Linear], config: QuantizeConfig, report: QuantizeReport
 ) -> None:
-    """Collect the input Hessians of ``linears`` over one pass of ``layer``, then quantize them."""
+    """Collect the input Hessians of ``linears`` over one replay of the current layer, then quantize them."""
     if not linears:
         return
     hessians = {
@@ -425,12 +383,11 @@ def _quantize_layer(
         for n, m in linears.items()
     }
     counts = dict.fromkeys(linears, 0)
-    current: dict[str, torch.Tensor] = {}
 
     def make_hook(name: str) -> Any:
         def hook(_module: nn.Module, args: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
             x = args[0].reshape(-1, args[0].shape[-1])
-            mask = current["mask"].reshape(-1)
+            mask = calib.mask.reshape(-1)
             if mask.numel() != x.shape[0]:
                 raise RuntimeError(f"{name}: input has {x.shape[0]} rows, token mask {mask.numel()}")
             x = x[mask].double()
@@ -441,9 +398,7 @@ def _quantize_layer(
 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in linears.items()]
     try:
-        for (args, kwargs), (_, _, mask) in zip(inputs, batches):
-            current["mask"] = mask
-            layer(*args, **kwargs)
+        calib.replay()
     finally:
         for h in handles:
             h.remove()
