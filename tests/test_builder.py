@@ -85,6 +85,26 @@ def test_yaml_configs_and_unknown_keys(tmp_path):
     bad.write_text("kind: cot_icl_lab\nn_input_choices: [3]\n")
     with pytest.raises(ValueError, match=r"n_input_choices.*n_inputs_choices"):
         load_generator_yaml(bad)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("base: cot_recipe_hybrid\ncot_schedule: {kind: power_law, alpah: 2.0}\n")
+    with pytest.raises(
+        ValueError, match=r"nested.yaml: cot_schedule: unknown config keys 'alpah' \(did you mean \['alpha'\]"
+    ):
+        load_generator_yaml(nested)
+
+
+def test_no_eval_tasks_means_no_eval_split(tmp_path):
+    """num_eval_tasks=0 is valid: the builder and the export leave the eval split out (datasets
+    refuses a declared split without rows)."""
+    train_only = dataclasses.replace(SMALL, num_tasks=3, num_eval_tasks=0)
+    builder = CoTDatasetBuilder(name="train_only", generator=train_only, cache_dir=str(tmp_path / "cache"))
+    builder.download_and_prepare()
+    assert list(builder.as_dataset()) == ["train"]
+    export_dataset(SMALL, tmp_path / "ds", config_name="t", progress=False)  # with an eval split first
+    export_dataset(train_only, tmp_path / "ds", config_name="t", progress=False)
+    loaded = load_dataset(str(tmp_path / "ds"), "t")
+    assert list(loaded) == ["train"] and loaded["train"].num_rows == 3
+    assert not list((tmp_path / "ds" / "t").glob("eval-*"))
 
 
 def test_cli_generate_and_push_refusal(tmp_path, capsys, monkeypatch):

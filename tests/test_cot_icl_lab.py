@@ -214,6 +214,16 @@ def test_n_parents_clipping_is_reported_and_recorded():
         (dict(data_std=-1.0), "data_std"),
         (dict(cot_example_prob=1.5), "cot_example_prob"),
         (dict(cot_schedule={"kind": "power_law"}, prompt_strategy="cot"), "cot_schedule"),
+        # Floats would fail later in a slice (vocab_size) or hash like their floor (seed).
+        (dict(vocab_size=1024.0), r"vocab_size=1024.0 must be an int >= 1"),
+        (dict(seed=1.5), r"seed=1.5 must be an int >= 0"),
+        (dict(seed=-1), r"seed=-1 must be an int >= 0"),
+        (dict(num_unique_h=2.5), "num_unique_h"),
+        (dict(num_eval_tasks=2.5), "num_eval_tasks"),
+        (
+            dict(prompt_strategy="hybrid_special_token", cot_schedule={"alpah": 2}),
+            r"'alpah' \(did you mean \['alpha'\]",
+        ),
     ],
 )
 def test_bad_config_values_name_the_field(kwargs, field):

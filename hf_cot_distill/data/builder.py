@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from hf_cot_distill.data._checks import check_known_keys
 from hf_cot_distill.data.cot_icl_lab import CoTICLConfig
 from hf_cot_distill.data.generate import generate_batch
 from hf_cot_distill.data.recipes import CoTSchedule
@@ -156,6 +157,8 @@ class CoTDatasetBuilder(datasets.GeneratorBasedBuilder):
         out = []
         for split in SPLIT_NAMES:
             n = num_tasks_for(gen, split)
+            if n == 0:
+                continue  # num_eval_tasks=0: no eval split (datasets refuses an empty one)
             step = self.config.tasks_per_shard
             chunks = [(s, min(s + step, n)) for s in range(0, n, step)]
             out.append(datasets.SplitGenerator(name=split, gen_kwargs={"chunks": chunks, "split": split}))
@@ -205,15 +208,9 @@ def load_generator_yaml(path: str | os.PathLike) -> tuple[str, GeneratorConfig]:
         base = SymbolicConfig()
     else:
         raise ValueError(f"{path}: kind={kind!r} is unknown; use 'cot_icl_lab' or 'symbolic'.")
-    valid = {f.name for f in dataclasses.fields(base)}
-    unknown = sorted(set(raw) - valid)
-    if unknown:
-        import difflib
-
-        hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, valid, 1)})" for k in unknown]
-        raise ValueError(f"{path}: unknown config keys {', '.join(hints)}; valid keys: {sorted(valid)}.")
+    check_known_keys(str(path), raw, (f.name for f in dataclasses.fields(base)))
     if isinstance(raw.get("cot_schedule"), dict):
-        raw["cot_schedule"] = CoTSchedule(**raw["cot_schedule"])
+        raw["cot_schedule"] = CoTSchedule.from_mapping(raw["cot_schedule"], f"{path}: cot_schedule")
     return name, dataclasses.replace(base, **raw)
 
 
@@ -253,6 +250,8 @@ def export_dataset(
         n = num_tasks_for(config, split)
         for old in cfg_dir.glob(f"{split}-*.parquet"):
             old.unlink()  # a re-export replaces the split, never mixes two runs
+        if n == 0:
+            continue  # no shard and no card entry: load_dataset refuses a listed split without rows
         n_shards = max(1, math.ceil(n / tasks_per_shard))
         bar = tqdm(total=n, desc=f"{name}/{split}", unit="task", disable=not progress)
         for shard in range(n_shards):

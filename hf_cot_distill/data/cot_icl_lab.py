@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from hf_cot_distill.data import _random
+from hf_cot_distill.data._checks import check_int
 from hf_cot_distill.data.recipes import CoTSchedule
 
 ACTIVATIONS = ("leaky_relu", "relu", "silu", "identity")
@@ -144,28 +145,23 @@ class CoTICLConfig:
         for name in ("n_inputs_choices", "n_parents_choices", "chain_length_choices", "n_examples_choices"):
             object.__setattr__(self, name, _as_choices(name, getattr(self, name)))
         if isinstance(self.cot_schedule, dict):
-            object.__setattr__(self, "cot_schedule", CoTSchedule(**self.cot_schedule))
+            object.__setattr__(self, "cot_schedule", CoTSchedule.from_mapping(self.cot_schedule))
         if self.prompt_strategy not in PROMPT_STRATEGIES:
             raise ValueError(
                 f"prompt_strategy={self.prompt_strategy!r} is unknown; use one of {PROMPT_STRATEGIES}."
             )
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r} is unknown; use one of {ACTIVATIONS}.")
-        for name in ("n_dims", "h_num_layers", "num_tasks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int.")
-        if isinstance(self.num_eval_tasks, bool) or self.num_eval_tasks < 0:
-            raise ValueError(f"num_eval_tasks={self.num_eval_tasks!r} must be an int >= 0.")
+        for name in ("vocab_size", "n_dims", "h_num_layers", "num_tasks"):
+            check_int("CoTICLConfig", name, getattr(self, name), 1)
+        for name in ("num_eval_tasks", "seed"):
+            check_int("CoTICLConfig", name, getattr(self, name), 0)
         if not (
             isinstance(self.data_std, (int, float)) and math.isfinite(self.data_std) and self.data_std > 0
         ):
             raise ValueError(f"data_std={self.data_std!r} must be a finite number > 0.")
-        if self.num_unique_h is not None and (isinstance(self.num_unique_h, bool) or self.num_unique_h < 1):
-            raise ValueError(
-                f"num_unique_h={self.num_unique_h!r} must be a positive int (a pool size), "
-                "or None for fresh processors per task."
-            )
+        if self.num_unique_h is not None:  # a pool size, or None for fresh processors per task
+            check_int("CoTICLConfig", "num_unique_h", self.num_unique_h, 1)
         if not 0.0 <= self.cot_example_prob <= 1.0:
             raise ValueError(f"cot_example_prob={self.cot_example_prob} must be a probability in [0, 1].")
         if self.cot_schedule is not None and self.prompt_strategy != "hybrid_special_token":

@@ -18,12 +18,16 @@ prompt (remove the think block from k in-context examples).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from hf_cot_distill.data import _random
+from hf_cot_distill.data._checks import check_known_keys
 
 SCHEDULE_KINDS = ("constant", "power_law", "linear", "step", "cosine")
 DROP_MODES = ("first_k", "last_k", "random_k")
@@ -62,6 +66,12 @@ class CoTSchedule:
             raise ValueError(f"CoTSchedule.scale={self.scale} must be a finite number >= 0.")
         if not 0.0 <= self.step_at <= 1.0:
             raise ValueError(f"CoTSchedule.step_at={self.step_at} must be a fraction in [0, 1].")
+
+    @classmethod
+    def from_mapping(cls, fields: Mapping[str, Any], where: str = "cot_schedule") -> CoTSchedule:
+        """A schedule from a YAML/JSON mapping; a misspelled key names the closest valid one."""
+        check_known_keys(where, fields, (f.name for f in dataclasses.fields(cls)))
+        return cls(**fields)
 
     def __call__(self, index: np.ndarray | int, n: int) -> np.ndarray:
         """``p(index)`` for prompt indices in ``[0, n)``; returns a float64 array (0-d for ints)."""

@@ -14,12 +14,14 @@ CoT-Recipe probability. The last assistant turn is the target. Plain strings: no
 
 from __future__ import annotations
 
+import numbers
 import string
 from dataclasses import dataclass
 
 import numpy as np
 
 from hf_cot_distill.data import _random
+from hf_cot_distill.data._checks import check_int
 from hf_cot_distill.data.recipes import CoTSchedule
 
 LETTERS = np.array(list(string.ascii_lowercase))
@@ -53,11 +55,12 @@ class SymbolicConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.cot_schedule, dict):
-            object.__setattr__(self, "cot_schedule", CoTSchedule(**self.cot_schedule))
+            object.__setattr__(self, "cot_schedule", CoTSchedule.from_mapping(self.cot_schedule))
         for name in ("word_length", "n_inputs", "n_parents", "chain_length", "n_examples", "num_tasks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SymbolicConfig.{name}={value!r} must be a positive int.")
+            check_int("SymbolicConfig", name, getattr(self, name), 1)
+        for name in ("num_eval_tasks", "seed"):
+            check_int("SymbolicConfig", name, getattr(self, name), 0)
+        check_int("SymbolicConfig", "shift", self.shift, None)
         if self.word_length < 2:
             raise ValueError(f"word_length={self.word_length} must be >= 2 so that a word has a second half.")
         if self.n_parents > self.n_inputs:
@@ -97,6 +100,8 @@ def generate_symbolic_task(config: SymbolicConfig, task_index: int, split: str =
     """One symbolic task: words, DAG and the chat ``messages`` (a pure function of its index)."""
     if split not in _random.SPLITS:
         raise ValueError(f"split={split!r} is unknown; use one of {sorted(_random.SPLITS)}.")
+    if isinstance(task_index, bool) or not isinstance(task_index, numbers.Integral) or task_index < 0:
+        raise ValueError(f"task_index={task_index!r} must be an int >= 0.")
     n, c, k = config.n_inputs, config.chain_length, config.n_examples
     dag = sample_dag(config, task_index, split)
     sid = _random.SPLITS[split]
