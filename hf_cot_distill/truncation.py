@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -48,6 +49,16 @@ def _check_budget(value: int) -> None:
         raise ValueError(f"max_tokens: {value!r} must be an int >= 1; fix: e.g. 4096.")
 
 
+def proportion_length(length: int, proportion: float) -> int:
+    """``⌊length · proportion⌋`` computed exactly for the decimal the user wrote.
+
+    ``proportion`` is read as its shortest decimal repr (``0.7`` is ``7/10``, not the binary
+    float ``0.6999…``), so ``proportion_length(90, 0.7) == 63`` where ``math.floor(90 * 0.7)``
+    gives 62. Every proportion-sized cut (lead span, proportional windows) goes through here.
+    """
+    return math.floor(length * Fraction(repr(float(proportion))))
+
+
 @dataclass(frozen=True)
 class LeadSpanProportion:
     """Keep the first ``⌊L·lead_span_proportion⌋`` tokens of each sequence of length ``L``."""
@@ -58,7 +69,7 @@ class LeadSpanProportion:
         _check_proportion("lead_span_proportion", self.lead_span_proportion)
 
     def keep_indices(self, section_ids: np.ndarray) -> np.ndarray:
-        return np.arange(math.floor(len(section_ids) * self.lead_span_proportion), dtype=np.int64)
+        return np.arange(proportion_length(len(section_ids), self.lead_span_proportion), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ class KeepWindow:
     def keep_indices(self, section_ids: np.ndarray) -> np.ndarray:
         n = len(section_ids)
         if self.window_proportion is not None:
-            width = math.floor(n * self.window_proportion)
+            width = proportion_length(n, self.window_proportion)
         else:
             width = min(n, self.max_tokens or n)
         start = {"left": 0, "middle": (n - width) // 2, "right": n - width}[self.position]

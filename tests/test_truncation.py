@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,6 +18,7 @@ from hf_cot_distill.truncation import (
     LeadSpanProportion,
     SectionPreserving,
     TruncationAccounting,
+    proportion_length,
     truncate_sample,
 )
 
@@ -32,6 +35,18 @@ def test_lead_span_proportion_keeps_floor_of_own_length() -> None:
     assert _keep(LeadSpanProportion(0.33)) == list(range(3))
     assert _keep(LeadSpanProportion(1.0)) == list(range(10))
     assert _keep(LeadSpanProportion(0.5), SECS[:7]) == list(range(3))  # ⌊7·0.5⌋, its own length
+
+
+@pytest.mark.parametrize("x", [0.1, 0.2, 0.3, 0.6, 0.7, 0.9, 0.25, 0.33, 1.0])
+def test_proportional_cuts_keep_the_exact_floor(x: float) -> None:
+    # ⌊L·x⌋ of the decimal x as written: 0.7 * 90 is 62.99999… in binary floats, but 63 tokens.
+    exact = Fraction(str(x))
+    lengths = np.arange(1, 4097)
+    want = lengths * exact.numerator // exact.denominator
+    lead = [len(LeadSpanProportion(x).keep_indices(np.ones(n))) for n in lengths]
+    window = [len(KeepWindow("right", window_proportion=x).keep_indices(np.ones(n))) for n in lengths]
+    assert lead == want.tolist() and window == want.tolist()
+    assert proportion_length(90, 0.7) == 63 and proportion_length(10, 0.3) == 3
 
 
 def test_budget_windows_and_cut_after_cot() -> None:
