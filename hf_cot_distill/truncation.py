@@ -12,8 +12,10 @@ all its supervised tokens. Policies (``TRUNCATION_POLICIES``):
 * :class:`CutAfterCot`        keep everything up to and including the last COT token (the
   closing marker of the last CoT); sequences without COT are kept whole;
 * :class:`SectionPreserving`  within ``max_tokens``, keep PROMPT and ANSWER whole and shorten
-  the CoT from its tail (keeping its closing marker by default); if prompt + answer alone
-  exceed the budget it falls back to :class:`KeepFirst` and counts a ``fallback``.
+  the CoT from its tail (keeping its opening and, by default, closing marker — measured in
+  tokens on the tokenizer by :meth:`SectionPreserving.for_tokenizer`, as Qwen2.5 splits
+  ``</think>`` into three); if prompt + answer + markers alone exceed the budget it falls back
+  to :class:`KeepFirst` and counts a ``fallback``.
 
 Samples whose supervised tokens all vanish are counted (``samples_supervision_lost``) and then
 kept or dropped by the explicit ``on_supervision_lost`` option — never silently; samples cut to
@@ -23,6 +25,7 @@ zero tokens are dropped and counted (``samples_dropped``).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -30,7 +33,14 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from hf_cot_distill.sections import NUM_SECTIONS, SECTION_NAMES, Section, section_counts, section_runs
+from hf_cot_distill.sections import (
+    NUM_SECTIONS,
+    SECTION_NAMES,
+    Section,
+    require_fast_tokenizer,
+    section_counts,
+    section_runs,
+)
 
 
 class TruncationPolicy(Protocol):
@@ -44,9 +54,16 @@ def _check_proportion(name: str, value: float) -> None:
         raise ValueError(f"{name}: {value!r} must lie in (0, 1]; fix: e.g. 0.5 keeps half of each sequence.")
 
 
-def _check_budget(value: int) -> None:
-    if not (isinstance(value, int) and value >= 1):
-        raise ValueError(f"max_tokens: {value!r} must be an int >= 1; fix: e.g. 4096.")
+def _set_int(policy: object, name: str, fix: str) -> None:
+    """Check that ``policy.<name>`` is an int >= 1 (numpy ints too) and store it as ``int``."""
+    value = getattr(policy, name)
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+        raise ValueError(f"{name}: {value!r} must be an int >= 1; fix: {fix}")
+    object.__setattr__(policy, name, int(value))  # frozen dataclass
+
+
+def _check_budget(policy: object) -> None:
+    _set_int(policy, "max_tokens", "e.g. 4096.")
 
 
 def proportion_length(length: int, proportion: float) -> int:
@@ -79,7 +96,7 @@ class KeepFirst:
     max_tokens: int
 
     def __post_init__(self) -> None:
-        _check_budget(self.max_tokens)
+        _check_budget(self)
 
     def keep_indices(self, section_ids: np.ndarray) -> np.ndarray:
         return np.arange(min(len(section_ids), self.max_tokens), dtype=np.int64)
@@ -104,7 +121,7 @@ class KeepWindow:
         if self.window_proportion is not None:
             _check_proportion("window_proportion", self.window_proportion)
         if self.max_tokens is not None:
-            _check_budget(self.max_tokens)
+            _check_budget(self)
 
     def keep_indices(self, section_ids: np.ndarray) -> np.ndarray:
         n = len(section_ids)
@@ -129,22 +146,60 @@ class CutAfterCot:
 class SectionPreserving:
     """Fit ``max_tokens`` by shortening CoT runs from their tail; PROMPT and ANSWER stay whole.
 
-    Each CoT run keeps its opening marker (its first token) and, with ``keep_cot_close``, its
-    closing marker (its last token); the tokens removed are shared among runs in proportion to
-    their removable length. ``fell_back(section_ids)`` tells when the budget did not allow it.
+    Each CoT run keeps its opening marker (its first ``cot_open_tokens`` tokens) and, with
+    ``keep_cot_close``, its closing marker (its last ``cot_close_tokens`` tokens); the tokens
+    removed are shared among runs in proportion to their removable length.
+    ``fell_back(section_ids)`` tells when the budget did not allow it.
+
+    A marker is one token when the tokenizer has it as a token (Qwen3's ``<think>``, the CoT-ICL
+    Lab special tokens: the defaults) and several otherwise (Qwen2.5 splits ``</think>\\n\\n``
+    into ``</``, ``think``, ``>\\n\\n``): build the policy with :meth:`for_tokenizer`, which
+    measures the markers with the tokenizer (:func:`cot_marker_token_counts`).
     """
 
     max_tokens: int
     keep_cot_close: bool = True
+    cot_open_tokens: int = 1
+    cot_close_tokens: int = 1
 
     def __post_init__(self) -> None:
-        _check_budget(self.max_tokens)
+        _check_budget(self)
+        if not isinstance(self.keep_cot_close, bool):
+            raise ValueError(f"keep_cot_close: {self.keep_cot_close!r}; fix: True or False.")
+        for name in ("cot_open_tokens", "cot_close_tokens"):
+            _set_int(
+                self,
+                name,
+                "the CoT marker's length in tokens, e.g. 1 for a marker that is one token, or build the "
+                "policy with SectionPreserving.for_tokenizer(max_tokens, tokenizer).",
+            )
+        if not self.keep_cot_close and self.cot_close_tokens != 1:
+            raise ValueError(
+                f"cot_close_tokens: {self.cot_close_tokens} with keep_cot_close=False protects nothing; fix: "
+                "set keep_cot_close=True to keep the closing marker, or leave cot_close_tokens at 1."
+            )
+
+    @classmethod
+    def for_tokenizer(
+        cls,
+        max_tokens: int,
+        tokenizer: Any,
+        *,
+        keep_cot_close: bool = True,
+        think_open: str = "<think>",
+        think_close: str = "</think>",
+    ) -> SectionPreserving:
+        """The policy with ``cot_open_tokens`` / ``cot_close_tokens`` measured on ``tokenizer``
+        for the markers the traces are rendered with (the encoder's ``render_markers``)."""
+        n_open, n_close = cot_marker_token_counts(tokenizer, think_open, think_close)
+        return cls(max_tokens, keep_cot_close, n_open, n_close if keep_cot_close else 1)
 
     def _removable(self, section_ids: np.ndarray) -> list[tuple[int, int]]:
-        """``(start, length)`` of the removable tail of each COT run (the opener always stays)."""
-        spare = 2 if self.keep_cot_close else 1
+        """``(start, length)`` of the removable middle of each COT run (its markers stay)."""
+        head = self.cot_open_tokens
+        spare = head + (self.cot_close_tokens if self.keep_cot_close else 0)
         return [
-            (start + 1, end - start - spare)
+            (start + head, end - start - spare)
             for sec, start, end in section_runs(section_ids)
             if sec == Section.COT and end - start > spare
         ]
@@ -172,6 +227,50 @@ class SectionPreserving:
         for (start, n), cut in zip(removable, shares):
             keep[start + n - cut : start + n] = False
         return np.flatnonzero(keep).astype(np.int64)
+
+
+#: Text around a marker in the probes of :func:`cot_marker_token_counts`: what precedes the
+#: opener (the generation prompt), what the reasoning starts / ends with, what the answer starts with.
+_PROBE_BEFORE = ("", "\n", " ", "x", ":", "assistant\n", "<|im_start|>assistant\n", "Assistant: ")
+_PROBE_REASONING = ("", *"aA1. \n<>", "  ", "</", "$x$", "think", "é", "中文", "😀")
+_PROBE_ANSWER = ("", "a", "The", "1", " ", "\n", ".", "<", ">", "$", "中", "😀")
+
+
+def cot_marker_token_counts(
+    tokenizer: Any, think_open: str = "<think>", think_close: str = "</think>"
+) -> tuple[int, int]:
+    """How many tokens the opening / closing CoT marker take at the ends of a COT run.
+
+    A marker's tokens depend on the text beside it (Qwen2.5: ``<th ink >\\n`` after a newline,
+    `` < think >\\n`` after a space; ``</ think >\\n\\n`` where the answer follows), so the
+    markers are tokenized in the rendered layout ``{open}\\n{reasoning}\\n{close}\\n\\n{answer}``
+    (:func:`hf_cot_distill.data.trace_encoding.render_sample`) across many neighbours, and the
+    largest count is returned. Counts follow the section rule of
+    :func:`hf_cot_distill.sections.section_ids_from_offsets` (a token belongs to the section of
+    its first character): opener = tokens starting inside the opening marker; closer = tokens
+    overlapping the closing marker (a token reaching into it from the reasoning is COT too).
+    Needs a fast tokenizer (offsets).
+    """
+    require_fast_tokenizer(tokenizer)
+    for name, marker in (("think_open", think_open), ("think_close", think_close)):
+        if not (isinstance(marker, str) and marker):
+            raise ValueError(f"{name}: {marker!r} must be a non-empty string; fix: e.g. '<think>'.")
+    texts, spans = [], []
+    for before in _PROBE_BEFORE:
+        for reasoning in _PROBE_REASONING:
+            for answer in _PROBE_ANSWER:
+                head = f"{before}{think_open}\n{reasoning}\n"
+                texts.append(f"{head}{think_close}\n\n{answer}")
+                spans.append(
+                    (len(before), len(before) + len(think_open), len(head), len(head) + len(think_close))
+                )
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    n_open = n_close = 1
+    for offsets, (o0, o1, c0, c1) in zip(enc["offset_mapping"], spans):
+        start, end = np.asarray(offsets, dtype=np.int64).reshape(-1, 2).T
+        n_open = max(n_open, int(np.sum((start >= o0) & (start < o1))))
+        n_close = max(n_close, int(np.sum((start < c1) & (end > c0))))
+    return n_open, n_close
 
 
 TRUNCATION_POLICIES: dict[str, type] = {

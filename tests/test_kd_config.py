@@ -10,7 +10,7 @@ from transformers import TrainingArguments
 
 from hf_cot_distill.sections import Section
 from hf_cot_distill.trainers import SectionKDConfig
-from hf_cot_distill.truncation import LeadSpanProportion
+from hf_cot_distill.truncation import LeadSpanProportion, SectionPreserving
 
 
 def config(**kwargs: Any) -> SectionKDConfig:
@@ -88,3 +88,26 @@ def test_truncation_from_name_and_json_kwargs() -> None:
 def test_bad_values_name_field_value_and_fix(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         config(**kwargs)
+
+
+def test_section_preserving_marker_lengths_come_from_the_tokenizer(qwen25_tokenizer, qwen3_tokenizer) -> None:
+    c = config(truncation_policy="section_preserving", truncation_kwargs={"max_tokens": 512})
+    assert c.build_truncation() == SectionPreserving(512)  # token-id rows: single-token markers
+    assert c.build_truncation(qwen25_tokenizer) == SectionPreserving(
+        512, cot_open_tokens=3, cot_close_tokens=3
+    )
+    assert c.build_truncation(qwen3_tokenizer) == SectionPreserving(512)  # <think> is one Qwen3 token
+    given = {"max_tokens": 512, "cot_open_tokens": 2}
+    c = config(truncation_policy="section_preserving", truncation_kwargs=given)
+    assert c.build_truncation(qwen25_tokenizer) == SectionPreserving(
+        512, cot_open_tokens=2, cot_close_tokens=3
+    )
+    c = config(
+        truncation_policy="section_preserving", truncation_kwargs={"max_tokens": 9, "keep_cot_close": False}
+    )
+    assert c.build_truncation(qwen25_tokenizer) == SectionPreserving(9, False, cot_open_tokens=3)
+    with pytest.raises(ValueError, match=r"cot_close_tokens: 3 with keep_cot_close=False"):
+        config(
+            truncation_policy="section_preserving",
+            truncation_kwargs={"max_tokens": 9, "keep_cot_close": False, "cot_close_tokens": 3},
+        )

@@ -18,6 +18,7 @@ from hf_cot_distill.truncation import (
     LeadSpanProportion,
     SectionPreserving,
     TruncationAccounting,
+    cot_marker_token_counts,
     proportion_length,
     truncate_sample,
 )
@@ -58,6 +59,8 @@ def test_budget_windows_and_cut_after_cot() -> None:
     assert _keep(KeepWindow("right", max_tokens=3)) == [7, 8, 9]
     assert _keep(CutAfterCot()) == list(range(8))
     assert _keep(CutAfterCot(), [P, P, A]) == [0, 1, 2]
+    assert _keep(KeepFirst(np.int64(4))) == [0, 1, 2, 3]  # numpy ints are ints (stored as int)
+    assert type(SectionPreserving(np.int64(8), cot_close_tokens=np.int32(3)).cot_close_tokens) is int
 
 
 def test_section_preserving_shrinks_cot_tail_and_keeps_its_markers() -> None:
@@ -74,6 +77,20 @@ def test_section_preserving_shrinks_cot_tail_and_keeps_its_markers() -> None:
     assert section_counts(kept)[C] == 5 and section_counts(kept)[P] == 2 and section_counts(kept)[A] == 2
 
 
+def test_section_preserving_keeps_multi_token_markers_whole() -> None:
+    # Qwen2.5 renders <think> as "<th" "ink" ">\n" and </think> as "</" "think" ">\n\n": 3 + 3.
+    secs = np.array([P] * 2 + [C] * 10 + [A] * 2)  # COT = 2..11: opener 2-4, closer 9-11
+    policy = SectionPreserving(10, cot_open_tokens=3, cot_close_tokens=3)
+    assert _keep(policy, secs) == [0, 1, 2, 3, 4, 9, 10, 11, 12, 13]
+    eleven = SectionPreserving(11, cot_open_tokens=3, cot_close_tokens=3)
+    assert _keep(eleven, secs) == [0, 1, 2, 3, 4, 5, 9, 10, 11, 12, 13]  # the CoT is cut from its tail
+    # one token less than prompt + answer + both markers: falls back and says so
+    assert not policy.fell_back(secs) and SectionPreserving(
+        9, cot_open_tokens=3, cot_close_tokens=3
+    ).fell_back(secs)
+    assert _keep(SectionPreserving(8, False, cot_open_tokens=3), secs) == [0, 1, 2, 3, 4, 5, 12, 13]
+
+
 def test_bad_settings_are_refused() -> None:
     for make in (
         lambda: LeadSpanProportion(0.0),
@@ -83,6 +100,11 @@ def test_bad_settings_are_refused() -> None:
         lambda: KeepWindow("left"),
         lambda: KeepWindow("left", window_proportion=0.5, max_tokens=3),
         lambda: SectionPreserving(-2),
+        lambda: SectionPreserving(8, cot_open_tokens=0),
+        lambda: SectionPreserving(8, cot_close_tokens=True),
+        lambda: SectionPreserving(8, cot_close_tokens=2.0),
+        lambda: SectionPreserving(8, keep_cot_close=False, cot_close_tokens=3),
+        lambda: SectionPreserving(8, keep_cot_close="no"),
     ):
         with pytest.raises(ValueError, match="fix"):
             make()
@@ -133,7 +155,13 @@ POLICIES = st.one_of(
         st.integers(1, 60),
     ),
     st.just(CutAfterCot()),
-    st.builds(SectionPreserving, st.integers(1, 60), st.booleans()),
+    st.builds(
+        lambda n, close, n_open, n_close: SectionPreserving(n, close, n_open, n_close if close else 1),
+        st.integers(1, 60),
+        st.booleans(),
+        st.integers(1, 4),
+        st.integers(1, 4),
+    ),
 )
 PREFIX_POLICIES = (LeadSpanProportion, KeepFirst, CutAfterCot)
 
@@ -178,6 +206,13 @@ def test_truncation_properties(secs: np.ndarray, policy, supervised_sections: se
             for s in (P, A):
                 assert section_counts(out["section_ids"])[s] == section_counts(secs)[s]
             assert len(section_runs(out["section_ids"])) == len(section_runs(secs))
+            # every CoT run keeps its marker tokens: the first cot_open_tokens, the last cot_close_tokens
+            n_close = policy.cot_close_tokens if policy.keep_cot_close else 0
+            for sec, start, end in section_runs(secs):
+                if sec == C:
+                    head = range(start, min(end, start + policy.cot_open_tokens))
+                    tail = range(max(start, end - n_close), end)
+                    assert set(head) | set(tail) <= set(keep.tolist())
 
 
 @settings(max_examples=50, deadline=None)
@@ -194,3 +229,41 @@ def test_accounting_merges_across_batches(lengths: list[int], x: float) -> None:
     merged = first + second
     assert merged.to_dict() == whole.to_dict()
     assert merged.tokens_kept.tolist() == whole.tokens_kept.tolist()
+
+
+@pytest.mark.parametrize(("name", "counts"), [("qwen25", (3, 3)), ("qwen3", (1, 1))])
+def test_think_markers_survive_section_preserving_on_champ_traces(name, counts, request) -> None:
+    """Real tokenizers on real traces: the cut CoT still opens with ``<think>`` and closes with
+    ``</think>`` (Qwen2.5 splits both into three tokens, Qwen3 has them as one token each)."""
+    champ = pytest.importorskip("hf_cot_distill.data.champ")
+    pytest.importorskip("champ_dataset", reason="dev extra champ-dataset not installed")
+    from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder
+
+    tok = request.getfixturevalue(f"{name}_tokenizer")
+    assert cot_marker_token_counts(tok) == counts
+    measured = SectionPreserving.for_tokenizer(100, tok)
+    assert (measured.cot_open_tokens, measured.cot_close_tokens) == counts
+    traces = (
+        champ.champ_traces(sources=("solution",))[::27]
+        + champ.champ_traces(sources=("model",), settings=champ.PROBLEM_ONLY_SETTINGS)[::200]
+    )
+    records = [champ.to_format(t, "messages") for t in traces]
+    out = ReasoningTraceEncoder(tok)({"messages": [r["messages"] for r in records]})
+    cut = 0
+    for ids, secs in zip(out["input_ids"], out["section_ids"]):
+        ids, secs = np.asarray(ids), np.asarray(secs)
+        cot_ids = ids[secs == C]
+        for budget in (len(ids) - 6, len(ids) - section_counts(secs)[C] // 2, len(ids) - len(cot_ids) + 7):
+            policy = SectionPreserving(budget, cot_open_tokens=counts[0], cot_close_tokens=counts[1])
+            keep = policy.keep_indices(secs)
+            assert not policy.fell_back(secs) and len(keep) == budget
+            kept_cot = ids[keep][secs[keep] == C]
+            text = tok.decode(kept_cot)
+            assert text.startswith("<think>\n") and text.rstrip("\n").endswith("</think>"), text[-40:]
+            assert text.count("</think>") == 1 and text.count("<think>") == 1
+            n_close = counts[1]
+            head = len(kept_cot) - n_close
+            assert kept_cot[:head].tolist() == cot_ids[:head].tolist()  # cut from the tail...
+            assert kept_cot[head:].tolist() == cot_ids[-n_close:].tolist()  # ...before the closer
+            cut += 1
+    assert cut == 3 * len(traces) >= 15

@@ -29,7 +29,12 @@ from transformers import TrainingArguments
 from hf_cot_distill.losses import DIVERGENCES
 from hf_cot_distill.sections import Section
 from hf_cot_distill.supervision import SUPERVISION_PRESETS, SupervisionPolicy
-from hf_cot_distill.truncation import TRUNCATION_POLICIES, TruncationPolicy
+from hf_cot_distill.truncation import (
+    TRUNCATION_POLICIES,
+    SectionPreserving,
+    TruncationPolicy,
+    cot_marker_token_counts,
+)
 
 KD_MODES: tuple[str, ...] = ("supervised", "on_policy", "sequence_level")
 TEACHER_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
@@ -140,7 +145,9 @@ class SectionKDConfig(TrainingArguments):
     truncation_kwargs: dict[str, Any] | str | None = field(
         default=None,
         metadata={
-            "help": "Arguments of the truncation policy, e.g. {'lead_span_proportion': 0.5} or {'max_tokens': 4096}."
+            "help": "Arguments of the truncation policy, e.g. {'lead_span_proportion': 0.5} or {'max_tokens': 4096}. "
+            "section_preserving's cot_open_tokens / cot_close_tokens (CoT marker lengths in tokens) are measured "
+            "on the training tokenizer when not set here."
         },
     )
     on_supervision_lost: str = field(
@@ -291,13 +298,41 @@ class SectionKDConfig(TrainingArguments):
             self.section_kd_temperatures,
         )
 
-    def build_truncation(self) -> TruncationPolicy | None:
-        """The truncation policy object, or ``None``."""
+    def build_truncation(self, tokenizer: Any = None) -> TruncationPolicy | None:
+        """The truncation policy object, or ``None``.
+
+        ``section_preserving`` keeps each CoT run's opening and closing markers, whose length in
+        tokens depends on the tokenizer (one token for Qwen3's ``<think>`` and the CoT-ICL Lab
+        special tokens, three for Qwen2.5's ``</think>``). Given the training ``tokenizer``, the
+        lengths that ``truncation_kwargs`` does not set (``cot_open_tokens`` /
+        ``cot_close_tokens``) are measured on it for the markers text traces are rendered with
+        (``ReasoningTraceEncoder``'s default ``render_markers``); without one they stay 1, right
+        for rows of token ids whose markers are single tokens.
+        """
         if self.truncation_policy is None:
             return None
         cls = TRUNCATION_POLICIES[self.truncation_policy]
+        kwargs = dict(self.truncation_kwargs or {})
+        if cls is SectionPreserving and tokenizer is not None:
+            missing = [k for k in ("cot_open_tokens", "cot_close_tokens") if k not in kwargs]
+            if missing:
+                from hf_cot_distill.data.formats import MARKER_PRESETS
+
+                markers = MARKER_PRESETS["think"]
+                try:
+                    counts = cot_marker_token_counts(tokenizer, markers.think_open, markers.think_close)
+                except ValueError as err:
+                    raise ValueError(
+                        f"truncation_kwargs: {missing} cannot be measured on the tokenizer ({err}); fix: set "
+                        "them in truncation_kwargs, e.g. {'max_tokens': 4096, 'cot_open_tokens': 1, "
+                        "'cot_close_tokens': 1}."
+                    ) from err
+                measured = dict(zip(("cot_open_tokens", "cot_close_tokens"), counts))
+                if kwargs.get("keep_cot_close") is False:
+                    measured["cot_close_tokens"] = 1
+                kwargs.update({k: measured[k] for k in missing})
         try:
-            return cls(**(self.truncation_kwargs or {}))
+            return cls(**kwargs)
         except TypeError as err:
             raise ValueError(
                 f"truncation_kwargs: {self.truncation_kwargs!r} do not fit {cls.__name__} ({err}); fix: see its "
