@@ -186,12 +186,11 @@ class SectionPreserving:
         tokenizer: Any,
         *,
         keep_cot_close: bool = True,
-        think_open: str = "<think>",
-        think_close: str = "</think>",
+        markers: Any = None,
     ) -> SectionPreserving:
         """The policy with ``cot_open_tokens`` / ``cot_close_tokens`` measured on ``tokenizer``
-        for the markers the traces are rendered with (the encoder's ``render_markers``)."""
-        n_open, n_close = cot_marker_token_counts(tokenizer, think_open, think_close)
+        for ``markers``, the encoder's ``render_markers`` (``None``: ``<think>`` / ``</think>``)."""
+        n_open, n_close = cot_marker_token_counts(tokenizer, markers)
         return cls(max_tokens, keep_cot_close, n_open, n_close if keep_cot_close else 1)
 
     def _removable(self, section_ids: np.ndarray) -> list[tuple[int, int]]:
@@ -236,31 +235,35 @@ _PROBE_REASONING = ("", *"aA1. \n<>", "  ", "</", "$x$", "think", "é", "中文"
 _PROBE_ANSWER = ("", "a", "The", "1", " ", "\n", ".", "<", ">", "$", "中", "😀")
 
 
-def cot_marker_token_counts(
-    tokenizer: Any, think_open: str = "<think>", think_close: str = "</think>"
-) -> tuple[int, int]:
+def cot_marker_token_counts(tokenizer: Any, markers: Any = None) -> tuple[int, int]:
     """How many tokens the opening / closing CoT marker take at the ends of a COT run.
 
+    ``markers``: the ``render_markers`` the traces are encoded with (a
+    :class:`~hf_cot_distill.data.formats.TraceMarkers`; ``None``: ``<think>`` / ``</think>``).
     A marker's tokens depend on the text beside it (Qwen2.5: ``<th ink >\\n`` after a newline,
     `` < think >\\n`` after a space; ``</ think >\\n\\n`` where the answer follows), so the
-    markers are tokenized in the rendered layout ``{open}\\n{reasoning}\\n{close}\\n\\n{answer}``
+    markers are tokenized in the rendered layout ``{open}\\n{reasoning}\\n{close}{separator}{answer}``
     (:func:`hf_cot_distill.data.trace_encoding.render_sample`) across many neighbours, and the
     largest count is returned. Counts follow the section rule of
     :func:`hf_cot_distill.sections.section_ids_from_offsets` (a token belongs to the section of
     its first character): opener = tokens starting inside the opening marker; closer = tokens
-    overlapping the closing marker (a token reaching into it from the reasoning is COT too).
+    overlapping the closing marker (a token reaching into it from the reasoning is COT too), or
+    1 when the closing marker heads the answer (``close_opens_answer``) and is no part of the CoT.
     Needs a fast tokenizer (offsets).
     """
     require_fast_tokenizer(tokenizer)
+    think_open = "<think>" if markers is None else markers.think_open
+    think_close = "</think>" if markers is None else markers.think_close
+    separator = getattr(markers, "answer_separator", "\n\n")
     for name, marker in (("think_open", think_open), ("think_close", think_close)):
         if not (isinstance(marker, str) and marker):
-            raise ValueError(f"{name}: {marker!r} must be a non-empty string; fix: e.g. '<think>'.")
+            raise ValueError(f"markers.{name}: {marker!r} must be a non-empty string; fix: e.g. '<think>'.")
     texts, spans = [], []
     for before in _PROBE_BEFORE:
         for reasoning in _PROBE_REASONING:
             for answer in _PROBE_ANSWER:
                 head = f"{before}{think_open}\n{reasoning}\n"
-                texts.append(f"{head}{think_close}\n\n{answer}")
+                texts.append(f"{head}{think_close}{separator}{answer}")
                 spans.append(
                     (len(before), len(before) + len(think_open), len(head), len(head) + len(think_close))
                 )
@@ -270,7 +273,7 @@ def cot_marker_token_counts(
         start, end = np.asarray(offsets, dtype=np.int64).reshape(-1, 2).T
         n_open = max(n_open, int(np.sum((start >= o0) & (start < o1))))
         n_close = max(n_close, int(np.sum((start < c1) & (end > c0))))
-    return n_open, n_close
+    return n_open, 1 if getattr(markers, "close_opens_answer", False) else n_close
 
 
 TRUNCATION_POLICIES: dict[str, type] = {

@@ -267,3 +267,23 @@ def test_think_markers_survive_section_preserving_on_champ_traces(name, counts, 
             assert kept_cot[head:].tolist() == cot_ids[-n_close:].tolist()  # ...before the closer
             cut += 1
     assert cut == 3 * len(traces) >= 15
+
+
+def test_marker_counts_follow_the_render_markers(qwen25_tokenizer, qwen3_tokenizer) -> None:
+    from types import SimpleNamespace
+
+    from hf_cot_distill.data.formats import MARKER_PRESETS
+
+    # OpenThoughts markers are no Qwen token: many pieces either way, and the same pieces in both
+    openthoughts = MARKER_PRESETS["openthoughts"]
+    assert cot_marker_token_counts(qwen25_tokenizer, openthoughts) == (8, 8)
+    assert cot_marker_token_counts(qwen3_tokenizer, openthoughts) == (8, 8)
+    # a closing marker that heads the answer ("### Answer") is no part of the CoT: nothing to keep
+    headers = SimpleNamespace(
+        think_open="### Reasoning", think_close="### Answer", answer_separator="\n", close_opens_answer=True
+    )
+    n_open, n_close = cot_marker_token_counts(qwen25_tokenizer, headers)
+    assert n_open > 1 and n_close == 1
+    assert SectionPreserving.for_tokenizer(64, qwen25_tokenizer, markers=headers).cot_close_tokens == 1
+    with pytest.raises(ValueError, match=r"markers.think_close: '' must be a non-empty string"):
+        cot_marker_token_counts(qwen25_tokenizer, SimpleNamespace(think_open="<t>", think_close=""))

@@ -318,9 +318,8 @@ class SectionKDConfig(TrainingArguments):
             if missing:
                 from hf_cot_distill.data.formats import MARKER_PRESETS
 
-                markers = MARKER_PRESETS["think"]
                 try:
-                    counts = cot_marker_token_counts(tokenizer, markers.think_open, markers.think_close)
+                    counts = cot_marker_token_counts(tokenizer, MARKER_PRESETS["think"])
                 except ValueError as err:
                     raise ValueError(
                         f"truncation_kwargs: {missing} cannot be measured on the tokenizer ({err}); fix: set "
