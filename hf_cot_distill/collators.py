@@ -128,15 +128,26 @@ class SectionCollator:
         done, self.accounting = self.accounting, TruncationAccounting()
         return done
 
-    def _supervise(self, row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _weights(self, row: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``labels``, ``ce_weights``, ``kd_weights`` of every token of ``row`` (first included)."""
         ids, secs = row["input_ids"], row["section_ids"]
         labels = self.supervision.labels(ids, secs)
         if self.respect_row_labels and "labels" in row:
             labels = np.where(row["labels"] == IGNORE_INDEX, IGNORE_INDEX, labels)
         ce = np.where(labels == IGNORE_INDEX, 0.0, self.supervision.ce_weights(secs)).astype(np.float32)
-        kd = self.supervision.kd_weights(secs).astype(np.float32)
+        return labels, ce, self.supervision.kd_weights(secs).astype(np.float32)
+
+    def _supervise(self, row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        secs = row["section_ids"]
+        labels, ce, kd = self._weights(row)
         labels[:1], ce[:1], kd[:1] = IGNORE_INDEX, 0.0, 0.0  # the first token is never a target
-        out = {"input_ids": ids, "labels": labels, "section_ids": secs, "ce_weights": ce, "kd_weights": kd}
+        out = {
+            "input_ids": row["input_ids"],
+            "labels": labels,
+            "section_ids": secs,
+            "ce_weights": ce,
+            "kd_weights": kd,
+        }
         if self.supervision.has_section_temperatures:
             out["kd_temperatures"] = self.supervision.kd_temperatures(secs, self.default_kd_temperature)
         return out
@@ -145,12 +156,10 @@ class SectionCollator:
         rows = []
         for i, feature in enumerate(features):
             row = _row_arrays(feature, i)
-            supervised = self.supervision.supervised_mask(row["section_ids"])
-            if self.respect_row_labels and "labels" in row:
-                ce_ok = self.supervision.ce_weights(row["section_ids"]) > 0
-                kd_on = self.supervision.kd_weights(row["section_ids"]) > 0
-                supervised = (ce_ok & (row["labels"] != IGNORE_INDEX)) | kd_on
-            kept = truncate_sample(row, self.truncation, supervised, accounting, self.on_supervision_lost)
+            _, ce, kd = self._weights(row)  # the same weights _supervise gives the kept tokens
+            kept = truncate_sample(
+                row, self.truncation, (ce > 0) | (kd > 0), accounting, self.on_supervision_lost
+            )
             if kept is None:
                 continue
             rows.append(self._supervise(kept))

@@ -17,9 +17,12 @@ all its supervised tokens. Policies (``TRUNCATION_POLICIES``):
   ``</think>`` into three); if prompt + answer + markers alone exceed the budget it falls back
   to :class:`KeepFirst` and counts a ``fallback``.
 
-Samples whose supervised tokens all vanish are counted (``samples_supervision_lost``) and then
-kept or dropped by the explicit ``on_supervision_lost`` option — never silently; samples cut to
-zero tokens are dropped and counted (``samples_dropped``).
+Supervised tokens are counted as the loss sees them: a target is every position but a sample's
+first (labels shift; nothing in the sample predicts its first token, so a window that starts
+mid-sample loses that token as a target too). Samples whose supervised targets all vanish are
+counted (``samples_supervision_lost``) and then kept or dropped by the explicit
+``on_supervision_lost`` option — never silently; samples cut to zero tokens are dropped and
+counted (``samples_dropped``).
 """
 
 from __future__ import annotations
@@ -294,7 +297,8 @@ class TruncationAccounting:
     """What truncation cut, per section; add with ``+`` / :meth:`merge` across batches/workers.
 
     ``tokens_before`` / ``tokens_kept``: ``(NUM_SECTIONS,)`` ``int64`` counts by section id;
-    ``supervised_before`` / ``supervised_kept``: tokens with CE or KD weight > 0.
+    ``supervised_before`` / ``supervised_kept``: targets (every position but a sample's first)
+    with CE or KD weight > 0, before the cut and in the kept sample — what the loss trains on.
     """
 
     samples: int = 0
@@ -375,8 +379,9 @@ def truncate_sample(
         features: must hold ``section_ids`` ``(L,)``; every value of length ``L`` (``input_ids``,
             ``labels``, ``attention_mask``…) is cut the same way, others pass through.
         policy: ``None`` keeps everything (still counted).
-        supervised_mask: ``(L,)`` bool, tokens with CE or KD weight > 0.
-        on_supervision_lost: keep or drop a sample that had supervised tokens and has none left
+        supervised_mask: ``(L,)`` bool, tokens with CE or KD weight > 0. Only targets count: the
+            first token of the sample, and of what is kept, is never one (labels shift).
+        on_supervision_lost: keep or drop a sample that had supervised targets and has none left
             (counted in ``samples_supervision_lost`` either way).
 
     Returns:
@@ -391,7 +396,12 @@ def truncate_sample(
     n = len(section_ids)
     keep = np.arange(n, dtype=np.int64) if policy is None else policy.keep_indices(section_ids)
     supervised_mask = np.asarray(supervised_mask, dtype=bool)
-    before, kept = int(supervised_mask.sum()), int(supervised_mask[keep].sum())
+    if len(supervised_mask) != n:
+        raise ValueError(
+            f"supervised_mask: length {len(supervised_mask)} != section_ids length {n}; fix: one flag per token."
+        )
+    # targets only: position 0 of the sample, and of the kept tokens, is predicted by nothing
+    before, kept = int(supervised_mask[1:].sum()), int(supervised_mask[keep[1:]].sum())
     lost = before > 0 and kept == 0
     accounting.samples += 1
     accounting.samples_truncated += int(len(keep) < n)

@@ -13,7 +13,7 @@ from hf_cot_distill.collators import SectionCollator
 from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, encode_dataset
 from hf_cot_distill.sections import Section, section_counts
 from hf_cot_distill.supervision import SupervisionPolicy
-from hf_cot_distill.truncation import KeepFirst, LeadSpanProportion, SectionPreserving
+from hf_cot_distill.truncation import KeepFirst, KeepWindow, LeadSpanProportion, SectionPreserving
 from tests.tiny_tokenizer import tiny_qwen2_tokenizer
 
 P, C, A, X = int(Section.PROMPT), int(Section.COT), int(Section.ANSWER), -100
@@ -126,6 +126,28 @@ def test_encoder_to_collator_end_to_end() -> None:
     assert (batch["labels"] != X).sum() == (batch["ce_weights"] > 0).sum()
 
 
+def test_window_that_leaves_no_target_is_supervision_lost() -> None:
+    # A right window keeps [4]: its only token is the row's first, never a target (labels shift).
+    row = {"input_ids": [1, 2, 3, 4], "section_ids": [P, C, C, A]}
+    collator = SectionCollator(
+        COT_ANSWER, truncation=KeepWindow("right", max_tokens=1), on_supervision_lost="drop"
+    )
+    with pytest.raises(ValueError, match="all 1 samples were dropped"):
+        collator([row])
+    acc = collator.accounting
+    assert (acc.supervised_before, acc.supervised_kept) == (3, 0)
+    assert acc.samples_supervision_lost == acc.samples_dropped == 1
+    # a window of 3 keeps [2, 3, 4]: token 2 is now the first, so 1 of the 3 targets is lost
+    collator = SectionCollator(COT_ANSWER, truncation=KeepWindow("right", max_tokens=3))
+    batch = collator([row])
+    assert batch["labels"].tolist() == [[X, 3, 4]]
+    assert (collator.accounting.supervised_before, collator.accounting.supervised_kept) == (3, 2)
+    # the prompt's first token is never a target either, truncated or not
+    collator = SectionCollator(SupervisionPolicy.from_preset("prompt+cot+answer"))
+    batch = collator([row, ROW_B])
+    assert collator.accounting.supervised_kept == int((batch["kd_weights"] > 0).sum()) == 3 + 2
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     lengths=st.lists(
@@ -152,8 +174,8 @@ def test_batch_agrees_with_accounting(lengths, x: float, preset: str, packed: bo
     secs = batch["section_ids"].numpy().ravel()
     counts = section_counts(secs)
     assert counts[1:].tolist() == acc.tokens_kept[1:].tolist()  # what the batch holds is what was counted
-    supervised = collator.supervision.supervised_mask(secs)
-    assert supervised.sum() == acc.supervised_kept
+    # supervised targets counted exactly as the loss sees them (a row's first token is none)
+    assert int(((batch["ce_weights"] > 0) | (batch["kd_weights"] > 0)).sum()) == acc.supervised_kept
     assert acc.samples == len(rows) and acc.samples - acc.samples_dropped == (
         int((batch["position_ids"] == 0).sum()) if packed else batch["input_ids"].shape[0]
     )

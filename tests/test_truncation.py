@@ -177,7 +177,9 @@ def test_truncation_properties(secs: np.ndarray, policy, supervised_sections: se
         {"input_ids": ids, "section_ids": secs}, policy, supervised, acc, "drop" if drop else "keep"
     )
     keep = policy.keep_indices(secs)
-    lost = supervised.any() and not supervised[keep].any()
+    # targets only: the first token of the sample, and of what is kept, is predicted by nothing
+    before, kept = supervised[1:], supervised[keep[1:]]
+    lost = before.any() and not kept.any()
     assert acc.samples_dropped == int(len(keep) == 0 or (lost and drop))
     if out is None:
         assert acc.tokens_kept.sum() == 0 and acc.supervised_kept == 0
@@ -188,7 +190,7 @@ def test_truncation_properties(secs: np.ndarray, policy, supervised_sections: se
     assert acc.tokens_kept.tolist() == section_counts(out["section_ids"]).tolist()
     assert acc.tokens_removed.sum() == len(secs) - len(out["input_ids"])
     # no supervised token lost without being reported
-    assert acc.supervised_before - acc.supervised_kept == int(supervised.sum() - supervised[keep].sum())
+    assert (acc.supervised_before, acc.supervised_kept) == (before.sum(), kept.sum())
     assert acc.samples_supervision_lost == int(lost)
     # kept prefix equals the original prefix; windows are contiguous
     if isinstance(policy, PREFIX_POLICIES):
