@@ -37,6 +37,8 @@ No tokenizer calls and no ``torch.distributed`` calls happen here.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -44,9 +46,20 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from hf_cot_distill.sections import Section
+from hf_cot_distill.sections import NUM_SECTIONS, Section
 from hf_cot_distill.supervision import IGNORE_INDEX, SupervisionPolicy
 from hf_cot_distill.truncation import TruncationAccounting, TruncationPolicy, truncate_sample
+
+
+def _int_array(value: Any, where: str) -> np.ndarray:
+    """``value`` as a flat ``int64`` array; non-integer values (floats would be cut to ints) are refused."""
+    arr = np.asarray(value).ravel()
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"{where}: dtype {arr.dtype} (first value {arr[0]!r}), not integers; fix: pass integer ids "
+            "(lists of int or an integer array / tensor), e.g. as the tokenizer returns them."
+        )
+    return arr.astype(np.int64)
 
 
 def _row_arrays(row: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
@@ -58,7 +71,7 @@ def _row_arrays(row: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
                 "ReasoningTraceEncoder or a CoT-ICL prompt strategy, which add section_ids."
             )
     out = {
-        k: np.asarray(row[k], dtype=np.int64).ravel()
+        k: _int_array(row[k], f"features[{index}].{k}")
         for k in ("input_ids", "section_ids", "labels")
         if k in row
     }
@@ -68,10 +81,27 @@ def _row_arrays(row: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
             raise ValueError(
                 f"features[{index}].{key}: length {len(value)} != input_ids length {n}; fix: align them."
             )
+    if out["input_ids"].size and out["input_ids"].min() < 0:
+        raise ValueError(
+            f"features[{index}].input_ids: negative id {out['input_ids'].min()}; fix: token ids are >= 0 "
+            "(-100 belongs in labels only)."
+        )
+    secs = out["section_ids"]
+    if secs.size and (secs.min() < 0 or secs.max() >= NUM_SECTIONS):
+        raise ValueError(
+            f"features[{index}].section_ids: values {np.unique(secs).tolist()} outside 0..{NUM_SECTIONS - 1}; "
+            "fix: use hf_cot_distill.sections.Section values (0 pad, 1 prompt, 2 cot, 3 answer)."
+        )
     if "attention_mask" in row:
-        mask = np.asarray(row["attention_mask"]).ravel().astype(bool)
-        if len(mask) != n:
-            raise ValueError(f"features[{index}].attention_mask: length {len(mask)} != {n}; fix: align them.")
+        raw = np.asarray(row["attention_mask"]).ravel()
+        if len(raw) != n:
+            raise ValueError(f"features[{index}].attention_mask: length {len(raw)} != {n}; fix: align them.")
+        if not np.isin(raw, (0, 1)).all():
+            raise ValueError(
+                f"features[{index}].attention_mask: values {np.unique(raw).tolist()[:5]} are not 0/1; fix: 1 keeps "
+                "a token, 0 removes it."
+            )
+        mask = raw.astype(bool)
         out = {k: v[mask] for k, v in out.items()}
     labels = out.get("labels")
     if labels is not None and np.any((labels != IGNORE_INDEX) & (labels != out["input_ids"])):
@@ -88,7 +118,9 @@ class SectionCollator:
 
     Args:
         supervision: per-section CE/KD weights (default: CE on COT and ANSWER).
-        pad_token_id: id written at padded positions (never a target).
+        pad_token_id: id written at padded positions (never a target); an int, e.g.
+            ``tokenizer.pad_token_id`` or, for tokenizers without one (Llama, SmolLM),
+            ``tokenizer.eos_token_id``.
         truncation: optional truncation policy (``hf_cot_distill.truncation``).
         padding_side: ``"right"`` or ``"left"`` (padded mode).
         pad_to_multiple_of: round the padded length (or packed total) up to a multiple.
@@ -112,15 +144,52 @@ class SectionCollator:
     accounting: TruncationAccounting = field(default_factory=TruncationAccounting, init=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.supervision, SupervisionPolicy):
+            hint = (
+                f"SupervisionPolicy.from_preset({self.supervision!r})"
+                if isinstance(self.supervision, str)
+                else "SupervisionPolicy.from_preset('cot+answer')"
+            )
+            raise ValueError(
+                f"supervision: {self.supervision!r} is not a SupervisionPolicy; fix: e.g. {hint}."
+            )
+        if self.truncation is not None and not callable(getattr(self.truncation, "keep_indices", None)):
+            hint = {
+                str: f"TRUNCATION_POLICIES[{self.truncation!r}](...) from hf_cot_distill.truncation, e.g. "
+                "KeepFirst(4096)",
+                float: f"LeadSpanProportion({self.truncation!r})",
+                int: f"KeepFirst({self.truncation!r})",
+            }.get(type(self.truncation), "KeepFirst(4096) or LeadSpanProportion(0.5)")
+            raise ValueError(
+                f"truncation: {self.truncation!r} is not a truncation policy (no keep_indices); fix: None or a "
+                f"policy object, e.g. {hint}."
+            )
+        if self.pad_token_id is None:
+            raise ValueError(
+                "pad_token_id: None (the tokenizer has no pad token); fix: pass tokenizer.eos_token_id — padded "
+                "positions are never attended to nor supervised, so any valid id works."
+            )
+        pad = self.pad_token_id
+        if isinstance(pad, bool) or not isinstance(pad, numbers.Integral) or pad < 0:
+            raise ValueError(f"pad_token_id: {pad!r}; fix: an int >= 0, e.g. tokenizer.eos_token_id.")
+        self.pad_token_id = int(pad)
+        for name in ("padding_free", "respect_row_labels", "return_accounting"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name}: {value!r} is not a bool; fix: True or False.")
+            setattr(self, name, bool(value))
+        t = self.default_kd_temperature
+        if not (isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
+            raise ValueError(f"default_kd_temperature: {t!r}; fix: a finite number > 0, e.g. 1.0.")
+        self.default_kd_temperature = float(t)
         for name, value, allowed in (
             ("padding_side", self.padding_side, ("right", "left")),
             ("on_supervision_lost", self.on_supervision_lost, ("keep", "drop")),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}: {value!r} not allowed; fix: one of {allowed}.")
-        if self.pad_to_multiple_of is not None and not (
-            isinstance(self.pad_to_multiple_of, int) and self.pad_to_multiple_of >= 1
-        ):
+        m = self.pad_to_multiple_of
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
             raise ValueError(f"pad_to_multiple_of: {self.pad_to_multiple_of!r}; fix: an int >= 1 or None.")
 
     def reset_accounting(self) -> TruncationAccounting:

@@ -64,10 +64,32 @@ class SectionSupervision:
 _NONE = SectionSupervision()
 
 
+def _bad_section_ids(detail: str) -> ValueError:
+    return ValueError(
+        f"section_ids: {detail}; fix: integer ids 0..{NUM_SECTIONS - 1} "
+        f"({', '.join(f'{i} = {n}' for i, n in SECTION_NAMES.items())}), i.e. hf_cot_distill.sections.Section."
+    )
+
+
 def _lookup(table: np.ndarray, section_ids: ArrayT) -> ArrayT:
+    """``table[section_ids]``, refusing ids that are not integers in ``0..NUM_SECTIONS - 1``
+    (a negative id would silently wrap to another section's weights)."""
     if isinstance(section_ids, torch.Tensor):
+        if (
+            section_ids.dtype.is_floating_point
+            or section_ids.dtype.is_complex
+            or section_ids.dtype == torch.bool
+        ):
+            raise _bad_section_ids(f"dtype {section_ids.dtype}")
+        if section_ids.numel() and bool(((section_ids < 0) | (section_ids >= NUM_SECTIONS)).any()):
+            raise _bad_section_ids(f"values {sorted(set(section_ids.unique().tolist()))}")
         return torch.as_tensor(table, device=section_ids.device)[section_ids.long()]
-    return table[np.asarray(section_ids, dtype=np.int64)]
+    ids = np.asarray(section_ids)
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise _bad_section_ids(f"dtype {ids.dtype}")
+    if ids.size and (ids.min() < 0 or ids.max() >= NUM_SECTIONS):
+        raise _bad_section_ids(f"values {np.unique(ids).tolist()}")
+    return table[ids.astype(np.int64)]
 
 
 @dataclass(frozen=True)

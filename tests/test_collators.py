@@ -126,6 +126,61 @@ def test_encoder_to_collator_end_to_end() -> None:
     assert (batch["labels"] != X).sum() == (batch["ce_weights"] > 0).sum()
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pad_token_id": None}, r"pad_token_id: None .*fix: pass tokenizer.eos_token_id"),
+        ({"pad_token_id": -1}, r"pad_token_id: -1; fix: an int >= 0"),
+        ({"pad_token_id": 1.5}, r"pad_token_id: 1.5; fix: an int >= 0"),
+        (
+            {"truncation": "keep_first"},
+            r"truncation: 'keep_first' is not a truncation policy.*KeepFirst\(4096\)",
+        ),
+        ({"truncation": 0.5}, r"truncation: 0.5 is not a truncation policy.*LeadSpanProportion\(0.5\)"),
+        ({"supervision": "cot"}, r"supervision: 'cot' is not a SupervisionPolicy.*from_preset\('cot'\)"),
+        ({"padding_free": "no"}, r"padding_free: 'no' is not a bool; fix: True or False"),
+        ({"return_accounting": 1}, r"return_accounting: 1 is not a bool"),
+        ({"default_kd_temperature": -1}, r"default_kd_temperature: -1; fix: a finite number > 0"),
+        ({"default_kd_temperature": float("inf")}, r"default_kd_temperature: inf"),
+        ({"pad_to_multiple_of": True}, r"pad_to_multiple_of: True"),
+    ],
+)
+def test_bad_settings_are_refused_at_construction(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SectionCollator(**kwargs)
+
+
+def test_pad_token_id_from_a_tokenizer_without_pad() -> None:
+    # Llama / SmolLM tokenizers have pad_token_id None: refused up front, not at the first padded batch
+    with pytest.raises(ValueError, match="eos_token_id"):
+        SectionCollator(pad_token_id=None)
+    batch = SectionCollator(pad_token_id=np.int64(2), padding_free=np.bool_(False))([ROW_A, ROW_B])
+    assert batch["input_ids"][1].tolist() == [21, 22, 23, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("row", "match"),
+    [
+        (
+            {"input_ids": [1.7, 2.2], "section_ids": [P, C]},
+            r"features\[0\].input_ids: dtype float64 .*not integers",
+        ),
+        (
+            {"input_ids": [1, 2], "section_ids": [P, 7]},
+            r"features\[0\].section_ids: values \[1, 7\] outside 0..3",
+        ),
+        ({"input_ids": [1, 2], "section_ids": [-1, C]}, r"features\[0\].section_ids: values \[-1, 2\]"),
+        ({"input_ids": [1, 2], "section_ids": [1.0, 2.0]}, r"features\[0\].section_ids: dtype float64"),
+        ({"input_ids": [1, 2], "section_ids": [P, C], "labels": [1.0, 2.0]}, r"features\[0\].labels: dtype"),
+        ({"input_ids": [1, -5], "section_ids": [P, C]}, r"features\[0\].input_ids: negative id -5"),
+        ({"input_ids": [1, 2], "section_ids": [P, C], "attention_mask": [1, 0.5]}, r"attention_mask: values"),
+    ],
+)
+def test_bad_rows_are_refused_naming_the_field(row: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SectionCollator()([row])
+
+
 def test_window_that_leaves_no_target_is_supervision_lost() -> None:
     # A right window keeps [4]: its only token is the row's first, never a target (labels shift).
     row = {"input_ids": [1, 2, 3, 4], "section_ids": [P, C, C, A]}

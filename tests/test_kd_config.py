@@ -83,6 +83,8 @@ def test_truncation_from_name_and_json_kwargs() -> None:
         ({"generation_temperature": -1.0}, r"generation_temperature: got -1.0"),
         ({"generated_section": "prompt"}, r"generated_section: got 'prompt'"),
         ({"remove_unused_columns": True}, r"remove_unused_columns: got True"),
+        ({"padding_free": "no"}, r"padding_free: got 'no'; use True or False"),
+        ({"scale_by_temperature_squared": 1}, r"scale_by_temperature_squared: got 1; use True or False"),
     ],
 )
 def test_bad_values_name_field_value_and_fix(kwargs: dict[str, Any], match: str) -> None:

@@ -93,3 +93,23 @@ def test_unknown_preset_is_refused_and_policy_is_frozen() -> None:
     with pytest.raises(AttributeError):
         policy.answer = SectionSupervision()  # type: ignore[misc]
     assert hash(policy) == hash(SupervisionPolicy.from_preset("answer"))
+
+
+@pytest.mark.parametrize(
+    "section_ids",
+    [
+        np.array([1, -1, 3]),  # -1 would wrap to the ANSWER weights
+        torch.tensor([1, -1, 3]),
+        np.array([1, 7]),
+        torch.tensor([4]),
+        np.array([1.0, 2.0]),  # would be cut to ints
+        torch.tensor([2.0]),
+    ],
+)
+def test_section_ids_outside_the_sections_are_refused(section_ids) -> None:
+    policy = SupervisionPolicy.from_preset("cot+answer")
+    for method in (policy.kd_weights, policy.ce_weights, policy.supervised_mask):
+        with pytest.raises(ValueError, match=r"section_ids: .*; fix: integer ids 0..3 \(0 = pad"):
+            method(section_ids)
+    with pytest.raises(ValueError, match=r"section_ids: "):
+        policy.labels(section_ids * 0 + 5, section_ids)

@@ -225,6 +225,15 @@ class SectionKDConfig(TrainingArguments):
         def bad(name: str, fix: str) -> ValueError:
             return ValueError(f"{name}: got {getattr(self, name)!r}; {fix}")
 
+        for name in (
+            "scale_by_temperature_squared",
+            "padding_free",
+            "generation_do_sample",
+            "disable_dropout",
+            "remove_unused_columns",
+        ):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "use True or False (a string such as 'no' would count as True).")
         if self.divergence not in DIVERGENCES:
             raise bad("divergence", f"use one of {sorted(DIVERGENCES)}.")
         if not (_finite(self.beta) and 0.0 <= self.beta <= 1.0):
