@@ -82,7 +82,7 @@ def _lookup(table: np.ndarray, section_ids: ArrayT) -> ArrayT:
         ):
             raise _bad_section_ids(f"dtype {section_ids.dtype}")
         if section_ids.numel() and bool(((section_ids < 0) | (section_ids >= NUM_SECTIONS)).any()):
-            raise _bad_section_ids(f"values {sorted(set(section_ids.unique().tolist()))}")
+            raise _bad_section_ids(f"values {section_ids.unique().tolist()}")
         return torch.as_tensor(table, device=section_ids.device)[section_ids.long()]
     ids = np.asarray(section_ids)
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
