@@ -301,7 +301,8 @@ def _bad_variants(traces):
     }
     rows[9] = {"messages": [*rows[9]["messages"], {"role": "user", "content": "Thanks!"}]}
     assistant(10, f"<think>\n<think>\n{t[10].reasoning}\n</think>\n\n{t[10].answer}")
-    refused = {0, 1, 2, 5, 9, 10}
+    rows[14] = {"messages": [{"content": t[14].prompt}, *rows[14]["messages"][1:]]}  # no role
+    refused = {0, 1, 2, 5, 9, 10, 14}
     expected = dict.fromkeys(TRACE_CASES, 0)
     expected.update(
         missing_close_marker=3,
@@ -311,6 +312,7 @@ def _bad_variants(traces):
         multiple_assistant_turns=1,
         no_final_assistant_turn=1,
         malformed_markers=1,
+        malformed_row=1,
     )
     return rows, refused, expected
 
@@ -332,6 +334,26 @@ def test_bad_input_statistics_on_real_text(qwen25_tokenizer, traces):
     assert all(0 < len(ids) <= MAX_LENGTH for ids in encoded["input_ids"])
     report = stats.report()
     assert f"samples: {len(rows)}" in report and "missing_close_marker: 3 (7.5%)" in report
+
+
+def test_text_parts_content_encodes_like_strings(qwen25_tokenizer, traces):
+    """TRL / OpenAI list-of-parts content on real text: the same ids and sections as strings."""
+    plain = [{"messages": champ.to_format(t, "messages")["messages"]} for t in traces[:6]]
+    parts = [
+        {
+            "messages": [
+                {"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
+                for m in r["messages"]
+            ]
+        }
+        for r in plain
+    ]
+    encoder = ReasoningTraceEncoder(qwen25_tokenizer)
+    want, got = (
+        encoder({"messages": [r["messages"] for r in plain]}),
+        encoder({"messages": [r["messages"] for r in parts]}),
+    )
+    assert got == want and got["trace_flags"] == [0] * len(plain)
 
 
 def test_reasoning_not_rendered_counted_with_qwen3_all_turns(qwen3_tokenizer, traces):

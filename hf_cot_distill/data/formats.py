@@ -4,6 +4,8 @@ Layouts (``FORMAT_ADAPTERS``; each maps one dataset row to a :class:`ReasoningSa
 
 * ``"messages"``: chat ``messages`` (``role``/``content``); the assistant content holds
   ``<think>…</think>`` inline, or the message has a separate ``reasoning_content`` field.
+  A content may be a string or a list of text parts (``[{"type": "text", "text": …}]``, TRL /
+  OpenAI style: the texts are joined); any other part is refused (``malformed_row``).
 * ``"conversations"``: ``conversations`` with ``from``/``value`` (OpenThoughts / Bespoke:
   ``<|begin_of_thought|>…<|end_of_thought|>`` ``<|begin_of_solution|>…<|end_of_solution|>``),
   optional top-level ``system``.
@@ -31,6 +33,9 @@ reasoning_not_rendered     handled: the chat template dropped a turn's reasoning
 no_final_assistant_turn    refused: nothing to supervise at the end of the conversation
 too_long                   ``on_too_long`` "refuse" or "keep" (a truncation policy cuts it later
                            and reports what it cut)
+malformed_row              refused: a message without a ``str`` role, without content, with
+                           content that is neither text nor a list of text parts, or a layout field
+                           of the wrong type
 ========================== =====================================================================
 
 Refusals raise :class:`TraceError` (a ``ValueError`` naming field, value and fix); with
@@ -59,6 +64,8 @@ TRACE_CASES: tuple[str, ...] = (
     "no_final_assistant_turn",
     "too_long",
     "dropped",
+    # Appended after "dropped" so that the bits of the older cases do not move.
+    "malformed_row",
 )
 CASE_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(TRACE_CASES)}
 
@@ -161,33 +168,85 @@ def split_reasoning(text: str, markers: TraceMarkers, field_name: str = "content
     return reasoning, answer.strip(), flags
 
 
+def _malformed(where: str, problem: str, fix: str = "fix the row or drop it") -> TraceError:
+    return TraceError("malformed_row", f"{where}: {problem}; fix: {fix}.")
+
+
+def _text_content(value: Any, where: str) -> str:
+    """A message content as text: a string, ``None`` (empty), or a list of text parts joined
+    (``[{"type": "text", "text": …}]``, TRL / OpenAI style). Anything else is a ``malformed_row``."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, Sequence):
+        raise _malformed(where, f"content of type {type(value).__name__} ({value!r:.60})", "pass a string")
+    texts = []
+    for j, part in enumerate(value):
+        if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+            continue
+        kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+        raise _malformed(
+            f"{where}[{j}]",
+            f"a {kind!r} part ({part!r:.60}); only text parts {{'type': 'text', 'text': str}} render as text",
+            "remove the non-text parts or drop the row",
+        )
+    return "".join(texts)
+
+
+def _as_messages(value: Any, role: str, where: str) -> list[Any]:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, Sequence):
+        return list(value)
+    raise _malformed(where, f"{type(value).__name__} ({value!r:.60}) is not a string or a list of messages")
+
+
 def _sample_from_messages(
-    messages: Sequence[Mapping[str, Any]],
+    messages: Any,
     markers: TraceMarkers,
     role_key: str = "role",
     content_key: str = "content",
     role_map: Mapping[str, str] | None = None,
+    field_name: str = "messages",
 ) -> ReasoningSample:
+    if isinstance(messages, str) or not isinstance(messages, Sequence):
+        raise _malformed(
+            field_name, f"{type(messages).__name__} ({messages!r:.60}) is not a list of messages"
+        )
     turns: list[Turn] = []
     flags = 0
     for i, message in enumerate(messages):
-        role = str(message[role_key])
+        where = f"{field_name}[{i}]"
+        if not isinstance(message, Mapping):
+            raise _malformed(where, f"{type(message).__name__} ({message!r:.60}) is not a mapping")
+        role = message.get(role_key)
+        if not isinstance(role, str):
+            raise _malformed(
+                where,
+                f"{role_key!r} is {role!r}, not a string (keys: {sorted(message)})",
+                f"give every message a {role_key!r} such as 'user' or 'assistant'",
+            )
+        if content_key not in message:
+            raise _malformed(where, f"no {content_key!r} key (keys: {sorted(message)})")
         role = (role_map or {}).get(role, role)
-        content = str(message[content_key] or "")
+        content = _text_content(message[content_key], f"{where}.{content_key}")
         if role != "assistant":
             turns.append(Turn(role, content))
             continue
         if message.get("reasoning_content") is not None:
-            reasoning, answer = str(message["reasoning_content"]).strip(), content.strip()
+            reasoning = _text_content(message["reasoning_content"], f"{where}.reasoning_content").strip()
+            answer = content.strip()
             turn_flags = 0 if reasoning else CASE_BITS["empty_cot"]
         else:
-            reasoning, answer, turn_flags = split_reasoning(content, markers, f"messages[{i}].{content_key}")
+            reasoning, answer, turn_flags = split_reasoning(content, markers, f"{where}.{content_key}")
         turns.append(Turn("assistant", answer, reasoning))
         flags |= turn_flags
     if not turns or turns[-1].role != "assistant":
         raise TraceError(
             "no_final_assistant_turn",
-            f"messages: the last message has role {turns[-1].role if turns else None!r}; "
+            f"{field_name}: the last message has role {turns[-1].role if turns else None!r}; "
             "fix: end each conversation with the assistant turn to supervise, or drop the row.",
         )
     if sum(t.role == "assistant" for t in turns) > 1:
@@ -207,22 +266,21 @@ def from_conversations(
     row: Mapping[str, Any], markers: TraceMarkers = MARKER_PRESETS["openthoughts"]
 ) -> ReasoningSample:
     """Adapter for ``conversations`` rows with ``from``/``value`` and an optional ``system`` field."""
-    messages = list(row["conversations"])
+    messages = row["conversations"]
     if row.get("system"):
+        if isinstance(messages, str) or not isinstance(messages, Sequence):
+            raise _malformed("conversations", f"{type(messages).__name__} is not a list of messages")
         messages = [{"from": "system", "value": row["system"]}, *messages]
-    return _sample_from_messages(messages, markers, "from", "value", CONVERSATION_ROLES)
-
-
-def _as_messages(value: Any, role: str) -> list[Mapping[str, Any]]:
-    return [{"role": role, "content": value}] if isinstance(value, str) else list(value)
+    return _sample_from_messages(messages, markers, "from", "value", CONVERSATION_ROLES, "conversations")
 
 
 def from_prompt_completion(
     row: Mapping[str, Any], markers: TraceMarkers = MARKER_PRESETS["think"]
 ) -> ReasoningSample:
     """Adapter for ``prompt``/``completion`` rows (plain strings or TRL conversational lists)."""
-    messages = _as_messages(row["prompt"], "user") + _as_messages(row["completion"], "assistant")
-    return _sample_from_messages(messages, markers)
+    prompt = _as_messages(row["prompt"], "user", "prompt")
+    messages = prompt + _as_messages(row["completion"], "assistant", "completion")
+    return _sample_from_messages(messages, markers, field_name="prompt+completion")
 
 
 def from_reasoning_content(
@@ -234,7 +292,8 @@ def from_reasoning_content(
         "content": row["content"],
         "reasoning_content": row["reasoning_content"],
     }
-    return _sample_from_messages([*_as_messages(row["prompt"], "user"), assistant], markers)
+    messages = [*_as_messages(row["prompt"], "user", "prompt"), assistant]
+    return _sample_from_messages(messages, markers, field_name="prompt+content")
 
 
 FORMAT_ADAPTERS: dict[str, Callable[..., ReasoningSample]] = {
@@ -245,15 +304,19 @@ FORMAT_ADAPTERS: dict[str, Callable[..., ReasoningSample]] = {
 }
 
 
+# Columns each layout needs, in detection order (reasoning_content before prompt_completion).
+FORMAT_COLUMNS: dict[str, frozenset[str]] = {
+    "messages": frozenset({"messages"}),
+    "conversations": frozenset({"conversations"}),
+    "reasoning_content": frozenset({"prompt", "reasoning_content", "content"}),
+    "prompt_completion": frozenset({"prompt", "completion"}),
+}
+
+
 def detect_format(column_names: Sequence[str]) -> str:
     """Name of the ``FORMAT_ADAPTERS`` layout a dataset with these columns uses."""
     columns = set(column_names)
-    for name, needed in (
-        ("messages", {"messages"}),
-        ("conversations", {"conversations"}),
-        ("reasoning_content", {"prompt", "reasoning_content", "content"}),
-        ("prompt_completion", {"prompt", "completion"}),
-    ):
+    for name, needed in FORMAT_COLUMNS.items():
         if needed <= columns:
             return name
     raise ValueError(

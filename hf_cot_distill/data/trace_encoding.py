@@ -21,6 +21,7 @@ from typing import Any, Literal
 from hf_cot_distill.data.formats import (
     CASE_BITS,
     FORMAT_ADAPTERS,
+    FORMAT_COLUMNS,
     MARKER_PRESETS,
     TRACE_CASES,
     ReasoningSample,
@@ -158,12 +159,29 @@ class ReasoningTraceEncoder:
                 f"source_format: {self.source_format!r} unknown; fix: one of {sorted(FORMAT_ADAPTERS)}."
             )
         for name, value, allowed in (
+            ("turn_policy", self.turn_policy, ("last", "all")),
             ("on_too_long", self.on_too_long, ("refuse", "keep")),
             ("on_empty_cot", self.on_empty_cot, ("empty_block", "refuse")),
             ("on_invalid", self.on_invalid, ("raise", "drop")),
         ):
-            if value not in allowed:
+            if not isinstance(value, str) or value not in allowed:
                 raise ValueError(f"{name}: {value!r} not allowed; fix: one of {allowed}.")
+        length = self.max_length
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise ValueError(
+                f"max_length: {length!r} is not None or a positive int; fix: e.g. max_length=4096."
+            )
+        for name in ("source_markers", "render_markers"):
+            markers = getattr(self, name)
+            if not isinstance(markers, TraceMarkers) and not (name == "source_markers" and markers is None):
+                raise ValueError(
+                    f"{name}: {markers!r} is not a TraceMarkers; fix: one of MARKER_PRESETS "
+                    f"{sorted(MARKER_PRESETS)}, e.g. MARKER_PRESETS['think']."
+                )
+        if not isinstance(self.end_of_turn, str) or not self.end_of_turn:
+            raise ValueError(
+                f"end_of_turn: {self.end_of_turn!r} is not a non-empty string; fix: e.g. '<|im_end|>'."
+            )
 
     def _render(self, row: Mapping[str, Any]) -> tuple[str, list[CharSpan], int]:
         adapter = FORMAT_ADAPTERS[self.source_format]
@@ -178,6 +196,12 @@ class ReasoningTraceEncoder:
         )
 
     def __call__(self, batch: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+        missing = FORMAT_COLUMNS[self.source_format] - set(batch)
+        if missing:
+            raise ValueError(
+                f"columns: {sorted(missing)} missing for source_format={self.source_format!r} (got "
+                f"{sorted(batch)}); fix: rename the columns or pick the layout they follow."
+            )
         n = len(next(iter(batch.values())))
         texts: list[str] = []
         spans: list[list[CharSpan]] = []

@@ -1,0 +1,116 @@
+"""ReasoningTraceEncoder on edge cases: list-of-parts content, malformed rows and
+construction-time validation. Real Qwen2.5 tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+from datasets import Dataset
+
+from hf_cot_distill.data.formats import TraceError
+from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, encode_dataset
+from tests.tiny_tokenizer import tiny_qwen2_tokenizer
+
+
+def _encode(tok, rows, **kwargs):
+    batch = {key: [row[key] for row in rows] for key in rows[0]}
+    return ReasoningTraceEncoder(tok, **kwargs)(batch)
+
+
+def _chat(*contents):
+    roles = ["user", "assistant"] * len(contents)
+    return {"messages": [{"role": role, "content": c} for role, c in zip(roles, contents)]}
+
+
+def test_text_parts_are_joined_like_a_string(qwen25_tokenizer):
+    tok = qwen25_tokenizer
+    parts = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2?"}],
+            },
+            {"role": "assistant", "content": [{"type": "text", "text": "<think>r</think>4"}]},
+        ]
+    }
+    plain = _chat("What is 2+2?", "<think>r</think>4")
+    out = _encode(tok, [parts, plain])
+    assert out["input_ids"][0] == out["input_ids"][1] and out["section_ids"][0] == out["section_ids"][1]
+    assert out["trace_flags"] == [0, 0]
+    assert "[{" not in tok.decode(out["input_ids"][0])
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (
+            [{"type": "text", "text": "look"}, {"type": "image", "image": "x.png"}],
+            r"messages\[0\]\.content\[1\]",
+        ),
+        (["plain string part"], r"messages\[0\]\.content\[0\]"),
+        ({"text": "a dict"}, r"messages\[0\]\.content"),
+        (7, r"messages\[0\]\.content"),
+    ],
+)
+def test_non_text_content_is_refused_naming_the_field(content, field):
+    row = {"messages": [{"role": "user", "content": content}, {"role": "assistant", "content": "4"}]}
+    with pytest.raises(TraceError, match=field) as err:
+        _encode(tiny_qwen2_tokenizer(), [row])
+    assert err.value.case == "malformed_row"
+
+
+@pytest.mark.parametrize(
+    ("messages", "match"),
+    [
+        ([{"content": "q"}, {"role": "assistant", "content": "4"}], r"messages\[0\]: 'role' is None"),
+        ([{"role": 3, "content": "q"}, {"role": "assistant", "content": "4"}], r"messages\[0\]: 'role' is 3"),
+        ([{"role": "user", "content": "q"}, {"role": "assistant"}], r"messages\[1\]: no 'content' key"),
+        (["q", {"role": "assistant", "content": "4"}], r"messages\[0\]: str"),
+        ("just a string", r"messages: str"),
+    ],
+)
+def test_malformed_rows_are_trace_errors(messages, match):
+    tok = tiny_qwen2_tokenizer()
+    with pytest.raises(TraceError, match=match) as err:
+        _encode(tok, [{"messages": messages}])
+    assert err.value.case == "malformed_row"
+
+
+def test_one_malformed_row_is_dropped_and_counted_in_dataset_map():
+    rows = [_chat("q", "<think>r</think>4")] * 3 + [
+        {"messages": [{"content": "q"}, {"role": "assistant", "content": "4"}]}
+    ]
+    enc = ReasoningTraceEncoder(tiny_qwen2_tokenizer(), on_invalid="drop")
+    encoded, stats = encode_dataset(Dataset.from_list(rows), enc)
+    assert len(encoded) == 3
+    assert stats.counts["malformed_row"] == stats.counts["dropped"] == 1
+
+
+@pytest.mark.parametrize("bad", [{"prompt": None}, {"completion": 5}])
+def test_prompt_completion_fields_of_the_wrong_type_are_malformed_rows(bad):
+    row = {"prompt": "q", "completion": "<think>r</think>4", **bad}
+    with pytest.raises(TraceError, match=next(iter(bad))) as err:
+        _encode(tiny_qwen2_tokenizer(), [row], source_format="prompt_completion")
+    assert err.value.case == "malformed_row"
+
+
+def test_missing_layout_columns_are_named():
+    with pytest.raises(ValueError, match=r"columns: \['completion'\] missing"):
+        _encode(tiny_qwen2_tokenizer(), [{"prompt": "q"}], source_format="prompt_completion")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"max_length": -1}, "max_length"),
+        ({"max_length": 0}, "max_length"),
+        ({"max_length": 2.5}, "max_length"),
+        ({"max_length": True}, "max_length"),
+        ({"turn_policy": "first"}, "turn_policy"),
+        ({"render_markers": "think"}, "render_markers"),
+        ({"source_markers": "openthoughts"}, "source_markers"),
+        ({"end_of_turn": ""}, "end_of_turn"),
+    ],
+)
+def test_bad_encoder_settings_are_refused_at_construction(kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field}: .*fix:"):
+        ReasoningTraceEncoder(tiny_qwen2_tokenizer(), **kwargs)
