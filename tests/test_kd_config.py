@@ -19,6 +19,7 @@ def config(**kwargs: Any) -> SectionKDConfig:
 
 def test_defaults_are_the_paper_objective() -> None:
     c = config()
+    assert c.logging_nan_inf_filter is False  # a NaN loss is logged as NaN, not hidden
     assert (c.divergence, c.temperature, c.ce_weight, c.kd_weight, c.kd_mode) == (
         "forward_kl",
         1.0,
@@ -85,6 +86,9 @@ def test_truncation_from_name_and_json_kwargs() -> None:
         ({"remove_unused_columns": True}, r"remove_unused_columns: got True"),
         ({"padding_free": "no"}, r"padding_free: got 'no'; use True or False"),
         ({"scale_by_temperature_squared": 1}, r"scale_by_temperature_squared: got 1; use True or False"),
+        ({"num_train_epochs": 0}, r"num_train_epochs: got 0; .* it would train 0 steps"),
+        ({"max_steps": -5}, r"max_steps: got -5; use an int > 0, or -1"),
+        ({"max_steps": 0}, r"max_steps: got 0"),
     ],
 )
 def test_bad_values_name_field_value_and_fix(kwargs: dict[str, Any], match: str) -> None:

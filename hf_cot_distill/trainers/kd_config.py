@@ -200,6 +200,13 @@ class SectionKDConfig(TrainingArguments):
     disable_dropout: bool = field(
         default=True, metadata={"help": "Set dropout to 0 in the student and teacher."}
     )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "Transformers' default True logs a NaN/inf loss as the running mean of the finite ones, "
+            "hiding a diverged run; here False: the logged loss is the real one."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={
@@ -234,6 +241,11 @@ class SectionKDConfig(TrainingArguments):
         ):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "use True or False (a string such as 'no' would count as True).")
+        if self.max_steps == -1:  # train num_train_epochs epochs
+            if not (_finite(self.num_train_epochs) and self.num_train_epochs > 0):
+                raise bad("num_train_epochs", "use a number > 0 (or max_steps > 0): it would train 0 steps.")
+        elif isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise bad("max_steps", "use an int > 0, or -1 to train num_train_epochs epochs.")
         if self.divergence not in DIVERGENCES:
             raise bad("divergence", f"use one of {sorted(DIVERGENCES)}.")
         if not (_finite(self.beta) and 0.0 <= self.beta <= 1.0):
