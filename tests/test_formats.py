@@ -112,6 +112,7 @@ def test_custom_markers_are_data() -> None:
         ("The answer is 4. <think>why</think>", "text_before_cot"),
         ("</think>x<think>y", "malformed_markers"),
         ("<think>a</think><think>b</think>c", "malformed_markers"),
+        ("<think>the trace stops after its reasoning</think>", "empty_answer"),
     ],
 )
 def test_refused_cases_raise_value_error_or_are_dropped_and_counted(completion: str, case: str) -> None:

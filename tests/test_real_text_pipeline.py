@@ -301,8 +301,9 @@ def _bad_variants(traces):
     }
     rows[9] = {"messages": [*rows[9]["messages"], {"role": "user", "content": "Thanks!"}]}
     assistant(10, f"<think>\n<think>\n{t[10].reasoning}\n</think>\n\n{t[10].answer}")
+    assistant(13, f"<think>\n{t[13].reasoning}\n</think>\n\n")  # cut right after its CoT
     rows[14] = {"messages": [{"content": t[14].prompt}, *rows[14]["messages"][1:]]}  # no role
-    refused = {0, 1, 2, 5, 9, 10, 14}
+    refused = {0, 1, 2, 5, 9, 10, 13, 14}
     expected = dict.fromkeys(TRACE_CASES, 0)
     expected.update(
         missing_close_marker=3,
@@ -312,6 +313,7 @@ def _bad_variants(traces):
         multiple_assistant_turns=1,
         no_final_assistant_turn=1,
         malformed_markers=1,
+        empty_answer=1,
         malformed_row=1,
     )
     return rows, refused, expected

@@ -1,14 +1,27 @@
-"""ReasoningTraceEncoder on edge cases: list-of-parts content, malformed rows and
-construction-time validation. Real Qwen2.5 tokenizer."""
+"""ReasoningTraceEncoder on edge cases: markers and end-of-turn strings inside the text,
+list-of-parts content, empty answers, malformed rows and construction-time validation. Real
+Qwen2.5 / Qwen3 tokenizers."""
 
 from __future__ import annotations
 
 import pytest
 from datasets import Dataset
 
-from hf_cot_distill.data.formats import TraceError
+from hf_cot_distill.data.formats import CASE_BITS, TraceError
 from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, encode_dataset
+from hf_cot_distill.sections import Section, section_runs
 from tests.tiny_tokenizer import tiny_qwen2_tokenizer
+
+P, C, A = int(Section.PROMPT), int(Section.COT), int(Section.ANSWER)
+# Qwen2.5 has no </think> token: its last BPE piece ">\n\n" takes the answer's two newlines into
+# the COT (a token belongs to the section of its first character; see test_real_text_pipeline).
+CLOSE = "</think>\n\n"
+
+
+def _sections(tok, out, r=0):
+    """``[(section, decoded text), …]`` of row ``r``, one entry per run."""
+    ids, secs = out["input_ids"][r], out["section_ids"][r]
+    return [(s, tok.decode(ids[a:b])) for s, a, b in section_runs(secs)]
 
 
 def _encode(tok, rows, **kwargs):
@@ -19,6 +32,63 @@ def _encode(tok, rows, **kwargs):
 def _chat(*contents):
     roles = ["user", "assistant"] * len(contents)
     return {"messages": [{"role": role, "content": c} for role, c in zip(roles, contents)]}
+
+
+def test_reasoning_that_mentions_the_close_marker_stays_cot(qwen25_tokenizer):
+    tok = qwen25_tokenizer
+    reasoning = "the tag </think> closes a block; more reasoning"
+    out = _encode(
+        tok,
+        [{"prompt": "q", "reasoning_content": reasoning, "content": "42"}],
+        source_format="reasoning_content",
+    )
+    assert _sections(tok, out)[1:] == [(C, f"<think>\n{reasoning}\n{CLOSE}"), (A, "42<|im_end|>")]
+    # OpenThoughts source markers differ from the render markers: the same holds
+    row = {
+        "conversations": [
+            {"from": "human", "value": "q"},
+            {
+                "from": "gpt",
+                "value": f"<|begin_of_thought|>{reasoning}<|end_of_thought|>"
+                "<|begin_of_solution|>42<|end_of_solution|>",
+            },
+        ]
+    }
+    out = _encode(tok, [row], source_format="conversations")
+    assert _sections(tok, out)[1:] == [(C, f"<think>\n{reasoning}\n{CLOSE}"), (A, "42<|im_end|>")]
+    assert out["trace_flags"] == [0]
+
+
+def test_qwen3_template_that_resplits_the_reasoning_is_refused_not_mangled(qwen3_tokenizer):
+    """Qwen3's template cuts content at ``</think>``: part of the reasoning would vanish."""
+    row = {"prompt": "q", "reasoning_content": "the tag </think> closes a block; more", "content": "42"}
+    with pytest.raises(TraceError, match="rewrote this assistant turn") as err:
+        _encode(qwen3_tokenizer, [row], source_format="reasoning_content")
+    assert err.value.case == "malformed_markers"
+    out = _encode(qwen3_tokenizer, [row], source_format="reasoning_content", on_invalid="drop")
+    assert out["input_ids"] == [[]]
+    assert out["trace_flags"] == [CASE_BITS["malformed_markers"] | CASE_BITS["dropped"]]
+
+
+def test_answer_that_mentions_the_end_of_turn_is_kept_whole(qwen25_tokenizer):
+    answer = "With <|im_end|>, then the next turn starts. Final: im_end."
+    out = _encode(qwen25_tokenizer, [_chat("How does ChatML end a turn?", f"<think>recall</think>{answer}")])
+    assert _sections(qwen25_tokenizer, out)[-1] == (A, f"{answer}<|im_end|>")
+    assert out["trace_flags"] == [0]
+
+
+def test_empty_answer_after_the_cot_is_refused_dropped_or_kept_with_a_flag(qwen25_tokenizer):
+    tok = qwen25_tokenizer
+    rows = [_chat("q", "<think>long reasoning</think>"), _chat("q", "<think>r</think>4")]
+    with pytest.raises(TraceError, match="on_empty_answer") as err:
+        _encode(tok, rows)
+    assert err.value.case == "empty_answer"
+    dropped = _encode(tok, rows, on_invalid="drop")
+    assert dropped["input_ids"][0] == [] and len(dropped["input_ids"][1]) > 0
+    assert dropped["trace_flags"] == [CASE_BITS["empty_answer"] | CASE_BITS["dropped"], 0]
+    kept = _encode(tok, rows, on_empty_answer="keep")
+    assert _sections(tok, kept)[1:] == [(C, f"<think>\nlong reasoning\n{CLOSE}"), (A, "<|im_end|>")]
+    assert kept["trace_flags"] == [CASE_BITS["empty_answer"], 0]
 
 
 def test_text_parts_are_joined_like_a_string(qwen25_tokenizer):
@@ -106,6 +176,7 @@ def test_missing_layout_columns_are_named():
         ({"max_length": 2.5}, "max_length"),
         ({"max_length": True}, "max_length"),
         ({"turn_policy": "first"}, "turn_policy"),
+        ({"on_empty_answer": "drop"}, "on_empty_answer"),
         ({"render_markers": "think"}, "render_markers"),
         ({"source_markers": "openthoughts"}, "source_markers"),
         ({"end_of_turn": ""}, "end_of_turn"),

@@ -36,6 +36,8 @@ too_long                   ``on_too_long`` "refuse" or "keep" (a truncation poli
 malformed_row              refused: a message without a ``str`` role, without content, with
                            content that is neither text nor a list of text parts, or a layout field
                            of the wrong type
+empty_answer               ``on_empty_answer`` "refuse" (a trace cut right after its CoT: nothing
+                           after the closing marker) or "keep" (the ANSWER is the end of turn)
 ========================== =====================================================================
 
 Refusals raise :class:`TraceError` (a ``ValueError`` naming field, value and fix); with
@@ -66,6 +68,7 @@ TRACE_CASES: tuple[str, ...] = (
     "dropped",
     # Appended after "dropped" so that the bits of the older cases do not move.
     "malformed_row",
+    "empty_answer",
 )
 CASE_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(TRACE_CASES)}
 

@@ -32,10 +32,22 @@ from hf_cot_distill.data.formats import (
 from hf_cot_distill.sections import CharSpan, Section, require_fast_tokenizer, tokenize_with_sections
 
 
-def _render_content(turn: Turn, markers: TraceMarkers, on_empty_cot: str) -> str:
+def _render_content(turn: Turn, markers: TraceMarkers, on_empty_cot: str) -> tuple[str, int]:
+    """An assistant turn's content and the length of its COT part (the think block)."""
     if not turn.reasoning and on_empty_cot == "refuse":
         raise TraceError("empty_cot", "reasoning: empty CoT; fix: use on_empty_cot='empty_block' or drop it.")
-    return f"{markers.think_open}\n{turn.reasoning or ''}\n{markers.think_close}\n\n{turn.content}"
+    cot = f"{markers.think_open}\n{turn.reasoning or ''}\n{markers.think_close}"
+    return f"{cot}\n\n{turn.content}", len(cot)
+
+
+def _find_in_turn(full: str, needle: str, start: int, end_of_turn: str, *, blank_head: bool = False) -> int:
+    """Where ``needle`` starts inside the turn that starts at ``start`` (no ``end_of_turn``
+    before it; with ``blank_head``, only whitespace before it), or -1."""
+    at = full.find(needle, start)
+    head = full[start:at]
+    if at < 0 or end_of_turn in head or (blank_head and head.strip()):
+        return -1
+    return at
 
 
 def render_sample(
@@ -50,30 +62,36 @@ def render_sample(
     """Render ``sample`` with the tokenizer's chat template; return ``(text, spans, flags)``.
 
     Each supervised assistant turn ``i`` starts where ``messages[:i]`` rendered with
-    ``add_generation_prompt=True`` ends (the header stays PROMPT) and ends after the first
-    ``end_of_turn`` that follows. Inside it, ``render_markers.think_open`` … ``think_close``
-    is COT and the rest ANSWER. The text stops after the last supervised turn.
+    ``add_generation_prompt=True`` ends (the header stays PROMPT). Its sections come from the
+    lengths of what was rendered, never from searching marker text (reasoning may mention
+    ``</think>``, an answer may mention ``<|im_end|>``): the content is found verbatim in the turn,
+    its think block (and any text the template put before the content) is COT, the rest up to
+    and including the first ``end_of_turn`` after the content is ANSWER. When the template
+    dropped the reasoning and rendered the answer alone (Qwen3, turns before the last user
+    query), the turn is ANSWER (``reasoning_not_rendered``); when it rewrote the content in any
+    other way (Qwen3 re-splits content at ``</think>``), the sample is refused
+    (``malformed_markers``). The text stops after the last supervised turn. A supervised turn
+    with an empty answer sets ``empty_answer`` (the encoder's ``on_empty_answer`` rule acts on it).
     """
     if turn_policy not in ("last", "all"):
         raise ValueError(f"turn_policy: {turn_policy!r} is not 'last' or 'all'; fix: pick one of them.")
-    messages = [
-        {
-            "role": t.role,
-            "content": _render_content(t, render_markers, on_empty_cot)
-            if t.role == "assistant"
-            else t.content,
-        }
-        for t in sample.turns
-    ]
     assistant_at = [i for i, t in enumerate(sample.turns) if t.role == "assistant"]
     supervised = assistant_at[-1:] if turn_policy == "last" else assistant_at
-    if supervised[0] == 0:
+    if not supervised or supervised[0] == 0:
         raise TraceError(
             "no_final_assistant_turn", "messages: conversation starts with the assistant; fix: add a prompt."
         )
+    flags = sample.flags
+    rendered = {i: _render_content(sample.turns[i], render_markers, on_empty_cot) for i in assistant_at}
+    if any(not sample.turns[i].content for i in supervised):
+        flags |= CASE_BITS["empty_answer"]
+    messages = [
+        {"role": t.role, "content": rendered[i][0] if i in rendered else t.content}
+        for i, t in enumerate(sample.turns)
+    ]
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     spans: list[CharSpan] = []
-    flags, end = sample.flags, 0
+    end = 0
     for i in supervised:
         prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
         if not full.startswith(prefix):
@@ -82,23 +100,36 @@ def render_sample(
                 "full conversation; fix: use a prefix-stable chat template (e.g. ChatML)."
             )
         start = len(prefix)
-        eot = full.find(end_of_turn, start)
-        if eot < 0:
-            raise ValueError(
-                f"end_of_turn: {end_of_turn!r} not found after assistant turn {i}; "
-                "fix: pass the marker the chat template closes assistant turns with."
-            )
-        end = eot + len(end_of_turn)
-        body = full[start:end]
-        o = body.find(render_markers.think_open)
-        c = body.find(render_markers.think_close, max(o, 0))
-        if o >= 0 and c >= 0:
-            spans.append(CharSpan(start + o, start + c + len(render_markers.think_close), Section.COT))
-            spans.append(CharSpan(start + c + len(render_markers.think_close), end, Section.ANSWER))
-        else:
+        content, cot_len = rendered[i]
+        at = _find_in_turn(full, content + end_of_turn, start, end_of_turn)
+        if at >= 0:  # verbatim; text the template put before the content joins the COT
+            end = at + len(content) + len(end_of_turn)
+            if at + cot_len > start:
+                spans.append(CharSpan(start, at + cot_len, Section.COT))
+            spans.append(CharSpan(at + cot_len, end, Section.ANSWER))
+            continue
+        answer = content[cot_len:].lstrip()
+        at = _find_in_turn(full, answer + end_of_turn, start, end_of_turn, blank_head=True)
+        if at >= 0:  # the template dropped the reasoning (Qwen3 before the last user query)
+            end = at + len(answer) + len(end_of_turn)
             if sample.turns[i].reasoning:
                 flags |= CASE_BITS["reasoning_not_rendered"]
             spans.append(CharSpan(start, end, Section.ANSWER))
+            continue
+        turn = sample.turns[i]
+        markers = (render_markers.think_open, render_markers.think_close, "<think>", "</think>")
+        if any(m in (turn.reasoning or "") + turn.content for m in markers):
+            raise TraceError(
+                "malformed_markers",
+                f"messages[{i}]: the chat template rewrote this assistant turn, whose text contains a think "
+                "marker (Qwen3's template re-splits the content at '</think>'), so its COT/ANSWER sections "
+                "cannot be placed; fix: remove the marker from the reasoning/answer or drop the row.",
+            )
+        raise ValueError(
+            f"chat_template: assistant turn {i} is not rendered as its content (or its answer alone) followed "
+            f"by end_of_turn={end_of_turn!r}; fix: pass the end_of_turn the template closes assistant turns "
+            "with, or use a template that renders the content verbatim (e.g. ChatML)."
+        )
     return full[:end], spans, flags
 
 
@@ -150,6 +181,7 @@ class ReasoningTraceEncoder:
     max_length: int | None = None
     on_too_long: Literal["refuse", "keep"] = "refuse"
     on_empty_cot: Literal["empty_block", "refuse"] = "empty_block"
+    on_empty_answer: Literal["refuse", "keep"] = "refuse"
     on_invalid: Literal["raise", "drop"] = "raise"
 
     def __post_init__(self) -> None:
@@ -162,6 +194,7 @@ class ReasoningTraceEncoder:
             ("turn_policy", self.turn_policy, ("last", "all")),
             ("on_too_long", self.on_too_long, ("refuse", "keep")),
             ("on_empty_cot", self.on_empty_cot, ("empty_block", "refuse")),
+            ("on_empty_answer", self.on_empty_answer, ("refuse", "keep")),
             ("on_invalid", self.on_invalid, ("raise", "drop")),
         ):
             if not isinstance(value, str) or value not in allowed:
@@ -186,7 +219,7 @@ class ReasoningTraceEncoder:
     def _render(self, row: Mapping[str, Any]) -> tuple[str, list[CharSpan], int]:
         adapter = FORMAT_ADAPTERS[self.source_format]
         sample = adapter(row) if self.source_markers is None else adapter(row, self.source_markers)
-        return render_sample(
+        text, spans, flags = render_sample(
             self.tokenizer,
             sample,
             render_markers=self.render_markers,
@@ -194,6 +227,13 @@ class ReasoningTraceEncoder:
             turn_policy=self.turn_policy,
             on_empty_cot=self.on_empty_cot,
         )
+        if flags & CASE_BITS["empty_answer"] and self.on_empty_answer == "refuse":
+            raise TraceError(
+                "empty_answer",
+                "answer: a supervised assistant turn has nothing after its CoT (a trace cut after its "
+                "reasoning?); fix: on_empty_answer='keep' to train on it, or on_invalid='drop'.",
+            )
+        return text, spans, flags
 
     def __call__(self, batch: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
         missing = FORMAT_COLUMNS[self.source_format] - set(batch)
