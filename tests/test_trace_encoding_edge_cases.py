@@ -1,18 +1,26 @@
-"""ReasoningTraceEncoder on edge cases: markers and end-of-turn strings inside the text,
-list-of-parts content, empty answers, malformed rows and construction-time validation. Real
-Qwen2.5 / Qwen3 tokenizers."""
+"""ReasoningTraceEncoder on edge cases: symbolic headers as CoT markers, conversations rendered as
+given, markers and end-of-turn strings inside the text, list-of-parts content, empty answers,
+malformed rows and construction-time validation. Real Qwen2.5 / Qwen3 tokenizers."""
 
 from __future__ import annotations
 
 import pytest
 from datasets import Dataset
 
-from hf_cot_distill.data.formats import CASE_BITS, TraceError
+from hf_cot_distill.data.formats import (
+    CASE_BITS,
+    MARKER_PRESETS,
+    TraceError,
+    TraceMarkers,
+    split_reasoning,
+)
+from hf_cot_distill.data.symbolic import SymbolicConfig, generate_symbolic_task
 from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, encode_dataset
 from hf_cot_distill.sections import Section, section_runs
 from tests.tiny_tokenizer import tiny_qwen2_tokenizer
 
 P, C, A = int(Section.PROMPT), int(Section.COT), int(Section.ANSWER)
+SYMBOLIC = MARKER_PRESETS["symbolic"]
 # Qwen2.5 has no </think> token: its last BPE piece ">\n\n" takes the answer's two newlines into
 # the COT (a token belongs to the section of its first character; see test_real_text_pipeline).
 CLOSE = "</think>\n\n"
@@ -32,6 +40,112 @@ def _encode(tok, rows, **kwargs):
 def _chat(*contents):
     roles = ["user", "assistant"] * len(contents)
     return {"messages": [{"role": role, "content": c} for role, c in zip(roles, contents)]}
+
+
+# --- symbolic tasks: rendered as generated, headers as the CoT markers -----------------------------
+
+
+def _symbolic_tasks():
+    """Two tasks with CoT and direct in-context examples: one ends in a CoT example, one direct."""
+    config = SymbolicConfig(n_examples=4, word_length=4, cot_example_prob=0.5, seed=2)
+    found = {}
+    for index in range(200):
+        task = generate_symbolic_task(config, index)
+        flags = task["example_has_cot"]
+        if any(flags[:-1]) and not all(flags[:-1]):
+            found.setdefault(flags[-1], task)
+        if len(found) == 2:
+            return found[True], found[False]
+    raise AssertionError("no mixed symbolic task in 200 indices")
+
+
+def test_symbolic_conversation_is_rendered_as_generated_and_its_reasoning_is_cot(qwen25_tokenizer):
+    tok = qwen25_tokenizer
+    tasks = _symbolic_tasks()
+    out = _encode(
+        tok,
+        [{"messages": t["messages"]} for t in tasks],
+        source_markers=SYMBOLIC,
+        render_markers=SYMBOLIC,
+        on_empty_cot="as_given",
+    )
+    for r, task in enumerate(tasks):
+        text = tok.decode(out["input_ids"][r])
+        # the training text is the dataset's conversation, byte for byte (no injected block)
+        assert text + "\n" == tok.apply_chat_template(task["messages"], tokenize=False)
+        prompt = tok.apply_chat_template(task["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        chain, answer = task["chain_words"][-1], task["answer"]
+        expected_answer = f"### Answer\n\\boxed{{{answer}}}<|im_end|>"
+        if task["example_has_cot"][-1]:
+            steps = "".join(f"Step {i + 1}: {w}\n" for i, w in enumerate(chain[:-1]))
+            assert _sections(tok, out, r) == [
+                (P, prompt),
+                (C, "### Reasoning\n" + steps),
+                (A, expected_answer),
+            ]
+            assert out["trace_flags"][r] & CASE_BITS["empty_cot"]  # the direct in-context examples
+        else:
+            assert _sections(tok, out, r) == [(P, prompt), (A, expected_answer)]
+        assert out["trace_flags"][r] & CASE_BITS["multiple_assistant_turns"]
+
+
+def test_unsupervised_turns_without_a_think_block_get_none_injected(qwen25_tokenizer):
+    """Default ``<think>`` markers: earlier assistant turns are PROMPT and rendered as given."""
+    tok = qwen25_tokenizer
+    task = _symbolic_tasks()[0]
+    out = _encode(tok, [{"messages": task["messages"]}])
+    prompt = tok.apply_chat_template(task["messages"][:-1], tokenize=False, add_generation_prompt=True)
+    runs = _sections(tok, out)
+    assert runs[0] == (P, prompt) and "<think>" not in prompt
+    # the supervised turn has no <think> block: on_empty_cot="empty_block" (the default) adds one
+    assert runs[1] == (C, f"<think>\n\n{CLOSE}")
+    row = _chat("Hi", "Hello!", "What is 2+2?", "<think>add</think>4")
+    prompt_text = _sections(tok, _encode(tok, [row]))[0][1]
+    assert prompt_text.endswith(
+        "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_as_given_keeps_a_plain_answer_without_a_block(qwen25_tokenizer):
+    out = _encode(qwen25_tokenizer, [_chat("q", "plain answer")], on_empty_cot="as_given")
+    assert _sections(qwen25_tokenizer, out)[1:] == [(A, "plain answer<|im_end|>")]
+    assert out["trace_flags"] == [CASE_BITS["empty_cot"]]
+
+
+def test_symbolic_markers_parse_direct_answers_and_refuse_the_rest():
+    assert split_reasoning("### Reasoning\nStep 1: ab\n### Answer\n\\boxed{x}", SYMBOLIC) == (
+        "Step 1: ab",
+        "\\boxed{x}",
+        0,
+    )
+    assert split_reasoning("### Answer\n\\boxed{x}", SYMBOLIC) == (None, "\\boxed{x}", CASE_BITS["empty_cot"])
+    for text, case in (
+        ("\\boxed{x}", "missing_close_marker"),
+        ("so it is\n### Answer\n\\boxed{x}", "text_before_cot"),
+        ("### Reasoning\nStep 1: ab", "missing_close_marker"),
+    ):
+        with pytest.raises(TraceError, match="fix:") as err:
+            split_reasoning(text, SYMBOLIC)
+        assert err.value.case == case
+
+
+def test_symbolic_render_markers_refuse_an_injected_empty_block():
+    with pytest.raises(ValueError, match="on_empty_cot.*as_given"):
+        ReasoningTraceEncoder(tiny_qwen2_tokenizer(), source_markers=SYMBOLIC, render_markers=SYMBOLIC)
+
+
+def test_trace_markers_must_be_non_blank_strings():
+    for kwargs in (
+        {"think_open": ""},
+        {"think_close": "  "},
+        {"solution_open": ""},
+        {"close_opens_answer": 1},
+    ):
+        with pytest.raises(ValueError, match="TraceMarkers"):
+            TraceMarkers(**kwargs)
+
+
+# --- sections from rendered lengths, not from searching marker text ---------------------------------
 
 
 def test_reasoning_that_mentions_the_close_marker_stays_cot(qwen25_tokenizer):
@@ -77,6 +191,9 @@ def test_answer_that_mentions_the_end_of_turn_is_kept_whole(qwen25_tokenizer):
     assert out["trace_flags"] == [0]
 
 
+# --- empty answers -------------------------------------------------------------------------------------
+
+
 def test_empty_answer_after_the_cot_is_refused_dropped_or_kept_with_a_flag(qwen25_tokenizer):
     tok = qwen25_tokenizer
     rows = [_chat("q", "<think>long reasoning</think>"), _chat("q", "<think>r</think>4")]
@@ -89,6 +206,9 @@ def test_empty_answer_after_the_cot_is_refused_dropped_or_kept_with_a_flag(qwen2
     kept = _encode(tok, rows, on_empty_answer="keep")
     assert _sections(tok, kept)[1:] == [(C, f"<think>\nlong reasoning\n{CLOSE}"), (A, "<|im_end|>")]
     assert kept["trace_flags"] == [CASE_BITS["empty_answer"], 0]
+
+
+# --- list-of-parts content (TRL / OpenAI) ------------------------------------------------------------
 
 
 def test_text_parts_are_joined_like_a_string(qwen25_tokenizer):
@@ -126,6 +246,9 @@ def test_non_text_content_is_refused_naming_the_field(content, field):
     with pytest.raises(TraceError, match=field) as err:
         _encode(tiny_qwen2_tokenizer(), [row])
     assert err.value.case == "malformed_row"
+
+
+# --- malformed rows and construction-time validation -----------------------------------------------
 
 
 @pytest.mark.parametrize(

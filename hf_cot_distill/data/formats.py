@@ -13,7 +13,11 @@ Layouts (``FORMAT_ADAPTERS``; each maps one dataset row to a :class:`ReasoningSa
 * ``"reasoning_content"``: R1 style, ``prompt`` + ``reasoning_content`` + ``content`` fields.
 
 Markers are data (:class:`TraceMarkers`, presets in ``MARKER_PRESETS``): the markers a source
-uses to *parse* it and the markers the model is *trained* with are chosen separately.
+uses to *parse* it and the markers the model is *trained* with are chosen separately. The
+``"symbolic"`` preset reads and writes the symbolic tasks' headers (``### Reasoning`` … then
+``### Answer`` and ``\\boxed{…}``, :mod:`hf_cot_distill.data.symbolic`): the closing marker opens the
+answer, so the reasoning block is COT and ``### Answer …`` is ANSWER, and an answer without
+reasoning (a direct example) is valid.
 
 Bad input, each with a rule (``TRACE_CASES`` names; counted in :class:`TraceStats`):
 
@@ -25,8 +29,10 @@ missing_open_marker        handled: text before the closing marker is the CoT (R
 missing_close_marker       refused: the trace was cut before its answer
 malformed_markers          refused: closing before opening, or a marker repeated
 text_before_cot            refused ("answer before CoT"): non-blank text before the opening marker
-empty_cot                  handled by ``on_empty_cot="empty_block"`` (an empty think block whose
-                           markers are the only COT tokens, Qwen3's non-thinking form) or refused
+empty_cot                  a supervised turn without CoT: ``on_empty_cot`` "empty_block" (an empty
+                           think block whose markers are the only COT tokens, Qwen3's non-thinking
+                           form), "as_given" (no block: the turn is ANSWER) or "refuse"; turns that
+                           are not supervised are rendered as given (no block is added)
 multiple_assistant_turns   handled: ``turn_policy`` "last" (earlier turns are PROMPT) or "all"
 reasoning_not_rendered     handled: the chat template dropped a turn's reasoning (Qwen3 does for
                            turns before the last user query); that turn is supervised as ANSWER
@@ -83,12 +89,36 @@ class TraceError(ValueError):
 
 @dataclass(frozen=True)
 class TraceMarkers:
-    """Strings that delimit the reasoning (and optionally the solution) in assistant text."""
+    """Strings that delimit the reasoning (and optionally the solution) in assistant text.
+
+    Rendered, a turn reads ``think_open \\n reasoning \\n think_close answer_separator answer``.
+    ``close_opens_answer``: ``think_close`` is the answer's header (``### Answer``), not the end
+    of a think block: it belongs to the ANSWER, every answer carries it, and an answer without
+    the opening marker is a direct answer (no CoT) rather than a ``missing_open_marker``.
+    """
 
     think_open: str = "<think>"
     think_close: str = "</think>"
     solution_open: str | None = None
     solution_close: str | None = None
+    answer_separator: str = "\n\n"
+    close_opens_answer: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("think_open", "think_close"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(
+                    f"TraceMarkers.{name}: {value!r} is not a non-blank string; fix: pass the marker text."
+                )
+        for name in ("solution_open", "solution_close"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"TraceMarkers.{name}: {value!r} is not None or a non-blank string.")
+        if not isinstance(self.answer_separator, str):
+            raise ValueError(f"TraceMarkers.answer_separator: {self.answer_separator!r} is not a string.")
+        if not isinstance(self.close_opens_answer, bool):
+            raise ValueError(f"TraceMarkers.close_opens_answer: {self.close_opens_answer!r} is not a bool.")
 
 
 MARKER_PRESETS: dict[str, TraceMarkers] = {
@@ -96,13 +126,16 @@ MARKER_PRESETS: dict[str, TraceMarkers] = {
     "openthoughts": TraceMarkers(
         "<|begin_of_thought|>", "<|end_of_thought|>", "<|begin_of_solution|>", "<|end_of_solution|>"
     ),
+    # SymbolicConfig's default think_header / answer_header, as render_answer writes them.
+    "symbolic": TraceMarkers("### Reasoning", "### Answer", answer_separator="\n", close_opens_answer=True),
 }
 
 
 @dataclass(frozen=True)
 class Turn:
     """One message. For ``role == "assistant"``: ``content`` is the answer text and ``reasoning``
-    the CoT text (``""`` = empty CoT); for other roles ``reasoning`` is ``None``."""
+    the CoT text (``""`` = an empty think block, ``None`` = the source has no think block); for
+    other roles ``reasoning`` is ``None``."""
 
     role: str
     content: str
@@ -132,12 +165,22 @@ class ReasoningSample:
         return self.turns[-1].content
 
 
-def split_reasoning(text: str, markers: TraceMarkers, field_name: str = "content") -> tuple[str, str, int]:
-    """Split assistant text into ``(reasoning, answer, flags)`` by ``markers`` (stripped)."""
+def split_reasoning(
+    text: str, markers: TraceMarkers, field_name: str = "content"
+) -> tuple[str | None, str, int]:
+    """Split assistant text into ``(reasoning, answer, flags)`` by ``markers`` (stripped).
+
+    ``reasoning`` is ``None`` when the text has no think block (a direct answer).
+    """
     opens, closes = text.count(markers.think_open), text.count(markers.think_close)
-    if opens == 0 and closes == 0:
-        return "", text.strip(), CASE_BITS["empty_cot"]
     fix = f"fix: check the source markers ({markers.think_open!r}/{markers.think_close!r}) or clean the row."
+    if opens == 0 and closes == 0:
+        if markers.close_opens_answer:
+            raise TraceError(
+                "missing_close_marker",
+                f"{field_name}: no answer header {markers.think_close!r} in {text[:80]!r}…; {fix}",
+            )
+        return None, text.strip(), CASE_BITS["empty_cot"]
     if opens > 1 or closes > 1:
         raise TraceError("malformed_markers", f"{field_name}: markers repeated in {text[:80]!r}; {fix}")
     if closes == 0:
@@ -146,9 +189,17 @@ def split_reasoning(text: str, markers: TraceMarkers, field_name: str = "content
         )
     flags = 0
     close_at = text.index(markers.think_close)
-    if opens == 0:
+    if opens == 0 and markers.close_opens_answer:
+        if text[:close_at].strip():
+            raise TraceError(
+                "text_before_cot",
+                f"{field_name}: text {text[:close_at][:60]!r} before the answer header {markers.think_close!r} "
+                f"and no {markers.think_open!r}; {fix}",
+            )
+        reasoning: str | None = None
+    elif opens == 0:
         flags |= CASE_BITS["missing_open_marker"]
-        open_end = 0
+        reasoning = text[:close_at].strip()
     else:
         open_at = text.index(markers.think_open)
         if open_at > close_at:
@@ -159,8 +210,7 @@ def split_reasoning(text: str, markers: TraceMarkers, field_name: str = "content
                 f"{field_name}: text {text[:open_at][:60]!r} before {markers.think_open!r} "
                 f"(answer before CoT?); fix: move it after {markers.think_close!r} or drop the row.",
             )
-        open_end = open_at + len(markers.think_open)
-    reasoning = text[open_end:close_at].strip()
+        reasoning = text[open_at + len(markers.think_open) : close_at].strip()
     answer = text[close_at + len(markers.think_close) :]
     if markers.solution_open is not None and markers.solution_open in answer:
         answer = answer.split(markers.solution_open, 1)[1]

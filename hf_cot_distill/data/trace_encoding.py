@@ -32,12 +32,31 @@ from hf_cot_distill.data.formats import (
 from hf_cot_distill.sections import CharSpan, Section, require_fast_tokenizer, tokenize_with_sections
 
 
-def _render_content(turn: Turn, markers: TraceMarkers, on_empty_cot: str) -> tuple[str, int]:
-    """An assistant turn's content and the length of its COT part (the think block)."""
-    if not turn.reasoning and on_empty_cot == "refuse":
-        raise TraceError("empty_cot", "reasoning: empty CoT; fix: use on_empty_cot='empty_block' or drop it.")
-    cot = f"{markers.think_open}\n{turn.reasoning or ''}\n{markers.think_close}"
-    return f"{cot}\n\n{turn.content}", len(cot)
+def _render_content(
+    turn: Turn, markers: TraceMarkers, *, supervised: bool, on_empty_cot: str, where: str
+) -> tuple[str, int]:
+    """An assistant turn's content and the length of its COT part (0 when no block is rendered).
+
+    A turn whose source has no think block (``reasoning is None``) is rendered as given, except
+    a supervised turn under ``on_empty_cot="empty_block"``, which gets an empty block.
+    """
+    reasoning = turn.reasoning
+    if supervised and not reasoning:
+        if on_empty_cot == "refuse":
+            raise TraceError(
+                "empty_cot",
+                f"{where}.reasoning: empty CoT; fix: use on_empty_cot='empty_block' or 'as_given', or drop it.",
+            )
+        if reasoning is None and on_empty_cot == "empty_block":
+            reasoning = ""
+    if reasoning is None:
+        header = markers.think_close + markers.answer_separator if markers.close_opens_answer else ""
+        return header + turn.content, 0
+    cot = f"{markers.think_open}\n{reasoning}\n"
+    if not markers.close_opens_answer:
+        cot += markers.think_close
+        return cot + markers.answer_separator + turn.content, len(cot)
+    return cot + markers.think_close + markers.answer_separator + turn.content, len(cot)
 
 
 def _find_in_turn(full: str, needle: str, start: int, end_of_turn: str, *, blank_head: bool = False) -> int:
@@ -57,7 +76,7 @@ def render_sample(
     render_markers: TraceMarkers = MARKER_PRESETS["think"],
     end_of_turn: str = "<|im_end|>",
     turn_policy: Literal["last", "all"] = "last",
-    on_empty_cot: Literal["empty_block", "refuse"] = "empty_block",
+    on_empty_cot: Literal["empty_block", "as_given", "refuse"] = "empty_block",
 ) -> tuple[str, list[CharSpan], int]:
     """Render ``sample`` with the tokenizer's chat template; return ``(text, spans, flags)``.
 
@@ -82,7 +101,15 @@ def render_sample(
             "no_final_assistant_turn", "messages: conversation starts with the assistant; fix: add a prompt."
         )
     flags = sample.flags
-    rendered = {i: _render_content(sample.turns[i], render_markers, on_empty_cot) for i in assistant_at}
+    rendered: dict[int, tuple[str, int]] = {}
+    for i in assistant_at:
+        rendered[i] = _render_content(
+            sample.turns[i],
+            render_markers,
+            supervised=i in supervised,
+            on_empty_cot=on_empty_cot,
+            where=f"messages[{i}]",
+        )
     if any(not sample.turns[i].content for i in supervised):
         flags |= CASE_BITS["empty_answer"]
     messages = [
@@ -180,7 +207,7 @@ class ReasoningTraceEncoder:
     turn_policy: Literal["last", "all"] = "last"
     max_length: int | None = None
     on_too_long: Literal["refuse", "keep"] = "refuse"
-    on_empty_cot: Literal["empty_block", "refuse"] = "empty_block"
+    on_empty_cot: Literal["empty_block", "as_given", "refuse"] = "empty_block"
     on_empty_answer: Literal["refuse", "keep"] = "refuse"
     on_invalid: Literal["raise", "drop"] = "raise"
 
@@ -193,7 +220,7 @@ class ReasoningTraceEncoder:
         for name, value, allowed in (
             ("turn_policy", self.turn_policy, ("last", "all")),
             ("on_too_long", self.on_too_long, ("refuse", "keep")),
-            ("on_empty_cot", self.on_empty_cot, ("empty_block", "refuse")),
+            ("on_empty_cot", self.on_empty_cot, ("empty_block", "as_given", "refuse")),
             ("on_empty_answer", self.on_empty_answer, ("refuse", "keep")),
             ("on_invalid", self.on_invalid, ("raise", "drop")),
         ):
@@ -214,6 +241,12 @@ class ReasoningTraceEncoder:
         if not isinstance(self.end_of_turn, str) or not self.end_of_turn:
             raise ValueError(
                 f"end_of_turn: {self.end_of_turn!r} is not a non-empty string; fix: e.g. '<|im_end|>'."
+            )
+        if self.render_markers.close_opens_answer and self.on_empty_cot == "empty_block":
+            raise ValueError(
+                f"on_empty_cot: 'empty_block' would add an empty {self.render_markers.think_open!r} block to "
+                "answers that have none, and these render markers have no empty-block form; fix: "
+                "on_empty_cot='as_given' (a direct answer stays ANSWER) or 'refuse'."
             )
 
     def _render(self, row: Mapping[str, Any]) -> tuple[str, list[CharSpan], int]:
