@@ -238,3 +238,51 @@ def test_temperature_squared_scaling_is_exactly_t_squared() -> None:
     scaled = divergence_loss(s, t, temperature=3.0, scale_by_temperature_squared=True).sum
     assert float(scaled) == pytest.approx(9.0 * float(plain), rel=1e-12)
     assert math.isfinite(float(plain))
+
+
+# Masked logits (-inf, e.g. a vocabulary mask): 0 log 0 = 0. The reference puts -1e4 where the
+# mask is: finite logits whose probability underflows to exactly 0 in float64, so the mask-free
+# formulas give the true value and gradient there.
+MASKED = [0, 4, 10]
+
+
+def _masked(x: torch.Tensor, fill: float) -> torch.Tensor:
+    x = x.clone()
+    x[..., MASKED] = fill
+    return x.requires_grad_()
+
+
+# (side masked, divergence) pairs whose true value is +inf: mass where the other side's is 0.
+INFINITE = {
+    ("teacher", "reverse_kl", 0.5),
+    ("teacher", "jsd", 1.0),
+    ("student", "forward_kl", 0.5),
+    ("student", "jsd", 0.0),
+    ("student", "skew_kl", 0.0),
+}
+
+
+@pytest.mark.parametrize("side", ["teacher", "student", "both"])
+@pytest.mark.parametrize(("name", "params"), CASES)
+def test_masked_logits_follow_zero_log_zero(side: str, name: str, params: dict) -> None:
+    s, t = _logits(3, 11, seed=4)
+    temperature = 2.5
+    fill = {k: float("-inf") if side in (k, "both") else None for k in ("student", "teacher")}
+    inputs = []
+    for value in (float("-inf"), -1e4):
+        s1 = _masked(s, value) if fill["student"] else s.clone().requires_grad_()
+        t1 = _masked(t, value) if fill["teacher"] else t.clone().requires_grad_()
+        inputs.append((s1, t1))
+    (s_inf, t_inf), (s_ref, t_ref) = inputs
+    rows = per_token_divergence(s_inf, t_inf, name, temperature=temperature, **params)
+    key = (side, name, params.get("beta", params.get("alpha", 0.5)))
+    if key in INFINITE:
+        assert torch.isposinf(rows).all(), rows
+        return
+    ref = per_token_divergence(s_ref, t_ref, name, temperature=temperature, **params)
+    assert torch.isfinite(rows).all(), rows
+    torch.testing.assert_close(rows, ref, rtol=1e-12, atol=1e-12)
+    (rows * torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)).sum().backward()
+    (ref * torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)).sum().backward()
+    torch.testing.assert_close(s_inf.grad, s_ref.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(t_inf.grad, t_ref.grad, rtol=1e-10, atol=1e-12)

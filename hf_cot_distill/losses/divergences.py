@@ -28,6 +28,11 @@ Temperature ``T`` divides both logits before the softmax; with
 ``scale_by_temperature_squared=True`` the value (and so the gradient) is multiplied by ``T**2``
 (Hinton et al., 2015), which keeps gradient magnitudes comparable across temperatures.
 
+Masked logits (``-inf``, e.g. a vocabulary mask) are probability 0 and follow ``0 log 0 = 0``:
+values and gradients stay finite, except where one side has mass on a token the other side
+masks and the divergence weighs that token by the first side's log-ratio (reverse KL with a
+teacher-masked token, forward KL with a student-masked one): that is ``+inf``, the true value.
+
 Reductions return :class:`LossSum` ``(sum, count)``: ``sum = sum_i w_i D_i`` over positions with
 ``w_i > 0`` and ``count`` = the number of such positions (int64). Summing sums and counts over
 micro-batches and ranks, then dividing once, gives the exact global mean (what transformers 5
@@ -77,12 +82,33 @@ def _log(x: float) -> float:
     return math.log(x) if x > 0 else -math.inf
 
 
+# Masked logits (-inf, e.g. a vocabulary mask) give probabilities that are exactly 0. Every
+# term below follows 0 log 0 = 0: a column where the weighting distribution is 0 adds 0 to the
+# value and 0 to the gradient, so finite divergences stay finite (a naive p * (log p - log q)
+# is 0 * -inf = NaN there). Finite inputs pass through the masks unchanged.
+
+
+def _kl_rows(la: Tensor, lb: Tensor) -> Tensor:
+    """``sum exp(la) (la - lb)`` over the last dim, a column with ``la == -inf`` adding exactly 0."""
+    zero = la == -math.inf
+    # Both inputs are filled with 0 there, so the product (1 * 0) and its gradient are finite.
+    la0, lb0 = la.masked_fill(zero, 0.0), lb.masked_fill(zero, 0.0)
+    return (la0.exp() * (la0 - lb0)).sum(-1)
+
+
+def _log_mixture(la: Tensor, wa: float, lb: Tensor, wb: float) -> Tensor:
+    """``log(wa exp(la) + wb exp(lb))``; ``-inf`` where both terms are 0, with a 0 (not NaN) gradient."""
+    a, b = la + _log(wa), lb + _log(wb)
+    empty = (a == -math.inf) & (b == -math.inf)  # logaddexp's gradient is NaN at (-inf, -inf)
+    return torch.logaddexp(a.masked_fill(empty, 0.0), b.masked_fill(empty, 0.0)).masked_fill(empty, -math.inf)
+
+
 def _forward_kl_rows(lq: Tensor, lp: Tensor, param: float) -> Tensor:
-    return (lp.exp() * (lp - lq)).sum(-1)
+    return _kl_rows(lp, lq)
 
 
 def _reverse_kl_rows(lq: Tensor, lp: Tensor, param: float) -> Tensor:
-    return (lq.exp() * (lq - lp)).sum(-1)
+    return _kl_rows(lq, lp)
 
 
 def _jsd_rows(lq: Tensor, lp: Tensor, beta: float) -> Tensor:
@@ -90,10 +116,8 @@ def _jsd_rows(lq: Tensor, lp: Tensor, beta: float) -> Tensor:
         return _forward_kl_rows(lq, lp, beta)
     if beta == 1.0:
         return _reverse_kl_rows(lq, lp, beta)
-    lm = torch.logaddexp(lp + _log(beta), lq + _log(1.0 - beta))
-    kl_p = (lp.exp() * (lp - lm)).sum(-1)
-    kl_q = (lq.exp() * (lq - lm)).sum(-1)
-    return beta * kl_p + (1.0 - beta) * kl_q
+    lm = _log_mixture(lp, beta, lq, 1.0 - beta)
+    return beta * _kl_rows(lp, lm) + (1.0 - beta) * _kl_rows(lq, lm)
 
 
 def _total_variation_rows(lq: Tensor, lp: Tensor, param: float) -> Tensor:
@@ -101,13 +125,11 @@ def _total_variation_rows(lq: Tensor, lp: Tensor, param: float) -> Tensor:
 
 
 def _skew_kl_rows(lq: Tensor, lp: Tensor, alpha: float) -> Tensor:
-    lm = torch.logaddexp(lp + _log(alpha), lq + _log(1.0 - alpha))
-    return (lp.exp() * (lp - lm)).sum(-1)
+    return _kl_rows(lp, _log_mixture(lp, alpha, lq, 1.0 - alpha))
 
 
 def _skew_reverse_kl_rows(lq: Tensor, lp: Tensor, alpha: float) -> Tensor:
-    lm = torch.logaddexp(lp + _log(1.0 - alpha), lq + _log(alpha))
-    return (lq.exp() * (lq - lm)).sum(-1)
+    return _kl_rows(lq, _log_mixture(lp, 1.0 - alpha, lq, alpha))
 
 
 RowFn = Callable[[Tensor, Tensor, float], Tensor]
