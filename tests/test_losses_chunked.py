@@ -11,7 +11,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_cot_distill.losses import chunked, fused_linear_kd, gather_zero3, zero3_partitioned
+from hf_cot_distill.losses import (
+    chunked,
+    fused_linear_kd,
+    gather_zero3,
+    per_token_divergence,
+    zero3_partitioned,
+)
 from hf_cot_distill.sections import Section
 
 ALL = [
@@ -373,3 +379,70 @@ def test_bad_settings_raise(kwargs: dict, match: str) -> None:
     args = {"divergence": "forward_kl", **kwargs}
     with pytest.raises(ValueError, match=match):
         ours(p, args.pop("divergence"), {}, **args)
+
+
+MASKED_COLUMNS = [0, 5, 20, 36]
+# Divergences whose true value is +inf when the student has mass on a token the teacher masks.
+INFINITE_WHEN_TEACHER_MASKS = {("reverse_kl", None), ("jsd", 1.0)}
+
+
+def naive_with_bias_fill(
+    p: dict[str, torch.Tensor],
+    name: str,
+    params: dict,
+    fill: float,
+    sides: tuple[str, ...],
+    temperature: float,
+) -> torch.Tensor:
+    """0.3 KD + 0.7 CE from full float64 logits (``per_token_divergence``), ``fill`` at the masked columns."""
+    s = p["sh"] @ p["sw"].t() + p["sb"]
+    t = p["th"] @ p["tw"].t() + p["tb"]
+    mask = torch.zeros(s.shape[-1], dtype=torch.bool)
+    mask[MASKED_COLUMNS] = True
+    s = s.masked_fill(mask, fill) if "sb" in sides else s
+    t = t.masked_fill(mask, fill) if "tb" in sides else t
+    kd = (per_token_divergence(s, t, name, temperature=temperature, **params) * p["kd_w"]).sum()
+    ce = torch.nn.functional.cross_entropy(s, p["labels"], reduction="none")
+    return 0.3 * kd + 0.7 * (torch.where(p["ce_w"] > 0, ce, 0.0) * p["ce_w"]).sum()
+
+
+@pytest.mark.parametrize("sides", [("tb",), ("tb", "sb")])
+@pytest.mark.parametrize(("name", "params"), ALL)
+@pytest.mark.parametrize(("temperature", "chunk"), [(1.0, 4), (0.5, None), (2.0, 64)])
+def test_masked_vocabulary_bias_follows_zero_log_zero(
+    sides: tuple[str, ...], name: str, params: dict, temperature: float, chunk: int | None
+) -> None:
+    """A ``-inf`` bias (vocabulary mask) gives what full logits with ``-1e4`` there give: the
+    probability underflows to exactly 0 in float64, so the mask-free formulas are exact."""
+    p = make(bias=True, seed=3)
+    p["labels"][torch.isin(p["labels"], torch.tensor(MASKED_COLUMNS))] = 1  # CE on unmasked tokens
+    q = dict(p)
+    for key in sides:
+        q[key] = p[key].detach().clone()
+        q[key][MASKED_COLUMNS] = float("-inf")
+        q[key].requires_grad_(key == "sb")
+    out = ours(q, name, params, temperature=temperature, chunk_size=chunk, kd_scale=0.3, ce_scale=0.7)
+    if sides == ("tb",) and (name, params.get("beta")) in INFINITE_WHEN_TEACHER_MASKS:
+        assert torch.isposinf(out.kd_sum)
+        return
+    ref = naive_with_bias_fill(p, name, params, -1e4, sides, temperature)
+    torch.testing.assert_close(out.loss, ref, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads(q, out.loss), grads(p, ref)):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_masked_path_is_taken_only_for_a_negative_infinite_bias(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = chunked._FusedPass._masked_rows_and_grad
+    monkeypatch.setattr(
+        chunked._FusedPass, "_masked_rows_and_grad", lambda self, *a: calls.append(1) or original(self, *a)
+    )
+    p = make(bias=True)
+    ours(p, "forward_kl", {})
+    assert not calls
+    p["tb"] = p["tb"].detach().clone()
+    p["tb"][3] = float("-inf")
+    ours(p, "forward_kl", {}, chunk_size=4)
+    assert len(calls) == -(-int((p["kd_w"] > 0).sum()) // 4)  # every chunk
+    assert chunked.masked_logits(37, None, p["tb"]) and not chunked.masked_logits(3, None, p["tb"])

@@ -15,6 +15,7 @@ dtype handling and normalisation; each divergence only writes its per-chunk math
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -29,6 +30,9 @@ from hf_cot_distill.sections import Section
 NUM_SECTIONS = len(Section)
 BUFFER_BUDGET_BYTES = 256 * 2**20
 """Default total size of the per-chunk ``(n, V)`` work buffers; sets the default chunk size."""
+MASKED_BUFFERS = 16
+"""``(n, V)`` buffers a chunk may need on the masked-logit path (autograd through the row
+function: up to 7 saved for ``jsd``, its gradients, plus the workspace); sets its chunk size."""
 
 
 class FusedKDOutput(NamedTuple):
@@ -61,6 +65,13 @@ class _Settings:
     scale_by_temperature_squared: bool
     vocab_size: int
     chunk_size: int
+    masked: bool = False  # a bias has -inf entries (masked logits): see _FusedPass._masked_rows_and_grad
+
+
+def masked_logits(vocab_size: int, *biases: Tensor | None) -> bool:
+    """Does a bias mask logits (``-inf`` among its first ``vocab_size`` entries)? One check per
+    call, on ``(V,)`` vectors only: the hidden states and weights are finite in any model."""
+    return any(b is not None and bool(b[:vocab_size].min() == -math.inf) for b in biases)
 
 
 def zero3_partitioned(*tensors: Tensor | None) -> list[Tensor]:
@@ -194,9 +205,13 @@ class _FusedPass:
         scratch = [self._buf(2 + i, m) for i in range(s.divergence.n_scratch)]
         self._logits(lq, h, self.sw, self.sb, inv_t, 7)
         self._logits(lp, x.teacher_hidden.index_select(0, idx), self.tw, self.tb, inv_t, 7)
-        torch.log_softmax(lq, 1, out=lq)
-        torch.log_softmax(lp, 1, out=lp)
-        rows, grad, free = s.divergence.rows_and_grad(lq, lp, scratch, s.param)
+        if s.masked:
+            rows, grad, free = self._masked_rows_and_grad(lq, lp, scratch)
+            torch.log_softmax(lq, 1, out=lq)
+        else:
+            torch.log_softmax(lq, 1, out=lq)
+            torch.log_softmax(lp, 1, out=lp)
+            rows, grad, free = s.divergence.rows_and_grad(lq, lp, scratch, s.param)
         kw = x.kd_weights.index_select(0, idx).to(self.cdt)
         t2 = s.temperature**2 if s.scale_by_temperature_squared else 1.0
         self.kd_sum += (rows * kw).sum() * t2
@@ -211,6 +226,20 @@ class _FusedPass:
                 torch.log_softmax(lq1, 1, out=lq1)
             self._ce(lq1, grad, idx)
         self._accumulate(grad, h, idx)
+
+    def _masked_rows_and_grad(
+        self, z: Tensor, tz: Tensor, scratch: list[Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Rows and ``dD/dz`` from the scaled logits ``z`` (student) and ``tz`` (teacher) when a
+        bias masks logits with ``-inf``: the analytic per-chunk gradients compute ``0 * -inf = NaN``
+        at a masked token, the registry's row function follows ``0 log 0 = 0`` (as
+        ``divergence_loss``), so autograd through it is exact. Slower and several buffers larger
+        (see :data:`MASKED_BUFFERS`); only inputs with a ``-inf`` bias take it."""
+        with torch.enable_grad():
+            z = z.detach().requires_grad_()
+            rows = self.s.divergence.rows(torch.log_softmax(z, 1), torch.log_softmax(tz, 1), self.s.param)
+            (grad,) = torch.autograd.grad(rows.sum(), z)
+        return rows.detach(), grad, scratch[0]
 
     def run_ce_only(self, idx: Tensor) -> None:
         h = self.x.student_hidden.index_select(0, idx)
@@ -324,7 +353,10 @@ def fused_linear_kd(
         kd_weights: ``(...)`` float, >= 0: per-position KD weight; 0 = no KD there (skipped).
         ce_labels: ``(...)`` int64 next-token labels, ``ignore_index`` where unsupervised.
         ce_weights: ``(...)`` float, >= 0; default 1 where ``ce_labels != ignore_index``.
-        student_bias, teacher_bias: ``(Vs,)`` / ``(Vt,)`` or None.
+        student_bias, teacher_bias: ``(Vs,)`` / ``(Vt,)`` or None. ``-inf`` entries mask those
+            tokens (probability 0, ``0 log 0 = 0`` as in :func:`divergence_loss`); a masked call
+            runs each chunk through autograd (slower; default chunks sized for
+            :data:`MASKED_BUFFERS` buffers).
         divergence, temperature, scale_by_temperature_squared, beta, alpha: see
             :mod:`divergences`. CE is always at temperature 1.
         vocab_size: real vocabulary size; lm_head rows beyond it (padding) are excluded for
@@ -347,13 +379,15 @@ def fused_linear_kd(
             teacher_bias=teacher_bias, vocab_size=vocab_size, section_ids=section_ids,
             ignore_index=ignore_index, num_sections=NUM_SECTIONS,
         )  # fmt: skip
+        masked = masked_logits(x.vocab_size, x.student_bias, x.teacher_bias)
         if chunk_size is None:
             itemsize = torch.promote_types(student_hidden.dtype, torch.float32).itemsize
-            chunk_size = default_chunk_size(x.vocab_size, 2 + entry.n_scratch, itemsize)
+            n_buffers = MASKED_BUFFERS if masked else 2 + entry.n_scratch
+            chunk_size = default_chunk_size(x.vocab_size, n_buffers, itemsize)
         elif not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
             raise ValueError(f"chunk_size: got {chunk_size!r}; use a positive int or None (automatic).")
         settings = _Settings(
-            entry, param, float(temperature), scale_by_temperature_squared, x.vocab_size, chunk_size
+            entry, param, float(temperature), scale_by_temperature_squared, x.vocab_size, chunk_size, masked
         )
         scales = [
             torch.as_tensor(v, dtype=torch.float64, device=x.student_hidden.device)
