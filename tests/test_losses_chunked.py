@@ -6,6 +6,7 @@ import contextlib
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -446,3 +447,14 @@ def test_masked_path_is_taken_only_for_a_negative_infinite_bias(monkeypatch: pyt
     ours(p, "forward_kl", {}, chunk_size=4)
     assert len(calls) == -(-int((p["kd_w"] > 0).sum()) // 4)  # every chunk
     assert chunked.masked_logits(37, None, p["tb"]) and not chunked.masked_logits(3, None, p["tb"])
+
+
+def test_numpy_and_tensor_scalars_are_accepted() -> None:
+    p = make()
+    want = ours(p, "jsd", {"beta": 0.25}, temperature=2.0, chunk_size=4)
+    got = ours(p, "jsd", {"beta": np.float32(0.25)}, temperature=np.float32(2.0), chunk_size=np.int64(4))
+    assert torch.equal(got.loss, want.loss)
+    got = ours(p, "jsd", {"beta": torch.tensor(0.25)}, temperature=torch.tensor(2.0), chunk_size=4)
+    assert torch.equal(got.loss, want.loss)
+    with pytest.raises(ValueError, match="chunk_size: got True"):
+        ours(p, "jsd", {}, chunk_size=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -286,3 +287,35 @@ def test_masked_logits_follow_zero_log_zero(side: str, name: str, params: dict) 
     (ref * torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)).sum().backward()
     torch.testing.assert_close(s_inf.grad, s_ref.grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(t_inf.grad, t_ref.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [np.float32(2.0), np.float64(2.0), np.int64(2), np.array(2.0), torch.tensor(2.0), torch.tensor(2)],
+    ids=["np.float32", "np.float64", "np.int64", "0-d ndarray", "0-d tensor", "0-d int tensor"],
+)
+def test_any_real_scalar_is_accepted_and_cast(number: object) -> None:
+    s, t = _logits(2, 5)
+    want = divergence_loss(s, t, "skew_kl", temperature=2.0, scale_by_temperature_squared=True, alpha=0.25)
+    got = divergence_loss(
+        s, t, "skew_kl", temperature=number, scale_by_temperature_squared=True, alpha=number / 8
+    )
+    assert got.sum.dtype == torch.float64 and float(got.sum) == float(want.sum)
+    rows = per_token_divergence(s, t, "jsd", temperature=number, beta=number / 4)
+    assert torch.equal(rows, per_token_divergence(s, t, "jsd", temperature=2.0, beta=0.5))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"temperature": True}, r"temperature: got True"),
+        ({"temperature": "2"}, r"temperature: got '2'"),
+        ({"temperature": torch.tensor([2.0])}, r"temperature: got tensor\(\[2\.\]\)"),
+        ({"divergence": "jsd", "beta": np.bool_(False)}, "beta: got"),
+        ({"divergence": "skew_kl", "alpha": np.float32(1.0)}, "alpha: got"),
+    ],
+)
+def test_non_numbers_are_refused(kwargs: dict, match: str) -> None:
+    s, t = _logits(2, 5)
+    with pytest.raises(ValueError, match=match):
+        divergence_loss(s, t, **kwargs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -384,8 +385,9 @@ def fused_linear_kd(
             itemsize = torch.promote_types(student_hidden.dtype, torch.float32).itemsize
             n_buffers = MASKED_BUFFERS if masked else 2 + entry.n_scratch
             chunk_size = default_chunk_size(x.vocab_size, n_buffers, itemsize)
-        elif not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        elif not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) or chunk_size < 1:
             raise ValueError(f"chunk_size: got {chunk_size!r}; use a positive int or None (automatic).")
+        chunk_size = int(chunk_size)
         settings = _Settings(
             entry, param, float(temperature), scale_by_temperature_squared, x.vocab_size, chunk_size, masked
         )

@@ -42,6 +42,7 @@ does with ``num_items_in_batch``); averaging per-batch means does not.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -166,30 +167,45 @@ DIVERGENCES: dict[str, Divergence] = {
 """Registry by name. Parametrised entries read ``beta`` (jsd) or ``alpha`` (skew_*)."""
 
 
+def _real(value: object) -> float | None:
+    """``value`` as a float when it is one real number: int, float, numpy scalar, 0-d array or
+    tensor (not a bool); ``None`` otherwise."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()  # numpy scalar, 0-d ndarray, 0-d torch.Tensor
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def resolve_divergence(
     name: str, *, temperature: float = 1.0, beta: float = 0.5, alpha: float = 0.1
 ) -> tuple[Divergence, float]:
     """Look up ``name`` and validate its hyper-parameters; returns ``(entry, param)``.
 
+    Numbers may be any real scalar (``int``, ``float``, numpy scalars, 0-d arrays and tensors).
     Raises ``ValueError`` for an unknown name (listing the valid ones), ``temperature <= 0`` or
-    non-finite, ``beta`` outside ``[0, 1]``, ``alpha`` outside ``[0, 1)``.
+    non-finite, ``beta`` outside ``[0, 1]``, ``alpha`` outside ``[0, 1)``, and for anything that
+    is not one real number (a bool, a string, a tensor of several values).
     """
     if name not in DIVERGENCES:
         raise ValueError(f"divergence: unknown name {name!r}; choose one of {sorted(DIVERGENCES)}.")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+    t = _real(temperature)
+    if t is None or not (math.isfinite(t) and t > 0):
         raise ValueError(f"temperature: got {temperature!r}; use a finite number > 0 (1.0 = no change).")
     entry = DIVERGENCES[name]
     if entry.param_name == "beta":
-        if not (isinstance(beta, (int, float)) and 0.0 <= beta <= 1.0):
+        b = _real(beta)
+        if b is None or not 0.0 <= b <= 1.0:
             raise ValueError(f"beta: got {beta!r} for 'jsd'; use a number in [0, 1] (0.5 = symmetric JSD).")
-        return entry, float(beta)
+        return entry, b
     if entry.param_name == "alpha":
-        if not (isinstance(alpha, (int, float)) and 0.0 <= alpha < 1.0):
+        a = _real(alpha)
+        if a is None or not 0.0 <= a < 1.0:
             raise ValueError(
                 f"alpha: got {alpha!r} for {name!r}; use a number in [0, 1) "
                 "(alpha = 1 makes the divergence identically 0; DistiLLM uses 0.1)."
             )
-        return entry, float(alpha)
+        return entry, a
     return entry, 0.0
 
 
@@ -243,6 +259,7 @@ def per_token_divergence(
     """
     _check_logits(student_logits, teacher_logits, None)
     entry, param = resolve_divergence(divergence, temperature=temperature, beta=beta, alpha=alpha)
+    temperature = float(temperature)  # validated: one real number (numpy scalar, 0-d tensor ...)
     dtype = torch.promote_types(student_logits.dtype, torch.float32)
     lq = torch.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
     lp = torch.log_softmax(teacher_logits.to(dtype) / temperature, dim=-1)
