@@ -52,6 +52,16 @@ def test_sweep_then_eval_end_to_end(tmp_path, monkeypatch, capsys):
     first_mtime = (root / "seed=0" / "train_metrics.json").stat().st_mtime
     assert main(["sweep", "--config", str(spec)]) == 0  # resumes: finished points are skipped
     assert (root / "seed=0" / "train_metrics.json").stat().st_mtime == first_mtime
+    # the same output_root with other settings: refused, nothing retrained or rewritten
+    summary_text = (root / "summary.json").read_text()
+    spec.write_text(spec.read_text().replace("max_steps: 2", "max_steps: 3"))
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'seed=0'} was trained with other settings (max_steps was 2, now 3)" in err
+    assert "new output_root" in err and "1 more point folder is refused" in err
+    assert (root / "seed=0" / "train_metrics.json").stat().st_mtime == first_mtime
+    assert (root / "summary.json").read_text() == summary_text
 
     out = tmp_path / "eval.json"
     code = main(
@@ -63,3 +73,89 @@ def test_sweep_then_eval_end_to_end(tmp_path, monkeypatch, capsys):
     assert [r["drop_k"] for r in report["results"]] == [0, 3] and report["num_tasks"] == 6
     assert "| answer_accuracy" in out.with_suffix(".md").read_text()
     assert main(["eval", "--model", str(tmp_path / "missing"), "--config", "cot_icl_lab_cot"]) == 2
+
+
+# --------------------------------------------------------------------------- checks before training
+RECIPE = "recipes/tiny/cot_icl_lab_scratch.yaml"
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """``run_training`` replaced by a stub that writes ``train_metrics.json``; returns its calls."""
+    import hf_cot_distill.train
+
+    calls = []
+
+    def run_training(model_args, data_args, kd_args, recipe_path=None):
+        calls.append(kd_args.output_dir)
+        Path(kd_args.output_dir, "train_metrics.json").write_text(
+            json.dumps({"max_steps": kd_args.max_steps})
+        )
+        return {}
+
+    monkeypatch.setattr(hf_cot_distill.train, "run_training", run_training)
+    monkeypatch.chdir(ROOT)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            "grid: {max_steps: [2, two]}\n",
+            "grid point max_steps=two: ",  # then the parser's reason, naming 'two'
+        ),
+        (
+            "grid: {seed: [0], supervision_preset: [cot, cott]}\n",
+            "grid point seed=0__supervision_preset=cott: supervision_preset: got 'cott'",
+        ),
+        ("grid: {seed: [0]}\nset: [max_steps, 2]\n", "set must map recipe fields to values"),
+        ("grid: {seed: 0}\n", "seed: 0 is not one. fix: `seed: [0]`"),
+        ("grid: {seed: [0]}\nrecipe: missing.yaml\n", "recipe missing.yaml not found"),
+    ],
+    ids=[
+        "bad-int-in-second-point",
+        "bad-preset-in-second-point",
+        "set-not-mapping",
+        "grid-not-list",
+        "no-recipe",
+    ],
+)
+def test_sweep_checks_everything_before_creating_or_training(tmp_path, fake_training, capsys, body, message):
+    spec, root = tmp_path / "sweep.yaml", tmp_path / "runs"
+    head = "" if "recipe:" in body else f"recipe: {RECIPE}\n"
+    spec.write_text(head + f"output_root: {root}\n" + body)
+    assert main(["sweep", "--config", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {spec}: ") and message in err and "usage:" not in err
+    assert "two" not in body or "'two'" in err
+    assert fake_training == [] and not root.exists()
+
+
+def test_sweep_refuses_stale_or_unrecorded_points(tmp_path, fake_training, capsys):
+    spec, root = tmp_path / "sweep.yaml", tmp_path / "runs"
+    spec.write_text(f"recipe: {RECIPE}\noutput_root: {root}\ngrid: {{seed: [0, 1]}}\nset: {{max_steps: 2}}\n")
+    assert main(["sweep", "--config", str(spec)]) == 0 and len(fake_training) == 2
+    record = json.loads((root / "seed=1" / "sweep_point.json").read_text())
+    assert record["settings"]["max_steps"] == 2 and record["settings"]["seed"] == 1
+    assert record["recipe"] == str(ROOT / RECIPE)
+    assert main(["sweep", "--config", str(spec)]) == 0 and len(fake_training) == 2  # resumed
+
+    spec.write_text(spec.read_text().replace("max_steps: 2", "max_steps: 3"))
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(spec)]) == 2 and len(fake_training) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'seed=0'} was trained with other settings (max_steps was 2, now 3)" in err
+    assert f"delete {root / 'seed=0'}" in err
+    assert json.loads((root / "summary.json").read_text())[0]["metrics"] == {"max_steps": 2}
+
+    # a folder with files but no record (an older sweep's) cannot be checked: refused, kept
+    other = tmp_path / "other.yaml"
+    other.write_text(spec.read_text().replace(str(root), str(tmp_path / "old")))
+    (tmp_path / "old" / "seed=1").mkdir(parents=True)
+    (tmp_path / "old" / "seed=1" / "train_metrics.json").write_text("{}")
+    assert main(["sweep", "--config", str(other)]) == 2 and len(fake_training) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'old' / 'seed=1'} holds files but no sweep_point.json" in err
+    assert (tmp_path / "old" / "seed=1" / "train_metrics.json").read_text() == "{}"
+    assert not (tmp_path / "old" / "seed=0").exists()
