@@ -19,6 +19,12 @@ and writes ``<report_dir>/<R>_<topic>_<size>.{md,json,png}``
 ``size="cpu"`` is sized for a 2-core CPU (tiny models, a few hundred steps); ``size="gpu"`` points
 at the full-size recipes (``recipes/cot_icl_lab``, ``recipes/cot_recipe``, ``recipes/distill``).
 Sweeps run with the repository root as working directory (the specs' relative paths).
+
+``smoke=True`` (``--smoke``) runs seconds-long settings whose numbers mean nothing; it keeps apart
+from the recorded runs: model folders under ``out_dir/<R>_smoke/``, report files named
+``<R>_<topic>_<size>_smoke.*`` and written beside those model folders unless ``report_dir`` is
+given. A point folder trained with other settings is refused, not resumed (see
+:func:`hf_cot_distill.sweep.run_sweep`).
 """
 
 from __future__ import annotations
@@ -293,8 +299,8 @@ def _as_dict(value: Any) -> dict:
     return json.loads(value) if isinstance(value, str) else dict(value or {})
 
 
-def _command_lines(name: str, size: str, out_dir: Path) -> list[str]:
-    cmds = [f"python -m hf_cot_distill.reproduce {name} --size {size} --out {out_dir}"]
+def _command_lines(name: str, size: str, out_dir: Path, smoke: bool = False) -> list[str]:
+    cmds = [f"python -m hf_cot_distill.reproduce {name} --size {size} --out {out_dir}" + " --smoke" * smoke]
     cmds += ["# the same training through the sweep runner alone (from the repository root):"]
     cmds += [
         f"hf-cot-distill sweep --config reproductions/sweeps/{f}" for f in SWEEP_FILES[name][size].values()
@@ -320,27 +326,40 @@ def run_reproduction(
     Args:
         name: ``"R1"``, ``"R2"`` or ``"R3"``.
         size: ``"cpu"`` (tiny models, minutes on 2 cores) or ``"gpu"`` (the full-size recipes).
-        out_dir: model folders go to ``out_dir/<name>/<sweep>/<point>`` (keep it out of git).
-        report_dir: where ``<name>_<topic>_<size>.{md,json,png}`` go (default ``reproductions/``).
+        out_dir: model folders go to ``out_dir/<name>/<sweep>/<point>`` (keep it out of git);
+            smoke runs use ``out_dir/<name>_smoke/``.
+        report_dir: where ``<name>_<topic>_<size>.{md,json,png}`` go (default ``reproductions/``);
+            smoke reports are ``<name>_<topic>_<size>_smoke.*`` (default: ``out_dir/<name>_smoke/``).
         seeds: replace the sweeps' seed lists (default: the specs', 3 seeds).
         set_overrides: extra fixed recipe overrides for every sweep (e.g. ``{"max_steps": 50}``).
         grid_overrides: replace the values of grid keys (e.g. fewer lead spans).
-        eval_tasks: evaluate on at most this many eval tasks (default: the config's eval split).
-        threads: ``torch.set_num_threads`` for the run (``None`` leaves it). 1 by default: these
+        eval_tasks: evaluate on at most this many eval tasks (>= 1; default: the config's eval split).
+        threads: ``torch.set_num_threads`` for the run (>= 1; ``None`` leaves it). 1 by default: these
             models are tiny and a shared 2-core machine runs them much faster single-threaded.
-        smoke: seconds-long settings (8 steps, 64 tasks) for tests; the numbers mean nothing.
+        smoke: seconds-long settings (8 steps, 64 tasks) for tests; the numbers mean nothing. Kept
+            apart from full runs (own model folders and report names).
     """
     if name not in SWEEP_FILES:
         raise ValueError(f"name: {name!r} unknown; fix: one of {NAMES}.")
     if size not in SIZES:
         raise ValueError(f"size: {size!r} unknown; fix: one of {SIZES}.")
+    for field, value in (("eval_tasks", eval_tasks), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{field}={value!r}: must be an int >= 1 (or None for the default).")
+    for seed in seeds or ():
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ValueError(f"seeds: {seed!r} is not a seed; fix: ints in [0, 2**32).")
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
-    out = Path(out_dir).resolve() / name
+    run_name = f"{name}_smoke" if smoke else name  # smoke runs never resume or overwrite full ones
+    out = Path(out_dir).resolve() / run_name
     out.mkdir(parents=True, exist_ok=True)
-    report_path = Path(report_dir).resolve() if report_dir is not None else ROOT / "reproductions"
+    if report_dir is not None:
+        report_path = Path(report_dir).resolve()
+    else:
+        report_path = out if smoke else ROOT / "reproductions"
     overrides = (SMOKE_SET if smoke else {}) | dict(set_overrides or {})
     start = time.perf_counter()
     with _in_repo_root():
@@ -372,7 +391,7 @@ def run_reproduction(
         "threads": f"torch threads: {threads if threads is not None else torch.get_num_threads()}",
         "seed_note": report.SEED_NOTE,
         "notes": list(report.NOTES[name]) if size == "cpu" and not smoke else [],
-        "commands": _command_lines(name, size, Path(out_dir)),
+        "commands": _command_lines(name, size, Path(out_dir), smoke),
         "sweeps": report.relative_paths({role: spec for role, (spec, _) in runs.items()}, ROOT),
         "teacher": teacher,
         "overrides": overrides,
@@ -384,7 +403,7 @@ def run_reproduction(
         {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_time_s": meta["wall_time_s"]}
     )
     log.write_text(json.dumps(meta["invocations"], indent=1))
-    stem = f"{name}_{TOPICS[name]}_{size}"
+    stem = f"{name}_{TOPICS[name]}_{size}" + ("_smoke" if smoke else "")
     writer = {"R1": report.write_r1, "R2": report.write_r2, "R3": report.write_r3}[name]
     return writer(report_path, stem, records, meta)
 
@@ -396,26 +415,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--size", choices=SIZES, default="cpu", help="cpu (tiny, minutes) or gpu (full size)")
     parser.add_argument("--out", default="reproductions/runs", help="model folders (keep out of git)")
-    parser.add_argument("--report-dir", default=None, help="where the .md/.json/.png go (reproductions/)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="replace the sweeps' seeds")
-    parser.add_argument("--eval-tasks", type=int, help="evaluate on at most this many eval tasks")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave torch's default)")
-    parser.add_argument("--smoke", action="store_true", help="seconds-long settings; numbers mean nothing")
+    parser.add_argument(
+        "--report-dir",
+        default=None,
+        help="where the .md/.json/.png go (default: reproductions/; with --smoke: <out>/<R>_smoke)",
+    )
+    parser.add_argument("--seeds", type=_int_at_least(0), nargs="+", help="replace the sweeps' seeds")
+    parser.add_argument(
+        "--eval-tasks", type=_int_at_least(1), help="evaluate on at most this many eval tasks (>= 1)"
+    )
+    parser.add_argument(
+        "--threads", type=_int_at_least(0), default=1, help="torch threads (0: leave torch's default)"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds-long settings; numbers mean nothing (own folder <out>/<R>_smoke and report *_smoke)",
+    )
     return parser
 
 
+def _int_at_least(minimum: int) -> Any:
+    """An argparse ``type``: an int >= ``minimum`` (argparse reports the message and exits 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an int >= {minimum}")
+        return value
+
+    return parse
+
+
 def run_from_args(args: argparse.Namespace) -> int:
-    """Run a parsed ``reproduce`` command line; prints the report path."""
-    path = run_reproduction(
-        args.name,
-        args.size,
-        args.out,
-        report_dir=args.report_dir,
-        seeds=args.seeds,
-        eval_tasks=args.eval_tasks,
-        threads=args.threads or None,
-        smoke=args.smoke,
-    )
+    """Run a parsed ``reproduce`` command line; prints the report path. Returns the exit code:
+    2, with the message on stderr, for a refused setting or sweep."""
+    from hf_cot_distill.cli import _error
+
+    try:
+        path = run_reproduction(
+            args.name,
+            args.size,
+            args.out,
+            report_dir=args.report_dir,
+            seeds=args.seeds,
+            eval_tasks=args.eval_tasks,
+            threads=args.threads or None,
+            smoke=args.smoke,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        return _error(err)
     print(f"Report: {path}")
     return 0
 

@@ -271,6 +271,94 @@ def test_cli_arguments():
         parser.parse_args(["R4"])
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--eval-tasks", "0"], "argument --eval-tasks: '0' is not an int >= 1"),
+        (["--eval-tasks", "-1"], "argument --eval-tasks: '-1' is not an int >= 1"),
+        (["--threads", "-1"], "argument --threads: '-1' is not an int >= 0"),
+        (["--seeds", "0", "-1"], "argument --seeds: '-1' is not an int >= 0"),
+    ],
+)
+def test_cli_arguments_refuse_bad_numbers(argv, message, capsys):
+    import argparse
+
+    parser = reproduce.add_arguments(argparse.ArgumentParser())
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["R1", *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def _no_sweeps(*args, **kwargs):
+    raise AssertionError("nothing may run before the arguments are checked")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"eval_tasks": 0}, "eval_tasks=0: must be an int >= 1"),
+        ({"threads": -1}, "threads=-1: must be an int >= 1"),
+        ({"seeds": [0, -1]}, "seeds: -1 is not a seed"),
+    ],
+)
+def test_run_reproduction_checks_arguments_first(kwargs, message, tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "_run_sweeps", _no_sweeps)
+    with pytest.raises(ValueError, match=message):
+        reproduce.run_reproduction("R1", "cpu", tmp_path / "runs", report_dir=tmp_path, smoke=True, **kwargs)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_from_args_turns_value_errors_into_exit_2(tmp_path, monkeypatch, capsys):
+    from hf_cot_distill.cli import main
+
+    def refused(*args, **kwargs):
+        raise ValueError("sweep.yaml: point refused; fix: a new output_root")
+
+    monkeypatch.setattr(reproduce, "run_reproduction", refused)
+    assert main(["reproduce", "R1", "--smoke", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: sweep.yaml: point refused; fix: a new output_root\n"
+
+
+def test_smoke_runs_keep_apart_from_full_runs(tmp_path, monkeypatch):
+    """A smoke run neither resumes the full run's models nor writes over its report (and back)."""
+    seen = []
+
+    def fake_sweeps(name, size, out_dir, **overrides):
+        seen.append(("out", out_dir))
+        return {"main": ({"grid": {"seed": [0]}, "set": overrides["set_overrides"]}, [])}
+
+    def fake_writer(report_dir, stem, records, meta):
+        seen.append(("report", report_dir / stem, meta["commands"][0]))
+        return report_dir / f"{stem}.md"
+
+    monkeypatch.setattr(reproduce, "_run_sweeps", fake_sweeps)
+    monkeypatch.setattr(reproduce.report, "write_r1", fake_writer)
+    runs = tmp_path / "runs"
+    reproduce.run_reproduction("R1", "cpu", runs, smoke=True, threads=None)
+    reproduce.run_reproduction("R1", "cpu", runs, threads=None)
+    reproduce.run_reproduction("R1", "cpu", runs, smoke=True, report_dir=tmp_path / "rep", threads=None)
+    assert seen == [
+        ("out", runs / "R1_smoke"),
+        (
+            "report",
+            runs / "R1_smoke" / "R1_cot_icl_lab_cpu_smoke",
+            f"python -m hf_cot_distill.reproduce R1 --size cpu --out {runs} --smoke",
+        ),
+        ("out", runs / "R1"),
+        (
+            "report",
+            reproduce.ROOT / "reproductions" / "R1_cot_icl_lab_cpu",
+            f"python -m hf_cot_distill.reproduce R1 --size cpu --out {runs}",
+        ),
+        ("out", runs / "R1_smoke"),
+        (
+            "report",
+            tmp_path / "rep" / "R1_cot_icl_lab_cpu_smoke",
+            f"python -m hf_cot_distill.reproduce R1 --size cpu --out {runs} --smoke",
+        ),
+    ]
+
+
 # --------------------------------------------------------------------------- end to end (slow)
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["R1", "R2", "R3"])
@@ -309,7 +397,8 @@ def test_main_runs_from_the_command_line(tmp_path):
     rc = reproduce.main(
         ["R1", "--smoke", "--seeds", "0", "1", "--out", str(tmp_path / "r"), "--report-dir", str(tmp_path)]
     )
-    assert rc == 0 and (tmp_path / "R1_cot_icl_lab_cpu.md").is_file()
+    assert rc == 0 and (tmp_path / "R1_cot_icl_lab_cpu_smoke.md").is_file()
+    assert not (tmp_path / "R1_cot_icl_lab_cpu.md").exists() and (tmp_path / "r" / "R1_smoke").is_dir()
 
 
 @pytest.mark.parametrize("name", ["R1", "R2"])
