@@ -16,7 +16,11 @@ What is compared, cheapest first (all problems are collected and raised together
    plus extra tokens at the end (Qwen3 = Qwen2.5 + ``<tool_response>``, ``</tool_response>``,
    ``<think>``, ``</think>``) is accepted and aligned on the common prefix of ids;
 4. the tokenization pipeline (normalizer, pre-tokenizer, BPE merges) of fast tokenizers: the
-   same vocabulary with other merges splits the same text differently;
+   same vocabulary with other merges splits the same text differently; and the added tokens of
+   the shared ids with their ``AddedToken`` flags (``special``, ``lstrip``, ``rstrip``,
+   ``normalized``, ``single_word``): ``<think>`` with ``lstrip=True`` on one side swallows the
+   space before it, so ``"hi <think>"`` becomes other ids, and ``special`` decides what
+   ``skip_special_tokens`` drops;
 5. the chat template (``check_chat_template``), since samples are rendered once for both.
 
 Identical serialized fast tokenizers (the usual case: one family) take a fast path: one string
@@ -102,6 +106,53 @@ def _pipeline_fingerprint(tokenizer: Any) -> str | None:
         digest.update(b"\0" if part is None else part.__getstate__())
         digest.update(b"\1")
     return digest.hexdigest()
+
+
+ADDED_TOKEN_FLAGS: tuple[str, ...] = ("special", "lstrip", "rstrip", "normalized", "single_word")
+
+
+def _added_tokens(tokenizer: Any) -> dict[int, tuple[Any, ...]]:
+    """id -> ``(content, *ADDED_TOKEN_FLAGS)`` of every added token (``added_tokens_decoder``)."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return {
+        int(i): (str(getattr(t, "content", t)), *(getattr(t, flag, None) for flag in ADDED_TOKEN_FLAGS))
+        for i, t in decoder.items()
+    }
+
+
+def _compare_added_tokens(teacher: Any, student: Any, shared: int) -> str | None:
+    """A problem naming the added tokens of ids ``< shared`` whose content or flags differ."""
+    t_added, s_added = _added_tokens(teacher), _added_tokens(student)
+    diffs = []
+    for i in sorted(set(t_added) | set(s_added)):
+        a, b = t_added.get(i), s_added.get(i)
+        if i >= shared or a == b:
+            continue
+        if a is None or b is None:
+            token, side = (a, "teacher") if b is None else (b, "student")
+            diffs.append(
+                f"{token[0]!r} (id {i}) is an added token (matched whole, never split) for the {side} only"
+            )
+        elif a[0] != b[0]:
+            diffs.append(f"id {i} is the added token {a[0]!r} for the teacher but {b[0]!r} for the student")
+        else:
+            flags = ", ".join(
+                f"{flag}={x} for the teacher but {flag}={y} for the student"
+                for flag, x, y in zip(ADDED_TOKEN_FLAGS, a[1:], b[1:])
+                if x != y
+            )
+            diffs.append(f"{a[0]!r} (id {i}): {flags}")
+    if not diffs:
+        return None
+    more = f"; and {len(diffs) - _SHOW} more" if len(diffs) > _SHOW else ""
+    return (
+        f"added tokens: {len(diffs)} added tokens of the shared ids differ, so one text can be split (or "
+        f"decoded with skip_special_tokens) differently for the teacher and the student: "
+        + "; ".join(diffs[:_SHOW])
+        + more
+        + "; fix: add these tokens with the same AddedToken flags (special, lstrip, rstrip, normalized, "
+        "single_word) to both tokenizers, or use the same tokenizer files."
+    )
 
 
 def _special_ids(tokenizer: Any) -> dict[str, tuple[str | None, int | None]]:
@@ -223,7 +274,8 @@ def check_tokenizer_compatibility(
 
     Raises:
         ValueError: naming every difference found (rows, special tokens, vocabulary with the
-            differing ids/tokens, tokenization pipeline, chat template) and the fix.
+            differing ids/tokens, tokenization pipeline and added-token flags, chat template) and
+            the fix.
     """
     for name, rows in (
         ("teacher_vocab_rows", teacher_vocab_rows),
@@ -293,6 +345,9 @@ def check_tokenizer_compatibility(
             )
         elif t_fp is None or s_fp is None:
             notes.append("tokenization pipeline not compared (a slow tokenizer has no tokenizer.json).")
+        added_problem = _compare_added_tokens(teacher_tokenizer, student_tokenizer, shared)
+        if added_problem:
+            problems.append(added_problem)
 
     # 5. chat template
     if check_chat_template:

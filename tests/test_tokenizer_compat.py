@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from tokenizers import normalizers
+from tokenizers import AddedToken, normalizers
 
 from hf_cot_distill.tokenizer_compat import TokenizerCompatReport, check_tokenizer_compatibility
 from tests.qwen_tokenizers import (
@@ -209,4 +209,40 @@ def test_chat_template_differs_or_missing():
     assert check(a, b, rows_t=len(a), rows_s=len(b), check_chat_template=False).vocab_size == len(a)
     b.chat_template = None
     with pytest.raises(ValueError, match="the student tokenizer has no chat template"):
+        check(a, b, rows_t=len(a), rows_s=len(b))
+
+
+# --- added tokens: same ids, different matching flags -------------------------------------------
+
+
+def test_added_token_flags_that_split_text_differently_are_refused():
+    a, b = load_qwen25_tokenizer(), load_qwen25_tokenizer()
+    a.add_tokens([AddedToken("<think>", lstrip=True, rstrip=True)])
+    b.add_tokens([AddedToken("<think>")])
+    assert a.get_vocab() == b.get_vocab()
+    assert a("hi <think> x")["input_ids"] != b("hi <think> x")["input_ids"]  # the reason to refuse
+    with pytest.raises(ValueError) as err:
+        check(a, b)
+    message = str(err.value)
+    assert "added tokens: 1 added tokens of the shared ids differ" in message
+    assert "'<think>' (id 151665): lstrip=True for the teacher but lstrip=False for the student" in message
+    assert "rstrip=True for the teacher but rstrip=False for the student" in message
+    assert "normalized" not in message.split("fix:")[0].split("(id 151665)")[1]  # only the differing flags
+    assert "same AddedToken flags" in message
+    b = load_qwen25_tokenizer()  # the same flags on both sides: compatible
+    b.add_tokens([AddedToken("<think>", lstrip=True, rstrip=True)])
+    assert check(a, b).vocab_size == QWEN25_VOCAB_SIZE + 1
+
+
+def test_added_token_special_flag_and_one_sided_added_token_are_refused():
+    a, b = fresh_tiny(), fresh_tiny()
+    a.add_tokens([AddedToken("<x>", special=True)])
+    b.add_tokens([AddedToken("<x>", special=False)])
+    with pytest.raises(ValueError, match=r"'<x>' \(id 402\): special=True for the teacher but special=False"):
+        check(a, b, rows_t=len(a), rows_s=len(b))
+    a, b = fresh_tiny(), fresh_tiny()
+    b.add_tokens(["ing"])  # already a BPE token (id 364): same vocabulary, but now never split
+    assert a.get_vocab() == b.get_vocab()
+    with pytest.raises(ValueError, match=r"'ing' \(id 364\) is an added token \(matched whole, never split\) "
+                       r"for the student only"):  # fmt: skip
         check(a, b, rows_t=len(a), rows_s=len(b))
