@@ -30,6 +30,7 @@ comparison, no vocabulary walk.
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,6 +265,7 @@ def check_tokenizer_compatibility(
         student_tokenizer: the student's tokenizer.
         teacher_vocab_rows: rows of the teacher's embedding matrix (``config.vocab_size`` or
             ``model.get_output_embeddings().weight.shape[0]``); may exceed ``len(tokenizer)``.
+            Any integer type (``int``, ``numpy.int64``); not a bool.
         student_vocab_rows: the same for the student.
         check_chat_template: also require equal chat templates.
         allow_added_token_superset: accept a vocabulary that is the other one plus extra tokens
@@ -281,10 +283,11 @@ def check_tokenizer_compatibility(
         ("teacher_vocab_rows", teacher_vocab_rows),
         ("student_vocab_rows", student_vocab_rows),
     ):
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows <= 0:
+        if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows <= 0:
             raise ValueError(
                 f"{name}: {rows!r} is not a positive int; fix: pass the embedding matrix's row count."
             )
+    teacher_vocab_rows, student_vocab_rows = int(teacher_vocab_rows), int(student_vocab_rows)
     problems: list[str] = []
     notes: list[str] = []
     t_len, s_len = len(teacher_tokenizer), len(student_tokenizer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tokenizers import AddedToken, normalizers
 
@@ -246,3 +247,10 @@ def test_added_token_special_flag_and_one_sided_added_token_are_refused():
     with pytest.raises(ValueError, match=r"'ing' \(id 364\) is an added token \(matched whole, never split\) "
                        r"for the student only"):  # fmt: skip
         check(a, b, rows_t=len(a), rows_s=len(b))
+
+
+def test_numpy_integer_rows_are_accepted_and_cast():
+    tiny = tiny_qwen2_tokenizer()
+    report = check(tiny, tiny, rows_t=np.int64(len(tiny) + 8), rows_s=np.int32(len(tiny)))
+    assert (report.teacher_vocab_rows, report.student_vocab_rows) == (len(tiny) + 8, len(tiny))
+    assert type(report.teacher_vocab_rows) is int and report.teacher_padding_rows == 8
