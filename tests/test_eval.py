@@ -23,6 +23,7 @@ from hf_cot_distill.eval import (
     parse_generation,
     reference_chain,
 )
+from hf_cot_distill.sections import section_counts
 
 
 @pytest.mark.parametrize(
@@ -119,6 +120,27 @@ def test_token_coverage():
     assert out["samples_with_answer"] == 0.5 and out["prompt_coverage"] == 1.0
     with pytest.raises(ValueError, match="between 0"):
         TokenCoverage().compute(predictions=[[11, 0, 0]], references=[[10, 0, 0]])
+
+
+def test_token_coverage_reads_section_counts_rows_and_refuses_other_widths():
+    # section_counts / TruncationAccounting give [pad, prompt, cot, answer]; the PAD count is dropped
+    kept = [section_counts([1, 1, 2, 2]).tolist()] * 2 + [section_counts([0, 1, 2, 3]).tolist()]
+    before = [section_counts([1, 1, 2, 2, 3]).tolist()] * 2 + [section_counts([0, 1, 2, 3]).tolist()]
+    out = TokenCoverage().compute(predictions=kept, references=before)
+    assert out["answer_coverage"] == pytest.approx(1 / 3) and out["samples_with_answer"] == pytest.approx(
+        1 / 3
+    )
+    assert out["prompt_coverage"] == 1.0 and out["cot_coverage"] == 1.0
+    three_wide = TokenCoverage().compute(
+        predictions=[row[1:] for row in kept], references=[row[1:] for row in before]
+    )
+    assert three_wide == out
+    with pytest.raises(ValueError, match=r"predictions: got counts of shape \(2, 2\); expected .* 3 counts"):
+        TokenCoverage().compute(predictions=[[1, 2], [3, 4]], references=[[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match=r"references: got counts of shape \(1, 5\)"):
+        TokenCoverage().compute(predictions=[[0, 0, 0]], references=[[1, 1, 1, 1, 1]])
+    with pytest.raises(ValueError, match="predictions: rows of different lengths"):
+        TokenCoverage().compute(predictions=[[0, 0, 0], [0, 0, 0, 0]], references=[[0, 0, 0]] * 2)
 
 
 def test_parse_generation_special_and_plain():

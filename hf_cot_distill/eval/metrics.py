@@ -21,6 +21,7 @@ from hf_cot_distill.eval.answers import (
     format_compliance,
     math_verify_available,
 )
+from hf_cot_distill.sections import NUM_SECTIONS
 
 _CITATION_COT_ICL = (
     "@inproceedings{kothapalli2025coticllab, title={CoT-ICL Lab: A Synthetic Framework for Studying "
@@ -206,11 +207,33 @@ def chance_baselines(answers: list[int], context_answers: list[list[int]], n_usa
     }
 
 
+def _section_count_rows(field: str, rows: list[list[int]]) -> np.ndarray:
+    """``(n, 3)`` ``[prompt, cot, answer]`` counts; a 4-wide row is ``[pad, prompt, cot, answer]``
+    (what ``section_counts`` and ``TruncationAccounting.tokens_*`` give) and loses its PAD count."""
+    try:
+        counts = np.asarray(rows, dtype=np.float64)
+    except ValueError as err:  # rows of different lengths
+        raise ValueError(
+            f"{field}: rows of different lengths; give every sample [prompt, cot, answer] counts "
+            f"(or [pad, prompt, cot, answer] as section_counts returns)."
+        ) from err
+    if counts.size == 0:
+        return counts.reshape(0, 3)
+    if counts.ndim != 2 or counts.shape[1] not in (3, NUM_SECTIONS):
+        raise ValueError(
+            f"{field}: got counts of shape {counts.shape}; expected one row per sample of 3 counts "
+            f"[prompt, cot, answer], or {NUM_SECTIONS} with PAD first (section_counts(ids).tolist(), "
+            "TruncationAccounting.tokens_kept)."
+        )
+    return counts[:, 1:] if counts.shape[1] == NUM_SECTIONS else counts
+
+
 class TokenCoverage(evaluate.Metric):
     """Share of each section's tokens seen in training under a truncation policy.
 
     ``predictions``: tokens kept per sample, ``references``: tokens before truncation, both as
-    ``[prompt, cot, answer]`` counts. Returns ``prompt_coverage``, ``cot_coverage``,
+    ``[prompt, cot, answer]`` counts per sample, or as ``[pad, prompt, cot, answer]`` (the
+    layout of ``section_counts``; the PAD count is dropped). Other widths raise. Returns ``prompt_coverage``, ``cot_coverage``,
     ``answer_coverage`` (token-weighted) and ``samples_with_answer`` (share of samples that
     kept at least one answer token).
     """
@@ -219,7 +242,9 @@ class TokenCoverage(evaluate.Metric):
         return evaluate.MetricInfo(
             description="Token coverage of each section under truncation.",
             citation="",
-            inputs_description="predictions: kept [P, C, A] counts; references: original [P, C, A] counts.",
+            inputs_description=(
+                "predictions: kept [P, C, A] (or [PAD, P, C, A]) counts; references: the counts before truncation."
+            ),
             features=datasets.Features(
                 {
                     "predictions": datasets.List(datasets.Value("int64")),
@@ -230,8 +255,8 @@ class TokenCoverage(evaluate.Metric):
 
     def _compute(self, predictions: list[list[int]], references: list[list[int]]) -> dict[str, float]:
         _check_lengths(predictions, references)
-        kept = np.asarray(predictions, dtype=np.float64).reshape(-1, 3)
-        total = np.asarray(references, dtype=np.float64).reshape(-1, 3)
+        kept = _section_count_rows("predictions", predictions)
+        total = _section_count_rows("references", references)
         if (kept > total).any() or (kept < 0).any():
             raise ValueError("kept token counts must be between 0 and the original counts.")
         sums_k, sums_t = kept.sum(0), total.sum(0)
