@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import evaluate
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -141,6 +142,13 @@ def test_token_coverage_reads_section_counts_rows_and_refuses_other_widths():
         TokenCoverage().compute(predictions=[[0, 0, 0]], references=[[1, 1, 1, 1, 1]])
     with pytest.raises(ValueError, match="predictions: rows of different lengths"):
         TokenCoverage().compute(predictions=[[0, 0, 0], [0, 0, 0, 0]], references=[[0, 0, 0]] * 2)
+
+
+@pytest.mark.parametrize("n_usable", [0, -3, 2.5, True])
+def test_chance_baselines_refuses_a_bad_n_usable(n_usable):
+    with pytest.raises(ValueError, match=f"n_usable: got {n_usable!r}; use the number of token ids"):
+        chance_baselines([1], [[1]], n_usable=n_usable)
+    assert chance_baselines([1], [[1]], n_usable=np.int64(4))["uniform"] == 0.25
 
 
 def test_parse_generation_special_and_plain():

@@ -8,6 +8,7 @@ They compose with ``evaluate.combine`` and plug into a ``compute_metrics`` funct
 
 from __future__ import annotations
 
+import numbers
 from collections import Counter
 
 import datasets
@@ -186,6 +187,10 @@ def chance_baselines(answers: list[int], context_answers: list[list[int]], n_usa
         answer of the eval set), ``in_context_majority`` (predict each task's most frequent
         in-context answer; ties broken by the earliest example).
     """
+    if isinstance(n_usable, bool) or not isinstance(n_usable, numbers.Integral) or n_usable < 1:
+        raise ValueError(
+            f"n_usable: got {n_usable!r}; use the number of token ids an answer can take, an int >= 1."
+        )
     if len(answers) != len(context_answers):
         raise ValueError("answers and context_answers must have one entry per task.")
     if not answers:
