@@ -41,6 +41,11 @@ from hf_cot_distill.sections import section_counts
         ("no box here", None),
         ("", None),
         (r"\boxed{a} and later \boxed{b{c}d}", "b{c}d"),
+        # a run of backslashes before a brace escapes it only when odd: \\ is a LaTeX line break
+        (r"\boxed{a\\}", r"a\\"),
+        (r"\boxed{a\\\}b}", r"a\\\}b"),
+        (r"\boxed{x\\{y}}", r"x\\{y}"),
+        (r"\boxed{\begin{matrix}1\\2\end{matrix}}", r"\begin{matrix}1\\2\end{matrix}"),
     ],
 )
 def test_extract_boxed(text, expected):

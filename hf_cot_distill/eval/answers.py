@@ -42,17 +42,22 @@ def _parse_box(text: str, i: int) -> str | None:
     if text[i] != "{":
         match = re.match(r"[^\s$]+", text[i:])
         return match.group(0) if match else None
-    depth, begin = 0, i + 1
-    for j in range(i, len(text)):
+    depth, begin, j = 0, i + 1, i
+    while j < len(text):
         ch = text[j]
-        if ch == "\\" and j + 1 < len(text) and text[j + 1] in "{}":
-            continue  # an escaped brace \{ or \} does not open or close a group
-        if ch == "{" and (j == 0 or text[j - 1] != "\\"):
+        if ch == "\\":
+            # A backslash escapes the next character: \{ and \} are literal braces, and \\ (a
+            # LaTeX line break) is a pair, so the brace after a run of backslashes is escaped iff
+            # the run is odd.
+            j += 2
+            continue
+        if ch == "{":
             depth += 1
-        elif ch == "}" and (j == 0 or text[j - 1] != "\\"):
+        elif ch == "}":
             depth -= 1
             if depth == 0:
                 return text[begin:j]
+        j += 1
     return None
 
 
