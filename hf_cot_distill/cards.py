@@ -14,10 +14,12 @@ import dataclasses
 import math
 import numbers
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
 # ``hf_cot_distill/templates`` is a link to the top-level ``hub_cards/`` folder, shipped as
@@ -37,9 +39,38 @@ def template_path(name: str) -> Path:
     return path
 
 
+def _float_digits(dtype: Any) -> int | None:
+    """Significant digits a float dtype narrower than float64 holds (float32: 7, float16: 4,
+    bfloat16: 3); ``None`` for float64 and non-float dtypes."""
+    finfos = [np.finfo] + ([sys.modules["torch"].finfo] if "torch" in sys.modules else [])
+    for finfo in finfos:
+        try:
+            info = finfo(dtype)
+        except (TypeError, ValueError):
+            continue
+        return None if info.bits >= 64 else round(-math.log10(info.resolution)) + 1
+    return None
+
+
+def _scalar(value: Any) -> Any:
+    """A numpy scalar, 0-d array or 0-d tensor as a Python number; a float32 (float16, bfloat16)
+    keeps the digits its dtype holds (``np.float32(1e-4)`` -> ``0.0001``, not
+    ``9.999999747378752e-05``). Anything else is returned unchanged."""
+    if getattr(value, "ndim", None) != 0 or not hasattr(value, "item") or not hasattr(value, "dtype"):
+        return value
+    digits = _float_digits(value.dtype)
+    value = value.item()
+    if digits is not None and isinstance(value, float) and math.isfinite(value):
+        value = float(f"{value:.{digits}g}")
+    return value
+
+
 def _plain(value: Any) -> Any:
     """Config values as YAML-safe plain data (tuples -> lists, inf -> 'inf', dataclasses and
-    mappings -> dicts, numpy scalars -> Python numbers)."""
+    mappings -> dicts, numpy scalars, arrays and tensors -> Python numbers and lists)."""
+    value = _scalar(value)
+    if getattr(value, "ndim", 0) and hasattr(value, "tolist"):  # an array or tensor of values
+        return [_plain(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
@@ -177,6 +208,7 @@ _SECTIONS = ("prompt", "cot", "answer")
 
 def _number(value: Any) -> str:
     """A table cell: ints with thousands separators, floats to 4 significant digits."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return str(value)
     if isinstance(value, numbers.Integral):
@@ -188,6 +220,7 @@ def _compute_value(name: str, value: Any) -> str:
     """A compute cell, units by key: ``*flops*`` -> ``1.234e+15``; ``*_s`` / ``*seconds`` ->
     seconds (and hours); ``*_bytes`` -> GiB; ``*_mb`` -> MiB; a mapping (e.g. tokens per
     section) -> ``key value, ...``; anything else through :func:`_number`."""
+    value = _scalar(value)
     if isinstance(value, Mapping):
         return ", ".join(f"{k} {_number(v)}" for k, v in value.items())
     if not isinstance(value, numbers.Real) or isinstance(value, bool):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from huggingface_hub import DatasetCard, ModelCard
 
 from hf_cot_distill.cards import (
@@ -214,3 +215,47 @@ def test_dataset_card_still_renders_and_retargets_to_a_repo(tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "README.md").write_text("---\nlicense: mit\n---\nnot ours\n")
     assert dataset_card_for_repo(tmp_path / "other", "me/x") is None
+
+
+def test_tensor_and_numpy_values_become_plain_numbers():
+    card = render_model_card(
+        model_name="m",
+        base_model=None,
+        recipe={
+            "learning_rate": np.float32(1e-4),
+            "betas": np.array([0.9, 0.999], dtype=np.float32),
+            "warmup_ratio": torch.tensor(0.1),
+            "steps": np.int64(300),
+            "scale": np.float64(0.1) * 3,  # float64 keeps all its digits
+        },
+        compute={
+            "train_time_s": torch.tensor(3.5),
+            "tokens_forwarded": np.int64(1234),
+            "loss": np.array(0.25),
+        },
+        eval_results={
+            "accuracy": torch.tensor(0.5),
+            "bf16_loss": torch.tensor(1.0 / 3, dtype=torch.bfloat16),
+        },
+    )
+    hf = ModelCard(str(card)).data.to_dict()["hf_cot_distill"]  # YAML round trip: no python/object tags
+    assert hf["recipe"] == {
+        "learning_rate": 0.0001,
+        "betas": [0.9, 0.999],
+        "warmup_ratio": 0.1,
+        "steps": 300,
+        "scale": 0.30000000000000004,
+    }
+    assert hf["compute"] == {"train_time_s": 3.5, "tokens_forwarded": 1234, "loss": 0.25}
+    lines = card.text.splitlines()
+    for line in (
+        "| `learning_rate` | `0.0001` |",
+        "| `betas` | `[0.9, 0.999]` |",
+        "| `warmup_ratio` | `0.1` |",
+        "| train_time_s | 3.5 s (0.00 h) |",
+        "| tokens_forwarded | 1,234 |",
+        "| loss | 0.25 |",
+        "| accuracy | 0.5 |",
+        "| bf16_loss | 0.334 |",
+    ):
+        assert line in lines, line
