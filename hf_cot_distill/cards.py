@@ -206,11 +206,21 @@ MODEL_CARD_TAGS = ("hf-cot-distill", "chain-of-thought", "distillation")
 _SECTIONS = ("prompt", "cot", "answer")
 
 
+def _cell(value: Any) -> str:
+    """Text for a markdown table cell: ``|`` escaped (it would end the cell and break the table)."""
+    return str(value).replace("|", "\\|")
+
+
+def _cells(table: Mapping[str, Any]) -> dict[str, str]:
+    """A ``{setting: value}`` table with every key and value as cell text (see :func:`_cell`)."""
+    return {_cell(k): _cell(v) for k, v in table.items()}
+
+
 def _number(value: Any) -> str:
     """A table cell: ints with thousands separators, floats to 4 significant digits."""
     value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return str(value)
+        return _cell(value)
     if isinstance(value, numbers.Integral):
         return f"{int(value):,}"
     return f"{float(value):.4g}"
@@ -222,9 +232,9 @@ def _compute_value(name: str, value: Any) -> str:
     section) -> ``key value, ...``; anything else through :func:`_number`."""
     value = _scalar(value)
     if isinstance(value, Mapping):
-        return ", ".join(f"{k} {_number(v)}" for k, v in value.items())
+        return ", ".join(f"{_cell(k)} {_number(v)}" for k, v in value.items())
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        return str(value)
+        return _cell(value)
     key = name.lower()
     if "flops" in key:
         return f"{float(value):.3e}"
@@ -291,7 +301,7 @@ def _eval_table(eval_results: Any) -> tuple[list[str], list[list[str]]]:
     columns: list[str] = []
     for row in eval_results:
         columns += [k for k in row if k not in columns]
-    return columns, [[_number(row.get(c, "")) for c in columns] for row in eval_results]
+    return [_cell(c) for c in columns], [[_number(row.get(c, "")) for c in columns] for row in eval_results]
 
 
 def _summary(model_name: str, base_model: str | None, teacher: str | None, datasets: Sequence[str]) -> str:
@@ -390,26 +400,26 @@ def render_model_card(
         template_path=str(template_path("model_card.md.j2")),
         model_name=model_name,
         summary=_summary(model_name, base_model, teacher, datasets),
-        teacher=teacher,
-        base_model=base_model,
+        teacher=_cell(teacher) if teacher else None,
+        base_model=_cell(base_model) if base_model else None,
         datasets=list(datasets),
         recipe_name=recipe_name,
-        recipe={k: v for k, v in _plain(recipe or {}).items()},
+        recipe=_cells(_plain(recipe or {})),
         supervision_rows=_supervision_rows(supervision)
         if supervision and not isinstance(supervision, str)
         else [],
         supervision_text=supervision if isinstance(supervision, str) else None,
         objective=objective,
-        truncation=_plain(truncation or {}),
+        truncation=_cells(_plain(truncation or {})),
         truncation_rows=truncation_rows,
         truncation_text=truncation_accounting if isinstance(truncation_accounting, str) else None,
         truncation_counters=truncation_counters,
-        compute_rows=[{"name": k, "value": _compute_value(k, v)} for k, v in (compute or {}).items()],
+        compute_rows=[{"name": _cell(k), "value": _compute_value(k, v)} for k, v in (compute or {}).items()],
         eval_columns=eval_columns,
         eval_rows=eval_rows,
         repo_or_path=repo_id or model_name,
         license=license,
-        compression=compression,
+        compression={stage: _cells(settings) for stage, settings in compression.items()},
         quantized="quantization" in compression,
     )
 

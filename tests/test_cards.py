@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -259,3 +261,37 @@ def test_tensor_and_numpy_values_become_plain_numbers():
         "| bf16_loss | 0.334 |",
     ):
         assert line in lines, line
+
+
+def _unescaped_pipes(line: str) -> int:
+    return len(re.findall(r"(?<!\\)\|", line))
+
+
+def test_pipes_in_names_and_values_are_escaped_in_tables():
+    card = render_model_card(
+        model_name="m|x",
+        base_model="org/base|v2",
+        teacher="org/teacher|v1",
+        recipe={"loss|kind": "a|b"},
+        truncation={"policy": "x|y"},
+        compute={"tokens|kd": 10, "note": "fast|slow", "per|section": {"c|ot": 5}},
+        compression={"pruning": {"crit|erion": "l|2"}},
+        eval_results=[{"task": "gsm|8k", "pipe|metric": 0.5}],
+    )
+    lines = card.text.splitlines()
+    for line in (
+        r"| teacher | `org/teacher\|v1` |",
+        r"| student (initialised from) | `org/base\|v2` |",
+        r"| `loss\|kind` | `a\|b` |",
+        r"| `policy` | `x\|y` |",
+        r"| `crit\|erion` | `l\|2` |",
+        r"| tokens\|kd | 10 |",
+        r"| note | fast\|slow |",
+        r"| per\|section | c\|ot 5 |",
+        r"| task | pipe\|metric |",
+        r"| gsm\|8k | 0.5 |",
+    ):
+        assert line in lines, line
+    # every table here has two columns: no name or value adds a cell
+    rows = [line for line in lines if line.startswith("|")]
+    assert len(rows) == 21 and all(_unescaped_pipes(line) == 3 for line in rows)
