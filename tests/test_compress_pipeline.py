@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,99 @@ def test_heldout_ce_counts_cot_and_answer_targets_only():
         logits[1:], torch.tensor([5, 6, 7])
     )  # targets at t+1 in {2, 3}
     assert heldout_ce(model, rows) == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def readme_tiny(tmp_path_factory) -> Path:
+    """The shape of the README's tiny model (recipes/tiny/cot_icl_lab_scratch.yaml: Llama, hidden 64,
+    4 heads and 4 KV heads of 16 dims, MLP 128), untrained: the checks below run before any data."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                         use_cache=False)  # fmt: skip
+    out = tmp_path_factory.mktemp("readme_tiny") / "scratch"
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
+
+
+def test_compress_arguments_check_keep_counts_and_quantize_ignore():
+    for name in ("prune_kv_heads_keep", "prune_q_heads_per_kv_keep"):
+        with pytest.raises(ValueError, match=f"{name}=0: keep at least 1"):
+            CompressArguments(prune=True, **{name: 0})
+    with pytest.raises(ValueError, match=r"quantize_ignore: 're:\(' is not"):
+        CompressArguments(quantize_bits=8, quantize_ignore=["re:("])
+    with pytest.raises(ValueError, match="quantize_ignore=.*only applies to quantization"):
+        CompressArguments(prune=True, quantize_ignore=["self_attn.o_proj"])
+    args = CompressArguments(quantize_bits=8, quantize_ignore=["self_attn.o_proj", "re:layers\\.1\\."])
+    assert args.quantize_config().ignore == ("self_attn.o_proj", "re:layers\\.1\\.")
+    assert CompressArguments(quantize_bits=8).quantize_config().ignore == ("lm_head",)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], r"quantize_group_size=32 does not divide the input width of self_attn.o_proj \(16\) after "
+             r"pruning; fix: set quantize_group_size: 16 .* or add \['self_attn.o_proj'\] to quantize_ignore"),
+        (["--prune_kv_heads_keep", "9"], "prune_kv_heads_keep=9: the model has 4 KV heads per layer; fix: use 1..4"),
+        (["--prune_q_heads_per_kv_keep", "2"], "prune_q_heads_per_kv_keep=2: the model has 1 query heads per KV"),
+        (["--quantize_ignore", "o_prj"], "quantize_ignore: 'o_prj' matches no linear of the model"),
+        (["--quantize_ignore", "re:."], r"quantize_ignore=\['re:.'\] leaves no decoder linear to quantize"),
+        (["--prune", "false", "--quantize_group_size", "48"], r"does not divide .*mlp.down_proj \(128\); fix"),
+    ],
+)  # fmt: skip
+def test_compress_refuses_a_model_the_settings_do_not_fit_before_any_work(
+    readme_tiny, tmp_path, capsys, monkeypatch, extra, message
+):
+    """The README's tiny compress example on the README's tiny model: refused up front (no data
+    generated, no folder written), naming the recipe field and the fix."""
+    import hf_cot_distill.train as train
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data was prepared before the settings were checked against the model")
+
+    monkeypatch.setattr(train, "prepare_data", no_data)
+    out = tmp_path / "c"
+    argv = ["compress", "--config", str(RECIPE), "--model_name_or_path", str(readme_tiny),
+            "--output_dir", str(out), *extra]  # fmt: skip
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_compress_quantize_ignore_keeps_a_layer_in_full_precision(readme_tiny, tmp_path):
+    """`quantize_ignore` is the recipe-level way past a group size that does not divide a layer."""
+    out = tmp_path / "c"
+    argv = ["compress", "--config", str(RECIPE), "--model_name_or_path", str(readme_tiny), "--dataset_name",
+            GENERATOR, "--quantize_ignore", "self_attn.o_proj", "--recover", "false", "--calibration_samples",
+            "4", "--eval_samples", "0", "--output_dir", str(out), "--disable_tqdm", "true"]  # fmt: skip
+    assert main(argv) == 0
+    quantized = json.loads((out / "compress_report.json").read_text())["stages"][-1]
+    assert quantized["report"]["config"]["ignore"] == ["self_attn.o_proj"]
+    names = [layer["name"] for layer in quantized["report"]["layers"]]
+    assert len(names) == 12 and not any("o_proj" in n for n in names)
+    assert "| `ignore` | `['self_attn.o_proj']` |" in (out / "quantized" / "README.md").read_text()
+
+
+def test_compress_names_the_pickle_of_a_pickle_only_folder(readme_tiny, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "bin_only"
+    folder.mkdir()
+    (folder / "config.json").write_text((readme_tiny / "config.json").read_text())
+    torch.save(load_file(readme_tiny / "model.safetensors"), folder / "pytorch_model.bin")
+    out = tmp_path / "c"
+    argv = [
+        "compress",
+        "--config",
+        str(RECIPE),
+        "--model_name_or_path",
+        str(folder),
+        "--output_dir",
+        str(out),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds pickle weights only (pytorch_model.bin)" in err and "use_safetensors=False" in err
+    assert "not a local folder" not in err and not out.exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,13 @@ class CompressArguments:
         metadata={"help": f"{' or '.join(QUANT_METHODS)}: GPTQ error feedback or round-to-nearest."},
     )
     quantize_damp: float = field(default=0.01, metadata={"help": "GPTQ Hessian dampening (x mean diagonal)."})
+    quantize_ignore: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Decoder linears kept in full precision: module-name suffixes (self_attn.o_proj) or "
+            "'re:<regex>' patterns, e.g. for a layer whose width quantize_group_size does not divide."
+        },
+    )
     calibration_samples: int = field(
         default=64, metadata={"help": "Training rows used as calibration data for pruning and quantization."}
     )
@@ -99,11 +107,34 @@ class CompressArguments:
             raise ValueError(f"quantize_group_size={self.quantize_group_size}: use a positive size or -1.")
         if self.eval_samples < 0:
             raise ValueError(f"eval_samples={self.eval_samples}: must be >= 0.")
+        for name in ("prune_kv_heads_keep", "prune_q_heads_per_kv_keep"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(
+                    f"{name}={getattr(self, name)}: keep at least 1 (or leave it unset to keep all)."
+                )
+        self._check_quantize_ignore()
         for name in ("calibration_samples", "calibration_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1.")
         if not self.prune and self.quantize_bits is None:
             raise ValueError("nothing to do: set prune: true and/or quantize_bits: 4|8.")
+
+    def _check_quantize_ignore(self) -> None:
+        if self.quantize_ignore is None:
+            return
+        from hf_cot_distill.compress.quantize import _valid_pattern
+
+        if self.quantize_bits is None:
+            raise ValueError(
+                f"quantize_ignore={self.quantize_ignore}: only applies to quantization; "
+                "fix: set quantize_bits: 4|8, or drop quantize_ignore."
+            )
+        for pattern in self.quantize_ignore:
+            if not _valid_pattern(pattern):
+                raise ValueError(
+                    f"quantize_ignore: {pattern!r} is not a module-name suffix (e.g. 'self_attn.o_proj') "
+                    "or a 're:<regex>' pattern that compiles; fix that entry."
+                )
 
     def prune_config(self) -> Any:
         from hf_cot_distill.compress.prune import PruneConfig
@@ -125,6 +156,7 @@ class CompressArguments:
             symmetric=self.quantize_symmetric,
             method=self.quantize_method,
             damp=self.quantize_damp,
+            **({} if self.quantize_ignore is None else {"ignore": tuple(self.quantize_ignore)}),
         )
 
 
@@ -219,10 +251,97 @@ def _load(path: str, model_args: Any) -> Any:
             use_safetensors=True,
         )
     except OSError as err:
+        if Path(path).is_dir():
+            raise FileNotFoundError(unloadable_folder_message("model_name_or_path", Path(path), err)) from err
         raise FileNotFoundError(
             f"model_name_or_path={path!r}: no safetensors model there (not a local folder, and the Hub "
             "could not provide it); fix: pass a local model folder, or go online for a Hub id."
         ) from err
+
+
+def unloadable_folder_message(field: str, folder: Path, err: Exception) -> str:
+    """Why the local model folder ``folder`` (the value of ``field``) did not load as safetensors:
+    pickle weights only (named, with the one-line conversion), or no model files at all."""
+    from hf_cot_distill.hub import PICKLE_SUFFIXES
+
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            return (
+                f"{field}={str(folder)!r}: the folder holds pickle weights only ({', '.join(pickles)}); "
+                "models load from safetensors only (unpickling can run code). Fix, if you trust the file: "
+                'convert it once with python -c "from transformers import AutoModelForCausalLM as M; '
+                f"M.from_pretrained('{folder}', use_safetensors=False).save_pretrained('{folder}')\" "
+                "(writes model.safetensors next to it)."
+            )
+    return (
+        f"{field}={str(folder)!r}: this local folder holds no loadable safetensors model "
+        f"(a save_pretrained folder: config.json + model.safetensors): {err}"
+    )
+
+
+def _check_model_fits(model: torch.nn.Module, args: CompressArguments) -> None:
+    """Refuse, before any stage runs, keep counts the model does not have and a quantization
+    setting the quantizer would refuse later: a ``quantize_ignore`` entry that matches no linear,
+    or a ``quantize_group_size`` that does not divide the input width a decoder linear will have
+    when it is quantized (after pruning: ``o_proj`` and ``down_proj`` get narrower)."""
+    from torch import nn
+
+    from hf_cot_distill._decoder import decoder_layers
+
+    prefix, layers = decoder_layers(model)
+    narrowed: dict[str, int] = {}  # module-name suffix -> its input width after pruning
+    if args.prune:
+        from hf_cot_distill.compress.prune import PruneConfig, _decoder_layers, _make_plan
+
+        _decoder_layers(model)  # an unsupported architecture fails here, not after data generation
+        plan = _make_plan(layers, PruneConfig(mlp_keep_ratio=args.prune_mlp_keep_ratio))
+        for name, have, what in (
+            ("prune_kv_heads_keep", plan.n_kv, "KV heads per layer"),
+            ("prune_q_heads_per_kv_keep", plan.q_per_kv, "query heads per KV group"),
+        ):
+            keep = getattr(args, name)
+            if keep is not None and keep > have:
+                raise ValueError(
+                    f"{name}={keep}: the model has {have} {what}; fix: use 1..{have} (or leave it unset to keep all)."
+                )
+        kv = args.prune_kv_heads_keep or plan.n_kv
+        heads = kv * (args.prune_q_heads_per_kv_keep or plan.q_per_kv)
+        narrowed = {"self_attn.o_proj": heads * plan.head_dim, "mlp.down_proj": plan.mlp_keep}
+    if args.quantize_bits is None:
+        return
+    config = args.quantize_config()
+    all_linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    for pattern in args.quantize_ignore or ():
+        one = dataclasses.replace(config, ignore=(pattern,))
+        if not any(one.is_ignored(n) for n in all_linears):
+            raise ValueError(
+                f"quantize_ignore: {pattern!r} matches no linear of the model (names look like "
+                f"{all_linears[0]!r}); fix: use a module-name suffix such as 'self_attn.o_proj'."
+            )
+    widths: dict[str, int] = {}  # decoder linear (name inside its layer) -> input width when quantized
+    for index, layer in enumerate(layers):
+        for name, module in layer.named_modules():
+            if isinstance(module, nn.Linear) and not config.is_ignored(f"{prefix}.{index}.{name}"):
+                widths[name] = narrowed.get(name, module.in_features)
+    if not widths:
+        raise ValueError(
+            f"quantize_ignore={args.quantize_ignore} leaves no decoder linear to quantize; "
+            "fix: ignore fewer layers, or unset quantize_bits."
+        )
+    size = config.group_size
+    bad = {name: width for name, width in widths.items() if size is not None and width % size}
+    if bad:
+        after = " after pruning" if set(bad) & set(narrowed) else ""
+        shown = ", ".join(f"{name} ({width})" for name, width in bad.items())
+        ignore = (
+            f", or add {sorted(bad)} to quantize_ignore (kept in full precision)" if bad != widths else ""
+        )
+        raise ValueError(
+            f"quantize_group_size={size} does not divide the input width of {shown}{after}; fix: set "
+            f"quantize_group_size: {math.gcd(*widths.values())} (divides every quantized linear) or -1 "
+            f"(one scale per output row){ignore}."
+        )
 
 
 def _settings(args: CompressArguments, prefix: str) -> dict[str, Any]:
@@ -251,16 +370,18 @@ def run_compress(
     original = model_args.model_name_or_path
     teacher = kd_args.teacher_model_name_or_path or original
     out = Path(kd_args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     # Statistics and solves run on the GPU when there is one (and the recipe does not ask for CPU).
     device = torch.device("cuda" if torch.cuda.is_available() and not kd_args.use_cpu else "cpu")
-    model = _load(original, model_args).to(device)
+    model = _load(original, model_args)
+    _check_model_fits(model, compress_args)  # before data generation and before any folder exists
+    model = model.to(device)
     tokenizer = load_tokenizer(model_args)
     data = prepare_data(data_args, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     calib = calibration_batches(
         data.train, compress_args.calibration_samples, compress_args.calibration_batch_size, pad_id
     )
+    out.mkdir(parents=True, exist_ok=True)
 
     def quality(m: torch.nn.Module) -> dict[str, float]:
         if data.eval is None or compress_args.eval_samples == 0:
