@@ -15,9 +15,53 @@ from hf_cot_distill.eval.cot_icl import evaluate_cot_icl
 
 
 def _load_model(model_dir: str):
+    """The saved model (safetensors only); a clear error for a missing folder or one that does not load."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
+    except (OSError, ValueError) as err:  # a bad Hub id is a ValueError (HFValidationError)
+        folder = Path(model_dir)
+        if folder.is_dir():
+            from hf_cot_distill.compress.pipeline import unloadable_folder_message
+
+            raise FileNotFoundError(unloadable_folder_message("model", folder, err)) from err
+        where = "is a file, not a folder" if folder.exists() else f"does not exist (cwd: {Path.cwd()})"
+        raise FileNotFoundError(
+            f"model: {model_dir!r} {where}, and is not a model the Hub could provide; "
+            "fix: pass the model folder a train run saved (its output_dir)."
+        ) from err
+
+
+def _check_drop_options(name: str, gen: Any, drop_ks: Sequence[int], drop_mode: str) -> None:
+    if not isinstance(gen, CoTICLConfig) and (list(drop_ks) != [0] or drop_mode != "first_k"):
+        raise ValueError(
+            f"drop_ks={list(drop_ks)}, drop_mode={drop_mode!r}: dropping think blocks applies to CoT-ICL "
+            f"configs only, and {name!r} is a {type(gen).__name__}; fix: leave out --drop-k / --drop-mode."
+        )
+
+
+def _check_tokenizer(model_dir: str, name: str) -> None:
+    """A symbolic config evaluates text: the model folder must carry its tokenizer."""
+    from hf_cot_distill.train import _TOKENIZER_FILES
+
+    folder = Path(model_dir)
+    if folder.is_dir() and not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        raise ValueError(
+            f"model: {model_dir!r} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}), and {name!r} is a "
+            "text config; fix: evaluate a model trained on text (its folder holds the tokenizer), or save the "
+            f"student's tokenizer there: AutoTokenizer.from_pretrained(<student>).save_pretrained({model_dir!r})."
+        )
+
+
+def _check_vocab(model: Any, model_dir: str, name: str, gen: CoTICLConfig) -> None:
+    rows = model.get_input_embeddings().num_embeddings
+    if rows < gen.vocab_size:
+        raise ValueError(
+            f"model: {model_dir!r} has {rows} token embeddings, but config {name!r} uses token ids up to "
+            f"{gen.vocab_size - 1} (vocab_size={gen.vocab_size}); fix: evaluate on the generator config the "
+            "model was trained on (the dataset_name of its recipe, e.g. a generator YAML)."
+        )
 
 
 def evaluate_saved_model(
@@ -33,15 +77,23 @@ def evaluate_saved_model(
     """Evaluate ``model_dir`` on the eval split of a generator config (CoT-ICL Lab or symbolic).
 
     Returns ``{"model", "config", "results": [one dict per drop_k]}`` (CoT-ICL) or
-    ``{"model", "config", "results": [symbolic metrics]}``.
+    ``{"model", "config", "results": [symbolic metrics]}``. Raises ``ValueError`` /
+    ``FileNotFoundError`` (before generating or evaluating anything) for a missing or unloadable
+    model folder, a symbolic config with a folder that has no tokenizer, ``drop_ks`` / ``drop_mode``
+    with a config that is not CoT-ICL, and a model whose vocabulary the config's token ids overflow.
     """
     name, gen = resolve_config(config)
     n = num_tasks if num_tasks is not None else (gen.num_eval_tasks if split == "eval" else gen.num_tasks)
     if n < 1:
         raise ValueError(f"num_tasks={n}: evaluate on at least one task.")
+    _check_drop_options(name, gen, drop_ks, drop_mode)
+    if isinstance(gen, SymbolicConfig):
+        _check_tokenizer(model_dir, name)
+    model = _load_model(model_dir)
+    if isinstance(gen, CoTICLConfig):
+        _check_vocab(model, model_dir, name, gen)
     gen = dataclasses.replace(gen, num_eval_tasks=n) if split == "eval" else gen
     rows = generate_table(gen, 0, n, split).to_pylist()
-    model = _load_model(model_dir)
     if isinstance(gen, CoTICLConfig):
         results = [
             evaluate_cot_icl(model, gen, rows, drop_k=k, drop_mode=drop_mode, batch_size=batch_size)
