@@ -135,7 +135,13 @@ def _run_sweeps(name: str, size: str, out_dir: Path, **overrides: Any) -> dict[s
         resolved = out_dir / f"{Path(file).stem}.resolved.yaml"
         resolved.write_text(yaml.safe_dump(spec, sort_keys=False))
         print(f"[reproduce {name}] sweep {file} -> {spec['output_root']}", flush=True)
-        done[role] = (spec, run_sweep(resolved))
+        try:
+            done[role] = (spec, run_sweep(resolved))
+        except ValueError as err:
+            raise ValueError(
+                f"{err} (reproduce writes {resolved.name} itself: rather than editing it, pass "
+                "another --out / out_dir, or delete the folder named.)"
+            ) from None
     return done
 
 

@@ -423,3 +423,18 @@ def test_cli_has_the_reproduce_subcommand(capsys):
         main(["reproduce", "--help"])
     assert exit_info.value.code == 0
     assert "R1 CoT-ICL Lab" in capsys.readouterr().out
+
+
+def test_reproduce_refuses_unrecorded_model_folders(tmp_path, capsys):
+    """A model folder the sweep cannot check (no sweep_point.json) is neither resumed nor retrained."""
+    from hf_cot_distill.cli import main
+
+    point = "dataset_name=generator_recipes_reproductions_generators_r1_standard.yaml__seed=0"
+    old = tmp_path / "R1_smoke" / "r1_cpu" / point
+    old.mkdir(parents=True)
+    (old / "train_metrics.json").write_text("{}")
+    argv = ["reproduce", "R1", "--smoke", "--seeds", "0", "--threads", "0", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{old} holds files but no sweep_point.json" in err and "pass another --out" in err
+    assert (old / "train_metrics.json").read_text() == "{}" and len(list(old.parent.iterdir())) == 1
