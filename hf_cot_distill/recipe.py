@@ -7,15 +7,24 @@ the closest valid one (TRL's and transformers' YAML paths can silently ignore th
 
 YAML values become argv tokens: lists -> several values, dicts -> JSON, bools -> true/false,
 ``null`` -> the field's default only if that default is ``None``. Command-line overrides
-(``--key value``) come after the YAML ones, so they win.
+(``--key value``) come after the YAML ones, so they win. A mapping is accepted for the fields that
+hold one (dict-typed fields, the configs' ``_VALID_DICT_FIELDS``, ``model_config``), e.g.
+``section_kd_temperatures: {cot: 2.0}``; anywhere else it is an error (recipes are flat).
+
+A value of the wrong type (``max_steps: two``) is a one-line ``ValueError`` naming the field,
+the value, the expected type and where it came from (the recipe file or the command line).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import json
 import os
+import re
+import types as _pytypes
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,14 +173,19 @@ def _fields(types: tuple[type, ...]) -> dict[str, dataclasses.Field]:
     return out
 
 
-def _unknown_key_error(keys: list[str], valid: dict, where: str) -> ValueError:
+# Not recipe fields, but options of the `train` / `compress` command line itself.
+_CLI_ONLY = {"overwrite_output_dir": "a command-line flag of `train` / `compress`, not a recipe field"}
+
+
+def _unknown_key_error(keys: list[str], valid: dict, where: str, command: str = "train") -> ValueError:
     hints = []
     for key in keys:
         close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hint = f" ({_CLI_ONLY[key]})" if key in _CLI_ONLY else ""
+        hints.append(f"{key!r}" + (hint or (f" (did you mean {close[0]!r}?)" if close else "")))
     return ValueError(
         f"{where}: unknown key{'s' if len(keys) > 1 else ''} {', '.join(hints)}. Keys must be fields of "
-        "the model, data or training config; see `hf-cot-distill train --help`."
+        f"the configs listed by `hf-cot-distill {command} --help`."
     )
 
 
@@ -194,12 +208,50 @@ def _to_argv(key: str, value: Any, f: dataclasses.Field, where: str) -> list[str
     return [f"--{key}", str(value)]
 
 
-def recipe_argv(recipe: dict[str, Any], types: tuple[type, ...], where: str = "recipe") -> list[str]:
+def _holds_mapping(annotation: Any) -> bool:
+    """``dict[...]``, ``dict | str | None`` ...: a field annotation that admits a mapping."""
+    if annotation is dict or typing.get_origin(annotation) is dict:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, _pytypes.UnionType):
+        return any(_holds_mapping(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+# Typed ``str`` but documented as a mapping (a transformers config for init_from_scratch).
+_MAPPING_STR_FIELDS = {"model_config"}
+
+
+def dict_fields(types: tuple[type, ...]) -> set[str]:
+    """Fields of ``types`` whose value may be a mapping in a recipe (passed on as JSON): the
+    dict-typed fields, each config's own ``_VALID_DICT_FIELDS`` and ``model_config``."""
+    out = set(_MAPPING_STR_FIELDS)
+    for t in types:
+        out.update(getattr(t, "_VALID_DICT_FIELDS", ()))
+        try:
+            hints = typing.get_type_hints(t)
+        except Exception:  # an unresolvable annotation: fall back to the declared dict fields
+            hints = {}
+        out.update(name for name, annotation in hints.items() if _holds_mapping(annotation))
+    return out & set(_fields(types))
+
+
+def recipe_argv(
+    recipe: dict[str, Any], types: tuple[type, ...], where: str = "recipe", command: str = "train"
+) -> list[str]:
     """Validate a recipe mapping against the dataclasses and turn it into argv tokens."""
     valid = _fields(types)
     unknown = sorted(k for k in recipe if k not in valid)
     if unknown:
-        raise _unknown_key_error(unknown, valid, where)
+        raise _unknown_key_error(unknown, valid, where, command)
+    mappings = dict_fields(types)
+    nested = [k for k, v in recipe.items() if isinstance(v, dict) and k not in mappings]
+    if nested:
+        raise ValueError(
+            f"{where}: {nested} hold{'s' if len(nested) == 1 else ''} a mapping, but "
+            f"{'it takes' if len(nested) == 1 else 'they take'} a single value (recipes are flat: only "
+            f"{sorted(mappings)} take mappings); fix: write the value itself, or the fields of the mapping "
+            "as top-level keys."
+        )
     argv: list[str] = []
     for key, value in recipe.items():
         argv += _to_argv(key, value, valid[key], where)
@@ -207,40 +259,91 @@ def recipe_argv(recipe: dict[str, Any], types: tuple[type, ...], where: str = "r
 
 
 def load_recipe_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A recipe file as a mapping (checked against the configs by :func:`recipe_argv`)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"recipe {path} does not exist.")
     with open(path) as fh:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a flat mapping of config fields, got {type(data).__name__}.")
-    nested = [k for k, v in data.items() if isinstance(v, dict) and k not in _DICT_FIELDS]
-    if nested:
-        raise ValueError(
-            f"{path}: recipes are flat; {nested} hold nested mappings. Write their fields at the top level."
-        )
     return data
 
 
-# Fields whose value is legitimately a mapping (serialised to JSON for the parser).
-_DICT_FIELDS = {"model_config", "truncation_kwargs", "teacher_model_init_kwargs", "model_init_kwargs"}
+def _json_mapping(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(text)
+    return value
+
+
+_json_mapping.__name__ = "JSON mapping"
+# argparse's own names of the type converters HfArgumentParser uses -> what a user reads.
+_TYPE_NAMES = {"string_to_bool": "bool (true or false)", "int": "int", "float": "float", "str": "string"}
+
+
+def _argument_parser(types: tuple[type, ...]) -> Any:
+    """An ``HfArgumentParser`` whose errors raise (``ValueError`` / ``argparse.ArgumentError``)
+    instead of printing the whole usage and exiting."""
+    from transformers import HfArgumentParser
+
+    class RecipeArgumentParser(HfArgumentParser):
+        def error(self, message: str) -> typing.NoReturn:
+            raise ValueError(message)
+
+    parser = RecipeArgumentParser(types, exit_on_error=False)
+    for action in parser._actions:  # dict-typed fields without str in their type: parse JSON
+        if action.type is dict or typing.get_origin(action.type) is dict:
+            action.type = _json_mapping
+    return parser
+
+
+def _argument_error(err: argparse.ArgumentError, where: str, from_recipe: bool) -> ValueError:
+    """``argument --max_steps/--max-steps: invalid int value: 'two'`` -> one line that names the
+    field, the value, the expected type and the source (the recipe file or the command line)."""
+    name = (err.argument_name or "").split("/")[0].lstrip("-") or "argument"
+    message = err.message.rstrip(".")
+    bad = re.fullmatch(r"invalid (.+) value: (.*)", message, flags=re.DOTALL)
+    if bad:
+        expected, value = _TYPE_NAMES.get(bad.group(1), bad.group(1)), bad.group(2)
+    elif (truthy := re.match(r"Truthy value expected: got (.*) but", message)) is not None:
+        expected, value = _TYPE_NAMES["string_to_bool"], repr(truthy.group(1))
+    else:
+        return ValueError(f"{where}: {name}: {message}.")
+    shown = f"{name}: {value}" if from_recipe else f"--{name} {value}"
+    return ValueError(
+        f"{where}: {shown} is not a valid {expected}; fix: give {name} a value of type {expected}."
+    )
 
 
 def parse_recipe(
     types: tuple[type, ...],
     recipe_path: str | os.PathLike | None = None,
     overrides: list[str] | None = None,
+    *,
+    command: str = "train",
 ) -> tuple:
-    """Parse a YAML recipe plus ``--key value`` overrides into instances of ``types``."""
-    from transformers import HfArgumentParser
+    """Parse a YAML recipe plus ``--key value`` overrides into instances of ``types``.
 
+    ``command`` is the ``hf-cot-distill`` command whose ``--help`` lists the fields (named in
+    the unknown-key error). Every parse error is a ``ValueError``; argparse never exits.
+    """
     overrides = list(overrides or [])
     valid = _fields(types)
     bad = [a[2:].split("=")[0].replace("-", "_") for a in overrides if a.startswith("--")]
     bad = [k for k in bad if k not in valid and not (k.startswith("no_") and k[3:] in valid)]
     if bad:
-        raise _unknown_key_error(bad, valid, "command line")
-    argv = []
+        raise _unknown_key_error(bad, valid, "command line", command)
+    argv: list[str] = []
+    parser = _argument_parser(types)
     if recipe_path is not None:
-        argv = recipe_argv(load_recipe_yaml(recipe_path), types, where=str(recipe_path))
-    parser = HfArgumentParser(types)
-    return tuple(parser.parse_args_into_dataclasses(args=argv + overrides, return_remaining_strings=False))
+        argv = recipe_argv(load_recipe_yaml(recipe_path), types, where=str(recipe_path), command=command)
+        try:  # the recipe's own values first, so that an error names the file
+            argparse.ArgumentParser.parse_known_args(parser, argv)
+        except argparse.ArgumentError as err:
+            raise _argument_error(err, f"recipe {recipe_path}", from_recipe=True) from None
+    try:
+        return tuple(
+            parser.parse_args_into_dataclasses(args=argv + overrides, return_remaining_strings=False)
+        )
+    except argparse.ArgumentError as err:
+        raise _argument_error(err, "command line", from_recipe=False) from None

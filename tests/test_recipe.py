@@ -41,7 +41,7 @@ def test_yaml_values_are_typed_and_cli_overrides_win(tmp_path):
         ("lerning_rate: 0.1\noutput_dir: x\n", "did you mean 'learning_rate'"),
         ("output_dir: x\nmax_lenght: 10\n", "did you mean 'max_length'"),
         ("output_dir: x\ntotally_unknown: 1\n", "unknown key 'totally_unknown'"),
-        ("output_dir: x\nnested: {a: 1}\n", "recipes are flat"),
+        ("output_dir: x\nmax_steps: {a: 1}\n", "recipes are flat"),
         ("- a\n- b\n", "flat mapping"),
         ("output_dir: x\ndataset_format: csv\n", "dataset_format"),
         ("output_dir: x\ndtype: int8\n", "dtype"),
@@ -62,3 +62,37 @@ def test_unknown_cli_override_is_an_error():
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         parse_recipe(TYPES, tmp_path / "nope.yaml")
+
+
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing_kwargs` is deprecated:FutureWarning")
+def test_dict_fields_take_mappings_in_a_recipe(tmp_path):
+    """The README's `section_kd_temperatures: {cot: 2.0}` and TrainingArguments' dict fields."""
+    from hf_cot_distill.trainers.kd_config import SectionKDConfig
+
+    path = write(
+        tmp_path,
+        "output_dir: x\n"
+        "section_kd_temperatures: {cot: 2.0}\n"
+        "gradient_checkpointing_kwargs: {use_reentrant: false}\n"
+        "lr_scheduler_kwargs: {num_cycles: 2}\n"
+        "liger_kernel_config: {rope: true}\n",
+    )
+    _, _, kd = parse_recipe((ModelArguments, DataArguments, SectionKDConfig), path)
+    assert kd.section_kd_temperatures == {"cot": 2.0}
+    assert kd.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    assert kd.lr_scheduler_kwargs == {"num_cycles": 2} and kd.liger_kernel_config == {"rope": True}
+
+
+@pytest.mark.parametrize(
+    "text, overrides, message",
+    [
+        ("output_dir: x\nmax_steps: two\n", [], r"recipe .*r\.yaml: max_steps: 'two' is not a valid int"),
+        ("output_dir: x\n", ["--max_steps", "two"], r"command line: --max_steps 'two' is not a valid int"),
+        ("output_dir: x\nlearning_rate: fast\n", [], r"r\.yaml: learning_rate: 'fast' is not a valid float"),
+        ("output_dir: x\nuse_peft: maybe\n", [], r"r\.yaml: use_peft: 'maybe' is not a valid bool"),
+    ],
+)
+def test_wrong_types_are_one_line_errors_naming_the_source(tmp_path, text, overrides, message):
+    with pytest.raises(ValueError, match=message) as err:
+        parse_recipe(TYPES, write(tmp_path, text), overrides)
+    assert "\n" not in str(err.value)
