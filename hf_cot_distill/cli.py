@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hf_cot_distill.trainers.kd_config import SectionKDConfig
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be an int >= 0")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: an int >= ``minimum``, with a message that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid: must be an int >= {minimum}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_nonnegative_int = _int_at_least(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,10 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate a synthetic CoT dataset as parquet + dataset card")
-    gen.add_argument("--config", required=True, help="a named config (see --list) or a generator YAML file")
+    gen.add_argument(
+        "--config",
+        required=True,
+        help="a named config (see `hf-cot-distill list-configs`) or a generator YAML file",
+    )
     gen.add_argument("--out", required=True, help="output folder (load it with load_dataset(OUT, NAME))")
     gen.add_argument("--num-tasks", type=_positive_int, help="training tasks (default: the config's)")
-    gen.add_argument("--num-eval-tasks", type=_positive_int, help="eval tasks (default: the config's)")
+    gen.add_argument(
+        "--num-eval-tasks", type=_nonnegative_int, help="eval tasks (default: the config's; 0: no eval split)"
+    )
     gen.add_argument("--tasks-per-shard", type=_positive_int, default=4096)
     gen.add_argument("--name", help="config name in the output folder (default: the config's name)")
     gen.add_argument(
@@ -76,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--config", required=True, help="a named generator config or a generator YAML")
     ev.add_argument("--num-tasks", type=_positive_int, help="eval tasks (default: the config's)")
     ev.add_argument(
-        "--drop-k", type=_positive_int, nargs="+", default=[0], help="CoT-ICL: think blocks dropped"
+        "--drop-k", type=_nonnegative_int, nargs="+", default=[0], help="CoT-ICL: think blocks dropped"
     )
     ev.add_argument("--drop-mode", default="first_k", choices=("first_k", "last_k", "random_k"))
     ev.add_argument("--batch-size", type=_positive_int, default=16)
@@ -113,7 +134,7 @@ def _generate(args: argparse.Namespace) -> int:
 
         try:  # before exporting: a refused push leaves nothing behind
             hub.check_repo_id(args.push)
-            hub.ensure_can_push(hub.default_api())
+            hub.ensure_can_push(hub.default_api(), command="hf-cot-distill generate ...")
         except (hub.HubPushError, ValueError) as err:
             return _error(err)
     try:
@@ -122,7 +143,7 @@ def _generate(args: argparse.Namespace) -> int:
             args.out,
             num_tasks=args.num_tasks,
             num_eval_tasks=args.num_eval_tasks,
-            tasks_per_shard=args.tasks_per_shard or 4096,
+            tasks_per_shard=args.tasks_per_shard,
             config_name=args.name,
             progress=not args.no_progress,
         )
@@ -141,6 +162,7 @@ def _push(folder: str, repo_id: str, repo_type: str, args: argparse.Namespace) -
 
     try:
         card = dataset_card_for_repo(folder, repo_id) if repo_type == "dataset" else None
+        left_out = hub.trainer_checkpoints(folder)
         info = hub.push_folder(
             hub.default_api(),
             folder,
@@ -155,19 +177,31 @@ def _push(folder: str, repo_id: str, repo_type: str, args: argparse.Namespace) -
         return _error(err, code=1 if err.__cause__ is not None else 2)
     except (ValueError, FileNotFoundError) as err:
         return _error(err)
+    if left_out:
+        print(
+            f"Left out of the upload: {', '.join(d + '/' for d in left_out)} (Trainer checkpoints: optimizer "
+            "and RNG state for resuming, as pickles; the model is the folder's top level)"
+        )
     print(f"Pushed {folder} to {info.repo_url} ({repo_type}, commit {info.oid})")
     return 0
 
 
+OVERWRITE_HELP = (
+    "  --overwrite_output_dir true\n"
+    "        output_dir must be empty or missing (so that two runs never mix), unless resume_from_checkpoint\n"
+    "        is set; this command-line flag (not a recipe field) deletes output_dir's contents first.\n"
+)
 TRAIN_USAGE = (
-    "usage: hf-cot-distill train --config RECIPE.yaml [--<field> <value> ...]\n\n"
-    "Fields of the model, data and training configs; command-line values override the recipe's.\n"
+    "usage: hf-cot-distill train --config RECIPE.yaml [--overwrite_output_dir true] [--<field> <value> ...]\n\n"
+    "Fields of the model, data and training configs; command-line values override the recipe's.\n\n"
+    + OVERWRITE_HELP
 )
 
 
-def _parse_config(argv: list[str], types: tuple[type, ...], usage: str) -> tuple | int:
-    """``--config RECIPE [--field value ...]`` -> ``(recipe, *configs)``; an exit code for ``--help``
-    (the usage line and every field) or a bad recipe."""
+def _parse_config(argv: list[str], types: tuple[type, ...], usage: str, command: str) -> tuple | int:
+    """``--config RECIPE [--overwrite_output_dir true] [--field value ...]`` ->
+    ``(recipe, overwrite, *configs)``; an exit code for ``--help`` (the usage line and every
+    field) or a bad recipe."""
     from hf_cot_distill.recipe import parse_recipe
 
     if "-h" in argv or "--help" in argv:
@@ -184,9 +218,117 @@ def _parse_config(argv: list[str], types: tuple[type, ...], usage: str) -> tuple
         recipe = rest[i + 1]
         del rest[i : i + 2]
     try:
-        return (recipe, *parse_recipe(types, recipe, rest))
+        overwrite, rest = _pop_overwrite_flag(rest)
+        return (recipe, overwrite, *parse_recipe(types, recipe, rest, command=command))
     except (ValueError, FileNotFoundError) as err:
         return _error(err)
+
+
+_OVERWRITE_FLAGS = ("--overwrite_output_dir", "--overwrite-output-dir")
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _pop_overwrite_flag(argv: list[str]) -> tuple[bool, list[str]]:
+    """``--overwrite_output_dir [true|false]`` (also ``=value``), handled here: transformers 5
+    has no such field. Returns the flag and the other arguments."""
+    overwrite, rest, i = False, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        flag, eq, value = arg.partition("=")
+        if flag not in _OVERWRITE_FLAGS:
+            rest.append(arg)
+            i += 1
+            continue
+        if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            value, i = argv[i + 1], i + 1
+        elif not eq:
+            value = "true"  # a bare flag, as for the recipe's bool fields
+        if value.lower() not in _BOOLS:
+            raise ValueError(
+                f"command line: --overwrite_output_dir {value!r} is not a bool; fix: true or false."
+            )
+        overwrite = _BOOLS[value.lower()]
+        i += 1
+    return overwrite, rest
+
+
+def _resuming(kd_args: SectionKDConfig) -> bool:
+    return kd_args.resume_from_checkpoint not in (None, False, "", "false", "False")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _check_output_dir(
+    kd_args: SectionKDConfig, overwrite: bool, inputs: dict[str, str | None], command: str
+) -> None:
+    """Refuse to write a run into a non-empty ``output_dir`` (its old files would sit beside the new
+    ones, e.g. another run's ``checkpoint-*/``), unless the run resumes from a checkpoint there or
+    ``--overwrite_output_dir true`` asks to delete its contents first. ``inputs``: the run's
+    local inputs (field -> path), which must not lie inside a folder that is cleared."""
+    out = Path(kd_args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {out} is a file; fix: give output_dir a folder (missing or empty).")
+    if overwrite and _resuming(kd_args):
+        raise ValueError(
+            f"--overwrite_output_dir true would delete the checkpoints resume_from_checkpoint="
+            f"{kd_args.resume_from_checkpoint!r} resumes from; fix: drop one of the two."
+        )
+    if not out.is_dir() or not any(out.iterdir()) or _resuming(kd_args):
+        return
+    if not overwrite:
+        shown = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+        raise ValueError(
+            f"output_dir {out} is not empty ({', '.join(shown[:5])}{more}): a new run there would mix its "
+            f"files with the old ones; fix: choose another --output_dir, delete the folder, resume with "
+            f"--resume_from_checkpoint CHECKPOINT, or pass --overwrite_output_dir true to `hf-cot-distill "
+            f"{command}` to delete its contents first."
+        )
+    resolved = out.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved in (Path(resolved.anchor), Path.home().resolve()) or _inside(cwd, resolved):
+        raise ValueError(
+            f"--overwrite_output_dir true: refusing to delete the contents of {out} (the current folder, "
+            "one of its parents, or the home folder); fix: choose a dedicated --output_dir."
+        )
+    for name, path in inputs.items():
+        if path and Path(path).exists() and _inside(Path(path).resolve(), resolved):
+            raise ValueError(
+                f"--overwrite_output_dir true would delete {name}={path}, which lies in output_dir {out}; "
+                "fix: choose another --output_dir."
+            )
+    if kd_args.process_index == 0:  # one process deletes; the others wait (main_process_first)
+        for entry in out.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        print(f"--overwrite_output_dir: deleted the contents of {out}", file=sys.stderr)
+
+
+def _prepare_output_dir(
+    kd_args: SectionKDConfig, overwrite: bool, inputs: dict[str, str | None], command: str
+) -> int | None:
+    """:func:`_check_output_dir`, the main process first (it deletes, when asked); an exit code on refusal."""
+    with kd_args.main_process_first(local=False, desc="output_dir check"):
+        try:
+            _check_output_dir(kd_args, overwrite, inputs, command)
+        except ValueError as err:
+            return _error(err)
+    return None
+
+
+def _inputs(recipe: str | None, model_args, data_args, kd_args) -> dict[str, str | None]:
+    dataset = data_args.dataset_name or ""
+    return {
+        "recipe": recipe,
+        "model_name_or_path": model_args.model_name_or_path,
+        "tokenizer_name_or_path": model_args.tokenizer_name_or_path,
+        "teacher_model_name_or_path": kd_args.teacher_model_name_or_path,
+        "dataset_name": dataset.removeprefix("generator:") or None,
+    }
 
 
 def _train(argv: list[str]) -> int:
@@ -194,13 +336,18 @@ def _train(argv: list[str]) -> int:
     from hf_cot_distill.recipe import DataArguments, ModelArguments
     from hf_cot_distill.trainers.kd_config import SectionKDConfig
 
-    parsed = _parse_config(argv, (ModelArguments, DataArguments, SectionKDConfig), TRAIN_USAGE)
+    parsed = _parse_config(argv, (ModelArguments, DataArguments, SectionKDConfig), TRAIN_USAGE, "train")
     if isinstance(parsed, int):
         return parsed
-    recipe, model_args, data_args, kd_args = parsed
-    push_repo = _check_push_to_hub(kd_args)
+    recipe, overwrite, model_args, data_args, kd_args = parsed
+    push_repo = _check_push_to_hub(kd_args, "train")
     if isinstance(push_repo, int):
         return push_repo
+    refused = _prepare_output_dir(
+        kd_args, overwrite, _inputs(recipe, model_args, data_args, kd_args), "train"
+    )
+    if refused is not None:
+        return refused
     from hf_cot_distill.train import run_training
 
     try:
@@ -217,7 +364,7 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
-def _check_push_to_hub(kd_args: SectionKDConfig) -> str | int | None:
+def _check_push_to_hub(kd_args: SectionKDConfig, command: str) -> str | int | None:
     """With ``push_to_hub``: check the repo id, the token and online mode before any work, and turn
     the Trainer's own push off (publishing goes through hub.py: checks first, safetensors only).
     Returns the repo id, None without a push, or an exit code."""
@@ -229,7 +376,7 @@ def _check_push_to_hub(kd_args: SectionKDConfig) -> str | int | None:
         if not kd_args.hub_model_id:
             raise ValueError("push_to_hub needs hub_model_id (namespace/name).")
         hub.check_repo_id(kd_args.hub_model_id)
-        hub.ensure_can_push(hub.default_api())
+        hub.ensure_can_push(hub.default_api(), command=f"hf-cot-distill {command} ...")
     except (hub.HubPushError, ValueError) as err:
         return _error(err)
     kd_args.push_to_hub = False
@@ -244,7 +391,8 @@ def _push_trained(folder: str, repo_id: str, kd_args: SectionKDConfig) -> int:
 COMPRESS_USAGE = (
     "usage: hf-cot-distill compress --config RECIPE.yaml [--<field> <value> ...]\n\n"
     "Prune (prune: true) -> KD recovery from the original (recover: true) -> quantize (quantize_bits: 4|8).\n"
-    "Fields: the compression settings, then the model, data and training configs of the recovery stage.\n"
+    "Fields: the compression settings, then the model, data and training configs of the recovery stage.\n\n"
+    + OVERWRITE_HELP
 )
 
 
@@ -255,13 +403,18 @@ def _compress(argv: list[str]) -> int:
     from hf_cot_distill.trainers.kd_config import SectionKDConfig
 
     types = (CompressArguments, ModelArguments, DataArguments, SectionKDConfig)
-    parsed = _parse_config(argv, types, COMPRESS_USAGE)
+    parsed = _parse_config(argv, types, COMPRESS_USAGE, "compress")
     if isinstance(parsed, int):
         return parsed
-    recipe, compress_args, model_args, data_args, kd_args = parsed
-    push_repo = _check_push_to_hub(kd_args)
+    recipe, overwrite, compress_args, model_args, data_args, kd_args = parsed
+    push_repo = _check_push_to_hub(kd_args, "compress")
     if isinstance(push_repo, int):
         return push_repo
+    inputs = _inputs(recipe, model_args, data_args, kd_args)
+    refused = _prepare_output_dir(kd_args, overwrite, inputs, "compress")
+    if refused is not None:
+        return refused
+    output_dir = kd_args.output_dir  # run_compress points kd_args at the recovery stage's folder
     try:
         summary = run_compress(model_args, data_args, kd_args, compress_args, recipe_path=recipe)
     except (ValueError, FileNotFoundError, ImportError) as err:
@@ -271,10 +424,57 @@ def _compress(argv: list[str]) -> int:
         size = stage.get("size_bytes")
         shown = f"{size / 2**20:,.2f} MiB" if size else "-"
         print(f"| {stage['stage']} | {stage['parameters']:,} | {shown} | {stage['path']} |")
-    print(f"Report: {kd_args.output_dir}/compress_report.json")
+    print(f"Report: {Path(output_dir) / 'compress_report.json'}")
     if push_repo:  # the last stage is the model the recipe asked for
         return _push_trained(summary["stages"][-1]["path"], push_repo, kd_args)
     return 0
+
+
+def _unwritable_report_path(out: Path) -> str | None:
+    """Why ``eval --out`` (a JSON file, with a ``.md`` beside it) cannot be written, or None."""
+    for path in (out, out.with_suffix(".md")):
+        if path.is_dir():
+            return f"eval --out {out}: {path} is a folder; fix: give a JSON file path, e.g. --out {out / 'eval.json'}."
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"eval --out {out}: {parent} is a file, not a folder; fix: give a JSON path in a folder."
+    return None
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """``demo``: the end-to-end demo into ``--out``. An earlier demo's model folders there are
+    replaced (training refuses a non-empty folder); other files in them stop the demo."""
+    from hf_cot_distill.demo import VARIANTS, run_demo
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return _error(f"demo --out {out} is a file; fix: give a folder (missing, or an earlier demo's).")
+    earlier = []
+    for variant in VARIANTS:
+        folder = out / variant.name
+        if not folder.is_dir() or not any(folder.iterdir()):
+            continue
+        card = folder / "README.md"
+        if not (folder / "training_args.json").is_file() or variant.recipe not in _read(card):
+            return _error(
+                f"demo --out {out}: {folder} holds files that are not an earlier demo's {variant.name}; fix: "
+                "choose another --out, or move them away."
+            )
+        earlier.append(folder)
+    for folder in earlier:
+        shutil.rmtree(folder)
+        print(f"demo: replacing the earlier run in {folder}")
+    try:
+        run_demo(out, size="small" if args.small else "full")
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
+        return _error(err)
+    return 0
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,13 +495,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {type(cfg).__name__}")
         return 0
     if args.command == "demo":
-        from hf_cot_distill.demo import run_demo
-
-        run_demo(args.out, size="small" if args.small else "full")
-        return 0
+        return _demo(args)
     if args.command == "eval":
         from hf_cot_distill.eval.report import evaluate_saved_model, markdown_table, write_report
 
+        out = args.out or f"{args.model}/eval.json"
+        bad_out = _unwritable_report_path(Path(out))
+        if bad_out:  # before the evaluation, not after it
+            return _error(bad_out)
         try:
             report = evaluate_saved_model(
                 args.model,
@@ -309,11 +510,11 @@ def main(argv: list[str] | None = None) -> int:
                 num_tasks=args.num_tasks,
                 drop_ks=args.drop_k,
                 drop_mode=args.drop_mode,
-                batch_size=args.batch_size or 16,
+                batch_size=args.batch_size,
             )
         except (ValueError, FileNotFoundError, OSError) as err:
             return _error(err)
-        json_path, md_path = write_report(report, args.out or f"{args.model}/eval.json")
+        json_path, md_path = write_report(report, out)
         print(markdown_table(report))
         print(f"Wrote {json_path} and {md_path}")
         return 0

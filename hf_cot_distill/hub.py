@@ -14,14 +14,23 @@ Before anything is sent or written it checks, in this order (each failure says h
 3. the folder: it exists, has a card (``README.md`` with YAML metadata, or ``card=``), and a
    model folder holds ``*.safetensors`` weights and no pickles (``*.bin``, ``*.pt``, ``*.pkl`` …).
 
-Only then is the card (if given) written to ``folder/README.md`` — atomically — so the folder
-is exactly what lands on the Hub, and the repo is created (``exist_ok``), the branch too when
-``revision`` names one, and the folder uploaded in one ``upload_folder`` call.
+The Trainer's ``checkpoint-*/`` folders (optimizer and RNG state for resuming, as pickles) are
+left out of the checks and of the upload (:func:`trainer_checkpoints` lists them); pickles
+anywhere else are refused.
+
+Only then is the repo created (``exist_ok``), the branch too when ``revision`` names one, and
+exactly the checked files (and the card, if given, as ``README.md``) uploaded in one
+``upload_folder`` call, from a staging folder of links. The card is written to
+``folder/README.md`` — atomically — only after the upload succeeded, so the local folder is then
+what landed on the Hub, and a failed push leaves it as it was.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -36,6 +45,11 @@ REPO_TYPES: tuple[str, ...] = ("model", "dataset")
 PICKLE_SUFFIXES: tuple[str, ...] = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Never uploaded by ``upload_folder`` either (its DEFAULT_IGNORE_PATTERNS), so never checked.
 _SKIPPED_DIRS = (".git", ".cache")
+# Top-level folders the Trainer writes while training (``save_strategy`` steps/epoch): optimizer,
+# scheduler and RNG state as pickles, for resuming. Not part of the published model.
+_TRAINER_CHECKPOINT = re.compile(r"(tmp-)?checkpoint-\d+")
+# A folder holding these (and no weights) is a dataset export, not a model.
+_DATA_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".csv")
 
 LOGIN_HINT = "run `hf auth login` (or set the HF_TOKEN environment variable) with a write token"
 
@@ -57,15 +71,16 @@ def default_api() -> HfApi:
     return HfApi(endpoint=endpoint)
 
 
-def ensure_can_push(api: HfApi) -> None:
-    """Raise :class:`HubPushError` when offline or when no token would be sent with ``api``."""
+def ensure_can_push(api: HfApi, command: str = "hf-cot-distill push ...") -> None:
+    """Raise :class:`HubPushError` when offline or when no token would be sent with ``api``;
+    ``command`` is what the user ran (the fix repeats it with ``HF_HUB_OFFLINE=0``)."""
     from huggingface_hub import constants
     from huggingface_hub.utils import get_token_to_send
 
     if constants.is_offline_mode() or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
         raise HubPushError(
             "cannot push: offline mode is enabled (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1); "
-            "fix: unset it (e.g. `HF_HUB_OFFLINE=0 hf-cot-distill push ...`) on a machine that can reach "
+            f"fix: unset it (e.g. `HF_HUB_OFFLINE=0 {command}`) on a machine that can reach "
             f"{api.endpoint}. Nothing was uploaded or written."
         )
     if get_token_to_send(api.token) is None:
@@ -83,16 +98,28 @@ def check_repo_id(repo_id: str) -> None:
         raise ValueError(f"repo_id: {repo_id!r} has no namespace; fix: 'your-user-or-org/{repo_id}'.")
 
 
+def trainer_checkpoints(folder: str | os.PathLike) -> list[str]:
+    """The Trainer's ``checkpoint-*`` folders at the top of ``folder`` (left out of a push)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and _TRAINER_CHECKPOINT.fullmatch(p.name))
+
+
 def _folder_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part in _SKIPPED_DIRS for part in p.relative_to(folder).parts)
-    )
+    """The files a push sends: all but ``.git`` / ``.cache`` and the Trainer checkpoints."""
+    checkpoints = set(trainer_checkpoints(folder))
+    files = []
+    for p in folder.rglob("*"):
+        parts = p.relative_to(folder).parts
+        if p.is_file() and parts[0] not in checkpoints and not any(part in _SKIPPED_DIRS for part in parts):
+            files.append(p)
+    return sorted(files)
 
 
 def check_folder(folder: str | os.PathLike, repo_type: str, *, has_card: bool = False) -> list[Path]:
-    """Dry checks of a folder to publish; returns its files (relative paths).
+    """Dry checks of a folder to publish; returns the files a push sends (relative paths: all
+    but the Trainer's ``checkpoint-*/`` folders, see :func:`trainer_checkpoints`).
 
     Raises ``FileNotFoundError`` (no folder) or ``ValueError`` (no card, pickles, no weights).
     """
@@ -123,9 +150,16 @@ def check_folder(folder: str | os.PathLike, repo_type: str, *, has_card: bool = 
             raise ValueError(
                 f"refusing to publish pickle files {pickles} from {folder}: loading a pickle runs arbitrary "
                 "code; fix: re-save the model with `model.save_pretrained(folder)` (safetensors by default) "
-                "and delete the pickles."
+                "and delete the pickles, or move them out of the folder."
             )
         if not any(p.suffix == ".safetensors" for p in files):
+            data = [str(p) for p in files if p.suffix.lower() in _DATA_SUFFIXES]
+            if data:
+                raise ValueError(
+                    f"{folder} holds no *.safetensors weights but data files ({', '.join(data[:3])}"
+                    f"{', ...' if len(data) > 3 else ''}): it looks like a dataset; fix: push it as one "
+                    "(`hf-cot-distill push FOLDER --repo-type dataset ...`, repo_type='dataset')."
+                )
             raise ValueError(
                 f"{folder} holds no *.safetensors weights; fix: save the model with "
                 "`model.save_pretrained(folder)` before pushing."
@@ -181,33 +215,57 @@ def push_folder(
         private: visibility of a repo created now (ignored when it already exists).
         commit_message: defaults to ``"Upload <repo_type> with hf_cot_distill"``.
         revision: a branch to push to; created from ``main`` when missing.
-        card: a ``ModelCard`` / ``DatasetCard`` / markdown text written to ``folder/README.md``
-            after the checks pass; ``None``: the folder's own README is used.
+        card: a ``ModelCard`` / ``DatasetCard`` / markdown text uploaded as ``README.md`` and
+            written to ``folder/README.md`` once the upload succeeded; ``None``: the folder's
+            own README is used.
+
+    The Trainer's ``checkpoint-*/`` folders in ``folder`` are not uploaded.
 
     Raises:
         HubPushError: offline, no token, or the upload failed (the cause is chained).
         FileNotFoundError / ValueError: the folder failed a check (see :func:`check_folder`).
     """
     check_repo_id(repo_id)
-    check_folder(folder, repo_type, has_card=card is not None)
+    files = check_folder(folder, repo_type, has_card=card is not None)
     ensure_can_push(api)
     folder = Path(folder)
+    message = commit_message or f"Upload {repo_type} with hf_cot_distill"
+    with tempfile.TemporaryDirectory(prefix="hf_cot_distill_push_") as tmp:
+        stage = _stage(folder, files, Path(tmp), card)
+        try:
+            api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+            if revision not in (None, "main"):
+                api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=stage,
+                repo_type=repo_type,
+                revision=revision,
+                commit_message=message,
+            )
+        except _network_errors() as err:
+            raise HubPushError(
+                f"upload of {folder} to {api.endpoint} ({repo_type} {repo_id}) failed: {err}; fix: check the "
+                f"repo id, your network and that your token may write there ({LOGIN_HINT}). The folder was "
+                "left as it was."
+            ) from err
     if card is not None:
         _write_card(folder, card)
-    message = commit_message or f"Upload {repo_type} with hf_cot_distill"
-    try:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        if revision not in (None, "main"):
-            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            repo_type=repo_type,
-            revision=revision,
-            commit_message=message,
-        )
-    except _network_errors() as err:
-        raise HubPushError(
-            f"upload of {folder} to {api.endpoint} ({repo_type} {repo_id}) failed: {err}; fix: check the "
-            f"repo id, your network and that your token may write there ({LOGIN_HINT})."
-        ) from err
+    return info
+
+
+def _stage(folder: Path, files: list[Path], stage: Path, card: RepoCard | str | None) -> Path:
+    """``stage`` <- links to exactly ``files`` of ``folder`` (copies where links fail), with
+    ``card`` as ``README.md``: what the upload sends, without touching ``folder``."""
+    for rel in files:
+        if card is not None and rel == Path("README.md"):
+            continue
+        target = stage / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.symlink((folder / rel).resolve(), target)
+        except OSError:
+            shutil.copy2(folder / rel, target)
+    if card is not None:
+        (stage / "README.md").write_text(card if isinstance(card, str) else str(card), encoding="utf-8")
+    return stage

@@ -23,7 +23,7 @@ from hf_cot_distill.cards import render_model_card
 from hf_cot_distill.cli import main
 from hf_cot_distill.data import CoTICLConfig
 from hf_cot_distill.data.builder import export_dataset
-from hf_cot_distill.hub import HubPushError, check_folder, push_folder
+from hf_cot_distill.hub import HubPushError, check_folder, push_folder, trainer_checkpoints
 from tests.hub_server import LoopbackHub
 from tests.tiny_tokenizer import tiny_qwen2_tokenizer
 
@@ -372,3 +372,76 @@ def test_cli_compress_push_to_hub_sends_the_last_stage(hub, tmp_path, monkeypatc
     assert received == local_files(out / "quantized")
     assert "## Compression" in received["README.md"].decode()
     assert TOKEN not in "".join(capfd.readouterr())
+
+
+# ------------------------------------------------------------- Trainer checkpoints, failed pushes
+
+
+def test_trainer_checkpoints_are_left_out_of_a_model_push(hub, api, tmp_path):
+    folder = tmp_path / "m"
+    save_tiny_qwen2(folder)
+    (folder / "README.md").write_text(str(render_model_card(model_name="m", base_model=None)))
+    (folder / "checkpoint-1").mkdir()
+    (folder / "checkpoint-1" / "optimizer.pt").write_bytes(b"\x80\x04")
+    (folder / "checkpoint-1" / "model.safetensors").write_bytes(b"old")
+    assert trainer_checkpoints(folder) == ["checkpoint-1"]
+    push_folder(api, folder, "me/m", "model")
+    received = hub.files("model", "me/m")
+    assert {"model.safetensors", "config.json", "README.md"} <= set(received)
+    assert not [p for p in received if p.startswith("checkpoint-")]
+    assert received == {k: v for k, v in local_files(folder).items() if not k.startswith("checkpoint-1/")}
+    # a pickle elsewhere is still refused
+    (folder / "sub").mkdir()
+    (folder / "sub" / "optimizer.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(ValueError, match=r"pickle files \['sub/optimizer.pt'\]"):
+        push_folder(api, folder, "me/m", "model")
+
+
+def test_cli_train_push_with_checkpoints_says_what_it_left_out(hub, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    out = tmp_path / "trained"
+    push = [
+        "--push_to_hub",
+        "true",
+        "--hub_model_id",
+        "me/ckpt",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+    ]
+    assert main(_train_argv(out, *push)) == 0
+    assert (out / "checkpoint-1" / "optimizer.pt").is_file()
+    received = hub.files("model", "me/ckpt")
+    assert "model.safetensors" in received and not [p for p in received if p.startswith("checkpoint-")]
+    printed = capfd.readouterr()
+    assert "Left out of the upload: checkpoint-1/, checkpoint-2/" in printed.out
+    assert TOKEN not in printed.out + printed.err
+
+
+def test_failed_dataset_push_leaves_the_local_card_alone(online, tmp_path, monkeypatch, capfd):
+    folder = tmp_path / "ds"
+    export_dataset(SMALL, folder, config_name="small", progress=False)
+    before = local_files(folder)
+    with LoopbackHub(token="hf_the_right_one") as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        assert main(["push", str(folder), "--repo-type", "dataset", "--repo-id", "me/ds"]) == 1
+    assert "401" in capfd.readouterr().err
+    assert local_files(folder) == before  # the README still names no repo that was never created
+
+
+def test_dataset_folder_pushed_as_a_model_suggests_repo_type_dataset(tmp_path):
+    folder = tmp_path / "ds"
+    export_dataset(SMALL, folder, config_name="small", progress=False)
+    with pytest.raises(ValueError, match=r"looks like a dataset.*--repo-type dataset"):
+        check_folder(folder, "model")
+
+
+def test_offline_train_push_names_the_command_that_was_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = _train_argv(tmp_path / "t", "--push_to_hub", "true", "--hub_model_id", "me/m")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE=0 hf-cot-distill train" in err and "hf-cot-distill push" not in err
