@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,37 @@ def _check_gguf_file(gguf_path: Path) -> None:
         raise ValueError(
             f"gguf_path: {str(gguf_path)!r} does not start with the GGUF magic {GGUF_MAGIC!r} (got {magic!r}); "
             "fix: pass a llama.cpp GGUF file."
+        )
+
+
+# What the GGUF readers (gguf's and transformers') raise on a file cut short or garbled.
+_CORRUPT_GGUF_ERRORS = (struct.error, EOFError, IndexError, ValueError, OverflowError, UnicodeDecodeError)
+
+
+def _check_gguf_complete(gguf_path: Path) -> None:
+    """Read the header, tensor table and tensor extents (memory-mapped, no data is copied): a file
+    cut short by an interrupted download fails here, not inside transformers."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(gguf_path)
+    except _CORRUPT_GGUF_ERRORS as err:
+        raise ValueError(_corrupt_gguf_message(gguf_path, f"gguf cannot read it: {err}")) from err
+
+
+def _corrupt_gguf_message(gguf_path: Path, why: str) -> str:
+    return (
+        f"gguf_path: {str(gguf_path)!r} is a truncated or corrupt GGUF file ({why}); "
+        "fix: download it again (an interrupted download leaves a short file) and compare its size with the source."
+    )
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    check_out_dir(out_dir, overwrite=True)  # a file in the way
+    if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ValueError(
+            f"out_dir: {str(out_dir)!r} is not empty; fix: choose an empty or new folder "
+            "(`convert-gguf GGUF --out NEW_DIR`), or from Python pass overwrite=True to write into it."
         )
 
 
@@ -132,20 +164,25 @@ def convert_gguf_to_safetensors(
 
     Raises:
         FileNotFoundError: ``gguf_path`` does not exist.
-        ValueError: not a GGUF file, bad ``dtype``, or a non-empty ``out_dir``.
+        ValueError: not a GGUF file, a truncated or corrupt one, bad ``dtype``, or a non-empty
+            ``out_dir``.
         ImportError: the ``gguf`` package is missing (the message says how to install it).
     """
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     torch_dtype = _resolve_dtype(dtype)
     _check_gguf_file(gguf_path)
-    check_out_dir(out_dir, overwrite)
+    _check_out_dir(out_dir, overwrite)
     if importlib.util.find_spec("gguf") is None:
         raise ImportError(f"Reading GGUF files needs the `gguf` package; {_GGUF_INSTALL_HINT}.")
+    _check_gguf_complete(gguf_path)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf_path.parent), gguf_path.name
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch_dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch_dtype)
+    except (struct.error, EOFError) as err:  # a file the header check passed but transformers cannot read
+        raise ValueError(_corrupt_gguf_message(gguf_path, str(err))) from err
     model = model.to(torch_dtype).eval()
     tensors, tied = untie_state_dict(model)
 

@@ -70,3 +70,26 @@ def test_bad_input_is_a_clear_error(case: str, tiny_gguf: Path, tmp_path: Path, 
         (out / "stale.txt").write_text("x")
     assert main(["convert-gguf", str(gguf), "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("keep", [20, 100, 2000, -10])
+def test_a_truncated_gguf_is_a_clear_error(keep: int, tiny_gguf: Path, tmp_path: Path, capsys) -> None:
+    """An interrupted download (the file cut in the header, the tensor table or the tensor data)."""
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_gguf.read_bytes()[:keep])
+    out = tmp_path / "out"
+    assert main(["convert-gguf", str(cut), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"gguf_path: {str(cut)!r} is a truncated or corrupt GGUF file" in err and "download it again" in err
+    )
+    assert not out.exists()
+
+
+def test_a_non_empty_out_names_the_cli_fix(tiny_gguf: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("x")
+    assert main(["convert-gguf", str(tiny_gguf), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is not empty; fix: choose an empty or new folder (`convert-gguf GGUF --out NEW_DIR`)" in err
