@@ -137,3 +137,33 @@ def test_cli_generate_and_push_refusal(tmp_path, capsys, monkeypatch):
 
     assert main(["generate", "--config", "no_such_config", "--out", str(tmp_path / "x")]) == 2
     assert "named config" in capsys.readouterr().err
+
+
+def test_generate_refuses_bad_out_names_and_config_files_before_writing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a_file = tmp_path / "taken.yaml"
+    a_file.write_text("x: 1\n")
+    small = ["--num-tasks", "2", "--num-eval-tasks", "1", "--no-progress"]
+    assert main(["generate", "--config", "cot_icl_lab_cot", "--out", str(a_file), *small]) == 2
+    assert f"out_dir: {str(a_file)!r} is a file; fix: pass a folder path" in capsys.readouterr().err
+
+    out = tmp_path / "out"
+    for name in ("../escaped", "a/b", "..", ""):
+        assert (
+            main(["generate", "--config", "cot_icl_lab_cot", "--out", str(out), "--name", name, *small]) == 2
+        )
+        assert f"config_name (--name)={name!r} is not a plain config name" in capsys.readouterr().err
+    named = tmp_path / "named.yaml"
+    named.write_text("name: ../escaped\nbase: cot_icl_lab_cot\n")
+    assert main(["generate", "--config", str(named), "--out", str(out), *small]) == 2
+    assert "name='../escaped' is not a plain config name" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "escaped").exists()
+
+    with pytest.raises(
+        FileNotFoundError, match=r"generator config file 'nope.yaml' not found \(paths are relative"
+    ):
+        load_generator_yaml("nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("n_inputs_choices: [3\n")
+    with pytest.raises(ValueError, match="broken.yaml: not valid YAML"):
+        load_generator_yaml(broken)

@@ -189,8 +189,17 @@ def load_generator_yaml(path: str | os.PathLike) -> tuple[str, GeneratorConfig]:
     (a named config to start from) and any config fields. Unknown keys are an error."""
     import yaml
 
-    with open(path) as fh:
-        raw = yaml.safe_load(fh) or {}
+    if not Path(path).is_file():
+        where = "is a folder, not a file" if Path(path).is_dir() else "not found"
+        raise FileNotFoundError(
+            f"generator config file {str(path)!r} {where} (paths are relative to the current directory, "
+            f"{Path.cwd()}); fix: pass the path of a generator YAML, or a named config (`hf-cot-distill list-configs`)."
+        )
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err}); fix the file.") from err
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of config fields, got {type(raw).__name__}.")
     name = raw.pop("name", Path(path).stem)
@@ -214,6 +223,16 @@ def load_generator_yaml(path: str | os.PathLike) -> tuple[str, GeneratorConfig]:
     return name, dataclasses.replace(base, **raw)
 
 
+def check_config_name(name: object, source: str) -> None:
+    """A config name is a folder under the export root: one plain path component."""
+    bad = not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\")
+    if bad or name != name.strip():
+        raise ValueError(
+            f"{source}={name!r} is not a plain config name (it names a folder inside the output folder); "
+            "fix: use one folder name, without path separators or '..', e.g. 'my_config'."
+        )
+
+
 def export_dataset(
     name_or_config: str | GeneratorConfig,
     out_dir: str | os.PathLike,
@@ -231,8 +250,21 @@ def export_dataset(
     """
     from hf_cot_distill.cards import write_dataset_readme
 
+    if config_name is not None:
+        check_config_name(config_name, "config_name (--name)")
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(
+            f"out_dir: {str(root)!r} is a file; fix: pass a folder path (created if missing) as --out."
+        )
     name, config = resolve_config(name_or_config)
+    if config_name is None:
+        check_config_name(name, f"{name_or_config}: name")
     name = config_name or name
+    if (root / name).exists() and not (root / name).is_dir():
+        raise ValueError(
+            f"out_dir: {str(root / name)!r} is a file in the way of config {name!r}; fix: move it."
+        )
     overrides = {}
     if num_tasks is not None:
         overrides["num_tasks"] = int(num_tasks)
@@ -241,7 +273,6 @@ def export_dataset(
     config = dataclasses.replace(config, **overrides)
     if tasks_per_shard < 1:
         raise ValueError(f"tasks_per_shard={tasks_per_shard} must be >= 1.")
-    root = Path(out_dir)
     cfg_dir = root / name
     cfg_dir.mkdir(parents=True, exist_ok=True)
     schema = features_for(config).arrow_schema
