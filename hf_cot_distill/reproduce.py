@@ -416,6 +416,8 @@ def run_reproduction(
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``reproduce`` arguments (shared by ``python -m`` and the ``hf-cot-distill`` CLI)."""
+    from hf_cot_distill.cli import _nonnegative_int, _positive_int
+
     parser.add_argument(
         "name", choices=NAMES, help="R1 CoT-ICL Lab, R2 CoT-Recipe, R3 Distilling the Essence"
     )
@@ -426,12 +428,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=None,
         help="where the .md/.json/.png go (default: reproductions/; with --smoke: <out>/<R>_smoke)",
     )
-    parser.add_argument("--seeds", type=_int_at_least(0), nargs="+", help="replace the sweeps' seeds")
+    parser.add_argument("--seeds", type=_nonnegative_int, nargs="+", help="replace the sweeps' seeds")
     parser.add_argument(
-        "--eval-tasks", type=_int_at_least(1), help="evaluate on at most this many eval tasks (>= 1)"
+        "--eval-tasks", type=_positive_int, help="evaluate on at most this many eval tasks (>= 1)"
     )
     parser.add_argument(
-        "--threads", type=_int_at_least(0), default=1, help="torch threads (0: leave torch's default)"
+        "--threads", type=_nonnegative_int, default=1, help="torch threads (0: leave torch's default)"
     )
     parser.add_argument(
         "--smoke",
@@ -439,21 +441,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="seconds-long settings; numbers mean nothing (own folder <out>/<R>_smoke and report *_smoke)",
     )
     return parser
-
-
-def _int_at_least(minimum: int) -> Any:
-    """An argparse ``type``: an int >= ``minimum`` (argparse reports the message and exits 2)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an int >= {minimum}")
-        return value
-
-    return parse
 
 
 def run_from_args(args: argparse.Namespace) -> int:

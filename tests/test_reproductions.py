@@ -274,10 +274,10 @@ def test_cli_arguments():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--eval-tasks", "0"], "argument --eval-tasks: '0' is not an int >= 1"),
-        (["--eval-tasks", "-1"], "argument --eval-tasks: '-1' is not an int >= 1"),
-        (["--threads", "-1"], "argument --threads: '-1' is not an int >= 0"),
-        (["--seeds", "0", "-1"], "argument --seeds: '-1' is not an int >= 0"),
+        (["--eval-tasks", "0"], "argument --eval-tasks: '0' is not valid: must be an int >= 1"),
+        (["--eval-tasks", "-1"], "argument --eval-tasks: '-1' is not valid: must be an int >= 1"),
+        (["--threads", "-1"], "argument --threads: '-1' is not valid: must be an int >= 0"),
+        (["--seeds", "0", "-1"], "argument --seeds: '-1' is not valid: must be an int >= 0"),
     ],
 )
 def test_cli_arguments_refuse_bad_numbers(argv, message, capsys):
