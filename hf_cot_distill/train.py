@@ -156,13 +156,17 @@ def build_student(
 
     if model_args.student_from_teacher_layers is not None:
         from hf_cot_distill.student_init import init_student_from_teacher
+        from hf_cot_distill.trainers._teacher import model_load_error
 
         if not teacher_path:
             raise ValueError(
                 "student_from_teacher_layers needs the teacher; fix: set teacher_model_name_or_path "
                 "to a local safetensors folder."
             )
-        student = init_student_from_teacher(teacher_path, model_args.student_from_teacher_layers)
+        try:
+            student = init_student_from_teacher(teacher_path, model_args.student_from_teacher_layers)
+        except OSError as err:
+            raise model_load_error("teacher_model_name_or_path", teacher_path, err) from err
         if model_args.dtype != "auto":  # "auto" keeps the teacher's dtype
             student = student.to(_DTYPES[model_args.dtype])
         return student.train()
@@ -186,13 +190,15 @@ def build_student(
         return AutoModelForCausalLM.from_config(config, attn_implementation=model_args.attn_implementation)
     if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is required (or init_from_scratch with model_config).")
-    return AutoModelForCausalLM.from_pretrained(
+    from hf_cot_distill.trainers._teacher import load_causal_lm
+
+    return load_causal_lm(
         model_args.model_name_or_path,
+        "model_name_or_path",
         revision=model_args.model_revision,
         dtype=_DTYPES[model_args.dtype],
         attn_implementation=model_args.attn_implementation,
         trust_remote_code=model_args.trust_remote_code,
-        use_safetensors=True,
     )
 
 

@@ -10,6 +10,7 @@ empty index tensor so the lm_head projects zero positions, and reads the decoder
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -96,14 +97,65 @@ def last_hidden_states(model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
     return captured["h"]
 
 
+def model_load_error(field: str, path: str, err: BaseException) -> ValueError:
+    """Why ``from_pretrained(path, use_safetensors=True)`` failed, naming ``field`` and the fix.
+
+    A folder with pickle weights only (``pytorch_model.bin``…) is named with its files and how
+    to convert them; a path that is no folder is "not a local folder, and the Hub could not
+    provide it" (saying so when offline mode is on).
+    """
+    from huggingface_hub import constants
+
+    from hf_cot_distill.hub import PICKLE_SUFFIXES
+
+    folder = Path(path)
+    if folder.is_dir():
+        files = sorted(p.name for p in folder.iterdir() if p.is_file())
+        pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES) and f != "training_args.bin"]
+        if pickles and not any(f.endswith(".safetensors") for f in files):
+            return ValueError(
+                f"{field}={path!r}: the folder holds pickle weights only ({', '.join(pickles)}); "
+                "hf-cot-distill loads safetensors only (unpickling can run arbitrary code). Fix: if you "
+                'trust the file, convert it once: python -c "from transformers import AutoModelForCausalLM '
+                f'as M; M.from_pretrained({path!r}, use_safetensors=False).save_pretrained({path!r})" '
+                f"(writes model.safetensors), then delete {', '.join(pickles)}."
+            )
+        return ValueError(
+            f"{field}={path!r}: could not load a safetensors model from this folder ({err}); fix: point it "
+            "at a folder written by save_pretrained (config.json + *.safetensors)."
+        )
+    offline = " (offline mode: HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else ""
+    return ValueError(
+        f"{field}={path!r}: not a local folder (nothing at {folder.absolute()}), and the Hub could not "
+        f"provide it{offline}: {err}; fix: pass an existing model folder, or go online for a Hub model id."
+    )
+
+
+def load_causal_lm(path: str, field: str, **kwargs: Any) -> PreTrainedModel:
+    """``AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)``: never a
+    pickle; a failure is a ``ValueError`` naming ``field`` (see :func:`model_load_error`)."""
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
+    except (OSError, HFValidationError) as err:
+        raise model_load_error(field, path, err) from err
+
+
 def load_teacher(args: SectionKDConfig) -> PreTrainedModel:
-    """Load ``args.teacher_model_name_or_path`` with ``args.teacher_dtype`` and init kwargs."""
+    """Load ``args.teacher_model_name_or_path`` (safetensors only) with ``args.teacher_dtype``
+    and init kwargs."""
     kwargs = dict(args.teacher_model_init_kwargs or {})
     if args.teacher_dtype != "auto":
         kwargs.setdefault("dtype", getattr(torch, args.teacher_dtype))
     else:
         kwargs.setdefault("dtype", "auto")
-    return AutoModelForCausalLM.from_pretrained(args.teacher_model_name_or_path, **kwargs)
+    if kwargs.pop("use_safetensors", True) is not True:
+        raise ValueError(
+            "teacher_model_init_kwargs: use_safetensors other than True would load pickle "
+            "weights; hf-cot-distill loads safetensors only. Fix: remove it and convert the teacher's weights."
+        )
+    return load_causal_lm(args.teacher_model_name_or_path, "teacher_model_name_or_path", **kwargs)
 
 
 def freeze(model: nn.Module, disable_dropout: bool) -> nn.Module:

@@ -32,12 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from transformers import (
-    AutoModelForCausalLM,
-    PreTrainedModel,
-    Trainer,
-    TrainerCallback,
-)
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from hf_cot_distill.collators import SectionCollator
 from hf_cot_distill.compute import ComputeAccounting, body_parameter_count, kd_step_flops
@@ -97,7 +92,7 @@ class SectionKDTrainer(Trainer):
                 f"args: expected SectionKDConfig, got {type(args).__name__}; build a SectionKDConfig."
             )
         if isinstance(model, str):
-            model = AutoModelForCausalLM.from_pretrained(model)
+            model = _teacher.load_causal_lm(model, "model")
         if isinstance(teacher_model, str):
             args.teacher_model_name_or_path = teacher_model
             teacher_model = None
