@@ -1,5 +1,5 @@
-"""Guards of `hf-cot-distill train` and SectionKDTrainer: models load from safetensors only (a pickle
-is refused, naming the file and how to convert it)."""
+"""Guards of `hf-cot-distill train` and SectionKDTrainer: a diverged run stops and saves nothing, and
+models load from safetensors only (a pickle is refused, naming the file and how to convert it)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 import torch
+from datasets import Dataset
 from transformers import Qwen2ForCausalLM
 
 from hf_cot_distill.cli import main
 from hf_cot_distill.trainers import SectionKDTrainer
-from tests.test_kd_trainer import make_args
+from hf_cot_distill.trainers.kd_trainer import TrainingDivergedError
+from tests.test_kd_trainer import make_args, make_rows, params, student_teacher
 from tests.test_train_cli import _messages_dataset, _tiny_pair
 from tests.tiny_models import tiny_qwen2
 from tests.tiny_tokenizer import tiny_qwen2_tokenizer
@@ -25,6 +27,64 @@ def _kd_argv(models: dict[str, Path], data: Path, out: Path, *extra: str) -> lis
     return ["train", "--config", KD_RECIPE, "--model_name_or_path", str(models["student"]),
             "--teacher_model_name_or_path", str(models["teacher"]), "--dataset_name", str(data),
             "--output_dir", str(out), "--max_steps", "2", *extra]  # fmt: skip
+
+
+# ---- divergence: SectionKDTrainer (library users get it too) --------------------------------
+@pytest.mark.parametrize("nan_filter", [False, True])
+def test_nonfinite_loss_stops_before_the_optimizer_step(tmp_path: Any, nan_filter: bool) -> None:
+    student, teacher = student_teacher()
+    with torch.no_grad():
+        student.model.norm.weight[0] = float("nan")  # every hidden state, hence the loss, is NaN
+    before = params(student)
+    trainer = SectionKDTrainer(
+        student, teacher, args=make_args(tmp_path, logging_nan_inf_filter=nan_filter, gradient_accumulation_steps=2),
+        train_dataset=Dataset.from_list(make_rows(8)),
+    )  # fmt: skip
+    with pytest.raises(
+        TrainingDivergedError, match=r"diverged at step 1: the training loss is nan.*learning_rate"
+    ):
+        trainer.train()
+    after = params(student)  # no optimizer step ran: the weights are as they were (NaN included)
+    assert all(torch.allclose(after[n], before[n], rtol=0, atol=0, equal_nan=True) for n in before)
+
+
+def test_nonfinite_grad_norm_stops_before_the_optimizer_step(tmp_path: Any) -> None:
+    student, teacher = student_teacher()
+    student.lm_head.weight.register_hook(lambda grad: grad * float("inf"))  # finite loss, inf gradient
+    before = params(student)
+    trainer = SectionKDTrainer(
+        student, teacher, args=make_args(tmp_path), train_dataset=Dataset.from_list(make_rows(8))
+    )
+    with pytest.raises(TrainingDivergedError, match="the gradient norm is"):
+        trainer.train()
+    assert all(torch.equal(p.detach(), before[n]) for n, p in student.named_parameters())
+
+
+def test_save_model_refuses_nan_parameters(tmp_path: Any) -> None:
+    student, teacher = student_teacher()
+    trainer = SectionKDTrainer(
+        student, teacher, args=make_args(tmp_path, max_steps=1), train_dataset=Dataset.from_list(make_rows(4))
+    )
+    trainer.train()
+    with torch.no_grad():
+        student.model.layers[0].mlp.up_proj.weight[0, 0] = float("inf")
+    out = tmp_path / "final"
+    with pytest.raises(TrainingDivergedError, match=r"refusing to save .*1 parameter tensors hold NaN/inf"):
+        trainer.save_model(str(out))
+    assert not (out / "model.safetensors").exists()
+
+
+def test_cli_diverged_run_exits_2_and_writes_no_model(tmp_path: Any, capsys: Any) -> None:
+    tok = tiny_qwen2_tokenizer()
+    models = _tiny_pair(tmp_path, tok)
+    student = Qwen2ForCausalLM.from_pretrained(models["student"])
+    with torch.no_grad():
+        student.model.norm.weight[0] = float("nan")
+    student.save_pretrained(models["student"])
+    out = tmp_path / "run"
+    assert main(_kd_argv(models, _messages_dataset(tmp_path), out)) == 2
+    assert "training diverged at step 1" in capsys.readouterr().err
+    assert not (out / "model.safetensors").exists() and not (out / "train_metrics.json").exists()
 
 
 # ---- safetensors only ---------------------------------------------------------------------

@@ -22,10 +22,15 @@ Logged (train): ``ce/<section>``, ``kd/<section>`` (mean per token, unweighted),
 trained per section (``tokens_kd/*``, ``tokens_ce/*``), tokens cut by truncation
 (``truncation/tokens_cut/*``), counted FLOPs (:mod:`hf_cot_distill.compute`) and peak memory.
 ``self.model_card_fields`` keeps what a model card needs.
+
+A diverged run stops: a non-finite window loss (checked once per optimizer step) or gradient
+norm raises :class:`TrainingDivergedError` before the optimizer step, and :meth:`save_model`
+refuses parameters holding NaN/inf (final model and checkpoints).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -153,6 +158,7 @@ class SectionKDTrainer(Trainer):
         self.compute_accounting = ComputeAccounting()
         self.truncation_accounting = TruncationAccounting()
         self._flop_sizes = self._model_sizes(model, teacher_model)
+        self._window_loss: Tensor | None = None  # summed micro-batch losses of the current window
         self.model_card_fields: dict[str, Any] = {}
         self._update_model_card_fields()
 
@@ -418,6 +424,58 @@ class SectionKDTrainer(Trainer):
             teacher_flops=teacher_flops,
         )
 
+    # ---- divergence guards: no step on a non-finite loss / gradient, no NaN saved ----------
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Tensor | None = None
+    ) -> Tensor:
+        """``Trainer.training_step``, then, on a window's last micro-batch (before clipping and
+        the optimizer step), one ``isfinite`` check of the window's summed loss: a non-finite
+        loss raises :class:`TrainingDivergedError` (``logging_nan_inf_filter`` would hide it)."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        window = loss if self._window_loss is None else self._window_loss + loss
+        self._window_loss = window
+        if self.accelerator.sync_gradients:  # the window's last micro-batch: one check per step
+            self._window_loss = None
+            bad = (~torch.isfinite(window)).to(torch.float32).reshape(1)
+            if self.accelerator.num_processes > 1:  # every rank stops, not only the diverged one
+                bad = self.accelerator.reduce(bad, reduction="sum")
+            if bool(bad.item()):
+                raise TrainingDivergedError(self._diverged_message(f"the training loss is {float(window)}"))
+        return loss
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Any = None) -> Any:
+        """The Trainer's gradient norm (before the optimizer step); a non-finite one raises
+        :class:`TrainingDivergedError`, except under fp16, whose loss scaler skips such steps."""
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if grad_norm is not None and not self.args.fp16 and not math.isfinite(float(grad_norm)):
+            raise TrainingDivergedError(self._diverged_message(f"the gradient norm is {float(grad_norm)}"))
+        return grad_norm
+
+    def _diverged_message(self, what: str) -> str:
+        args = self.args
+        return (
+            f"training diverged at step {self.state.global_step + 1}: {what}; stopped before the optimizer "
+            f"step, nothing of this run was saved as a finished model. Fix: lower learning_rate (now "
+            f"{args.learning_rate:g}), keep max_grad_norm > 0 (now {args.max_grad_norm:g}), add warmup_steps, "
+            "or train in float32 / bf16 instead of fp16."
+        )
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """``Trainer.save_model`` (final model and checkpoints), refusing parameters that hold
+        NaN / inf: a diverged model is never written."""
+        bad = [name for name, p in self.model.named_parameters() if not _finite_tensor(p)]
+        count = torch.tensor([float(len(bad))], device=self.args.device)
+        if self.accelerator.num_processes > 1:  # sharded (ZeRO-3) weights: every rank decides alike
+            count = self.accelerator.reduce(count, reduction="sum")
+        if count.item():
+            shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+            raise TrainingDivergedError(
+                f"refusing to save to {output_dir or self.args.output_dir}: {len(bad) or 'some'} parameter tensors "
+                f"hold NaN/inf ({shown or 'on another rank'}); the run diverged. Fix: lower learning_rate "
+                f"(now {self.args.learning_rate:g}), keep max_grad_norm > 0, or train in float32 / bf16."
+            )
+        super().save_model(output_dir, _internal_call)
+
     # ---- evaluation: loss only (no logits exist) ------------------------------------------
     def prediction_step(
         self,
@@ -484,6 +542,16 @@ class SectionKDTrainer(Trainer):
             "peak_memory_mb": acc.peak_memory / 2**20,
             "vocab_size": self.vocab_size,
         }
+
+
+class TrainingDivergedError(ValueError):
+    """The loss or gradient norm went NaN/inf, or the parameters to save hold NaN/inf."""
+
+
+def _finite_tensor(param: Tensor) -> bool:
+    """All values finite (the local shard under DeepSpeed ZeRO-3, whose ``param`` is empty)."""
+    data = getattr(param, "ds_tensor", param)
+    return data.numel() == 0 or bool(torch.isfinite(data.detach()).all())
 
 
 def _sum_outputs(outs: list[Any]) -> Any:
