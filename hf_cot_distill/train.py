@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +31,60 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
+# Trace cases that refuse a row whatever the settings (train encodes with on_invalid="drop").
+_REFUSED_CASES = (
+    "missing_close_marker",
+    "malformed_markers",
+    "text_before_cot",
+    "no_final_assistant_turn",
+    "malformed_row",
+)
+
+
 @dataclass
 class PreparedData:
-    """The encoded splits, plus what produced them (for the card and the eval hook)."""
+    """The encoded splits, plus what produced them (for the card and the eval hook).
+
+    ``rows``: per split (``"train"``, ``"eval"``), ``{"rows": read, "dropped": refused by the
+    trace encoder, "dropped_by_reason": {case: n}, "used": after max_*_samples}``.
+    ``trace_stats``: per split, the encoder's :class:`TraceStats` counts (every case, handled or
+    refused); ``None`` for generated or already tokenized data.
+    """
 
     train: datasets.Dataset
     eval: datasets.Dataset | None
     generator_config: Any = None  # CoTICLConfig / SymbolicConfig when generated
-    trace_stats: dict[str, int] | None = None
+    trace_stats: dict[str, dict[str, int]] | None = None
     description: str = ""
+    rows: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def dropped(self) -> int:
+        return sum(r["dropped"] for r in self.rows.values())
+
+    def drop_report(self) -> str:
+        """One line per split with dropped rows, e.g. ``train: 12 of 16 rows dropped (too_long 12)``."""
+        lines = []
+        for split, r in self.rows.items():
+            if r["dropped"]:
+                reasons = ", ".join(f"{k} {v}" for k, v in r["dropped_by_reason"].items())
+                lines.append(f"{split}: {r['dropped']} of {r['rows']} rows dropped ({reasons})")
+        return "; ".join(lines)
+
+
+def _row_counts(ds: datasets.Dataset | None) -> dict[str, Any] | None:
+    """``PreparedData.rows`` entry of a split that no encoder touched."""
+    return None if ds is None else {"rows": len(ds), "dropped": 0, "dropped_by_reason": {}}
+
+
+def _encoded_row_counts(stats: Any, encoder: Any) -> dict[str, Any]:
+    """``PreparedData.rows`` entry of an encoded split: rows read, rows the encoder refused by case."""
+    refused = _REFUSED_CASES + ("too_long",) * (encoder.on_too_long == "refuse")
+    refused += ("empty_cot",) * (encoder.on_empty_cot == "refuse")
+    by_reason = {case: stats.counts[case] for case in refused if stats.counts.get(case)}
+    other = stats.counts["dropped"] - sum(by_reason.values())
+    if other > 0:  # a refusal case this list does not know yet: still counted
+        by_reason["other"] = other
+    return {"rows": stats.samples, "dropped": stats.counts["dropped"], "dropped_by_reason": by_reason}
 
 
 def _limit(ds: datasets.Dataset | None, n: int | None) -> datasets.Dataset | None:
@@ -71,11 +119,38 @@ def _generated(data_args: DataArguments) -> PreparedData:
     return PreparedData(splits["train"], splits["eval"], config, None, f"generated: {name}")
 
 
-def _encoded(data_args: DataArguments, tokenizer: Any) -> PreparedData:
+def _load_raw(data_args: DataArguments) -> datasets.DatasetDict:
+    """``load_dataset(dataset_name, dataset_config)``, its failures as ``ValueError`` naming the
+    field: no such folder (and no Hub), or a split without rows."""
+    name = data_args.dataset_name
+    try:
+        return datasets.load_dataset(name, data_args.dataset_config)
+    except (ConnectionError, FileNotFoundError) as err:
+        if Path(name).exists():
+            raise ValueError(f"dataset_name={name!r}: {err}") from err
+        offline = " (offline mode: HF_HUB_OFFLINE=1)" if datasets.config.HF_HUB_OFFLINE else ""
+        raise ValueError(
+            f"dataset_name={name!r}: not a local folder (nothing at {Path(name).absolute()}), and the Hub "
+            f"could not provide it{offline}: {err}; fix: pass an existing dataset folder (e.g. from "
+            "`hf-cot-distill generate --out`), or go online for a Hub dataset id."
+        ) from err
+    except datasets.exceptions.DatasetGenerationError as err:  # e.g. an unreadable data file
+        raise ValueError(f"dataset_name={name!r}: could not read it: {err.__cause__ or err}") from err
+    except ValueError as err:
+        empty = re.fullmatch(r'Instruction "(.+)" corresponds to no data!', str(err))
+        if empty is None:
+            raise
+        raise ValueError(
+            f"dataset_name={name!r}: split {empty.group(1)!r} has 0 rows; fix: add rows to it or remove "
+            "its files."
+        ) from err
+
+
+def _encoded(data_args: DataArguments, tokenizer: Any, tokenizer_source: str | None = None) -> PreparedData:
     from hf_cot_distill.data.formats import MARKER_PRESETS, detect_format
     from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, encode_dataset
 
-    raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config)
+    raw = _load_raw(data_args)
     if data_args.dataset_train_split not in raw:
         raise ValueError(
             f"dataset_train_split={data_args.dataset_train_split!r} is not in {data_args.dataset_name} "
@@ -91,8 +166,15 @@ def _encoded(data_args: DataArguments, tokenizer: Any) -> PreparedData:
     fmt = data_args.dataset_format
     columns = set(train.column_names)
     if fmt == "tokenized" or (fmt == "auto" and {"input_ids", "section_ids"} <= columns):
-        return PreparedData(train, evals, None, None, f"{data_args.dataset_name} (tokenized)")
+        rows = {"train": _row_counts(train), "eval": _row_counts(evals)}
+        return PreparedData(train, evals, None, None, f"{data_args.dataset_name} (tokenized)", rows)
     if tokenizer is None:
+        if tokenizer_source:
+            raise ValueError(
+                f"{data_args.dataset_name} holds text ({sorted(columns)}), but {tokenizer_source!r} has no "
+                f"tokenizer (none of {', '.join(_TOKENIZER_FILES)}); fix: set tokenizer_name_or_path to "
+                "the student's tokenizer (a folder or Hub id)."
+            )
         raise ValueError(
             f"{data_args.dataset_name} holds text ({sorted(columns)}); set model_name_or_path or "
             "tokenizer_name_or_path so it can be tokenized."
@@ -107,27 +189,154 @@ def _encoded(data_args: DataArguments, tokenizer: Any) -> PreparedData:
         on_invalid="drop",
     )
     kwargs = {"num_proc": data_args.dataset_num_proc} if data_args.dataset_num_proc else {}
-    train, stats = encode_dataset(train, encoder, **kwargs)
-    if evals is not None:
-        evals, eval_stats = encode_dataset(evals, encoder, **kwargs)
-        stats = stats + eval_stats
-    logger.info("trace encoding: %s", stats.report())
-    return PreparedData(train, evals, None, dict(stats.counts), f"{data_args.dataset_name} ({fmt})")
+    data = PreparedData(train, evals, None, {}, f"{data_args.dataset_name} ({fmt})")
+    for split, ds in (("train", train), ("eval", evals)):
+        if ds is None:
+            continue
+        encoded, stats = encode_dataset(ds, encoder, **kwargs)
+        logger.info("trace encoding (%s): %s", split, stats.report())
+        setattr(data, split, encoded)
+        data.trace_stats[split] = dict(stats.counts, samples=stats.samples)
+        data.rows[split] = _encoded_row_counts(stats, encoder)
+    return data
 
 
-def prepare_data(data_args: DataArguments, tokenizer: Any) -> PreparedData:
-    """Load or generate, encode, and cap the splits."""
+def _drop_fixes(data: PreparedData, data_args: DataArguments) -> str:
+    reasons = {reason for r in data.rows.values() for reason in r["dropped_by_reason"]}
+    fixes = []
+    if "too_long" in reasons:
+        fixes.append(
+            f"too_long: raise max_length (now {data_args.max_length}), or set on_too_long: keep so a "
+            "truncation_policy cuts them (and reports the cut)"
+        )
+    if reasons - {"too_long"}:
+        fixes.append(
+            f"{', '.join(sorted(reasons - {'too_long'}))}: repair those rows, or check dataset_format / "
+            "source_markers (the cases and their rules: hf_cot_distill.data.formats)"
+        )
+    return "; ".join(fixes)
+
+
+def _check_rows(data: PreparedData, data_args: DataArguments) -> None:
+    """Refuse a split left without rows; name the dropped rows and why."""
+    for split, ds, cap in (
+        ("train", data.train, data_args.max_train_samples),
+        ("eval", data.eval, data_args.max_eval_samples),
+    ):
+        if ds is None or len(ds):
+            continue
+        counts = data.rows.get(split) or {"rows": 0, "dropped": 0, "dropped_by_reason": {}}
+        name = data_args.dataset_train_split if split == "train" else data_args.dataset_eval_split
+        where = f"{data.description}: {split} split" + (f" {name!r}" if name else "")
+        if counts["rows"] == 0:
+            raise ValueError(f"{where} has 0 rows; fix: add rows to it, or use another dataset / split.")
+        if counts["dropped"] == counts["rows"]:
+            reasons = ", ".join(f"{k} {v}" for k, v in counts["dropped_by_reason"].items())
+            raise ValueError(
+                f"{where}: 0 rows left: all {counts['rows']} were dropped by the trace encoder ({reasons}); "
+                f"fix: {_drop_fixes(data, data_args)}."
+            )
+        field = "max_train_samples" if split == "train" else "max_eval_samples"
+        raise ValueError(f"{where}: {field}={cap} leaves 0 rows; fix: raise it or remove it.")
+
+
+def prepare_data(
+    data_args: DataArguments, tokenizer: Any, tokenizer_source: str | None = None
+) -> PreparedData:
+    """Load or generate, encode, and cap the splits.
+
+    Rows the trace encoder refuses are dropped, counted (``PreparedData.rows``) and reported on
+    stderr; a split left with 0 rows is refused (``ValueError``). ``tokenizer_source``: where
+    ``tokenizer`` was looked for, named when it is ``None`` but the data is text.
+    """
     if not data_args.dataset_name:
         raise ValueError("dataset_name is required: a dataset folder / Hub id, or generator:<config>.")
     if data_args.dataset_name.startswith(GENERATOR_PREFIX):
         data = _generated(data_args)
+        data.rows = {"train": _row_counts(data.train), "eval": _row_counts(data.eval)}
     else:
-        data = _encoded(data_args, tokenizer)
+        data = _encoded(data_args, tokenizer, tokenizer_source)
+    data.rows = {split: r for split, r in data.rows.items() if r is not None}
     data.train = _limit(data.train, data_args.max_train_samples)
     data.eval = _limit(data.eval, data_args.max_eval_samples)
-    if len(data.train) == 0:
-        raise ValueError(f"{data.description}: no training rows left (after encoding and max_train_samples).")
+    for split, ds in (("train", data.train), ("eval", data.eval)):
+        if split in data.rows:
+            data.rows[split]["used"] = len(ds)
+    if data.dropped() and int(os.environ.get("RANK", "0")) == 0:  # once per run, not per process
+        print(
+            f"warning: {data.description}: the trace encoder dropped rows, they are not trained or evaluated "
+            f"on: {data.drop_report()}. Fix: {_drop_fixes(data, data_args)}.",
+            file=sys.stderr,
+        )
+    _check_rows(data, data_args)
     return data
+
+
+def _keeps_a_target(ds: datasets.Dataset, policy: Any, truncation: Any) -> tuple[bool, int]:
+    """``(some row keeps a supervised target after truncation, rows with a supervised token
+    read)``; stops at the first such row (a target: past position 0, which nothing predicts)."""
+    import numpy as np
+
+    with_section = 0
+    for batch in ds.select_columns(["section_ids"]).iter(batch_size=1024):
+        for row in batch["section_ids"]:
+            section_ids = np.asarray(row, dtype=np.int64)
+            mask = policy.supervised_mask(section_ids)
+            if not mask[1:].any():
+                continue
+            with_section += 1
+            keep = truncation.keep_indices(section_ids) if truncation is not None else None
+            if (mask[1:] if keep is None else mask[keep[1:]]).any():
+                return True, with_section
+    return False, with_section
+
+
+def _empty_cot_rows(ds: datasets.Dataset) -> int:
+    """Encoded text rows whose source had no CoT (``empty_cot``: rendered as an empty think block)."""
+    from hf_cot_distill.data.formats import CASE_BITS
+
+    if "trace_flags" not in ds.column_names:
+        return 0
+    bit = CASE_BITS["empty_cot"]
+    return sum(1 for flags in ds["trace_flags"] if flags & bit)
+
+
+def check_supervised_rows(data: PreparedData, kd_args: SectionKDConfig, kd_enabled: bool) -> None:
+    """Refuse a split with nothing to train on for the supervision policy: no row keeps a token
+    of a supervised section after truncation (every batch would fail with "no position carries a
+    KD or CE weight", after the models are loaded), or, for a CoT-only policy, no row has a CoT
+    (only empty think blocks). Reads rows until the first good one."""
+    from hf_cot_distill.sections import SECTION_NAMES, Section
+    from hf_cot_distill.trainers import SectionKDTrainer
+
+    policy = SectionKDTrainer._policy(kd_args, kd_enabled)
+    truncation = kd_args.build_truncation()
+    names = "/".join(SECTION_NAMES[s] for s in sorted(policy.supervised_sections))
+    where = f"supervision_preset={kd_args.supervision_preset!r} supervises only {names}"
+    fix = (
+        "Fix: data with those sections (e.g. <think> blocks; check dataset_format / source_markers), or a "
+        "supervision_preset that matches the data's sections"
+    )
+    for split, ds in (("train", data.train), ("eval", data.eval)):
+        if ds is None:
+            continue
+        if policy.supervised_sections == {int(Section.COT)} and _empty_cot_rows(ds) == len(ds):
+            raise ValueError(
+                f"{data.description}: 0 of {len(ds)} {split} rows have a CoT (all are empty_cot: no reasoning "
+                f"in the source, rendered as an empty think block), and {where}. {fix}."
+            )
+        found, with_section = _keeps_a_target(ds, policy, truncation)
+        if not found:
+            detail = (
+                f"truncation_policy={kd_args.truncation_policy!r} cuts them from all {with_section} rows "
+                "that have them"
+                if with_section
+                else "no row has one"
+            )
+            raise ValueError(
+                f"{data.description}: 0 of {len(ds)} {split} rows have a {names} token to train on: {detail}, "
+                f"and {where}. {fix}, or a truncation that keeps them."
+            )
 
 
 def load_tokenizer(model_args: ModelArguments, path: str | None = None) -> Any:
@@ -254,13 +463,18 @@ def run_training(
     start = time.perf_counter()
     setup_distributed(kd_args)
     tokenizer = load_tokenizer(model_args)
+    tokenizer_source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     teacher_tokenizer = None
     if model_args.student_from_teacher_layers and tokenizer is None and kd_args.teacher_model_name_or_path:
         # A student made of the teacher's layers shares its tokenizer (None if its folder has none).
         tokenizer = load_tokenizer(model_args, kd_args.teacher_model_name_or_path)
+        tokenizer_source = kd_args.teacher_model_name_or_path
     elif kd_args.teacher_model_name_or_path and tokenizer is not None:
         teacher_tokenizer = load_tokenizer(model_args, kd_args.teacher_model_name_or_path)
-    data = prepare_data(data_args, tokenizer)
+    data = prepare_data(data_args, tokenizer, tokenizer_source)
+    check_supervised_rows(
+        data, kd_args, kd_args.teacher_model_name_or_path is not None and kd_args.kd_weight > 0
+    )
     student = build_student(model_args, data, kd_args.teacher_model_name_or_path, seed=kd_args.seed)
     common = dict(
         args=kd_args,
@@ -290,6 +504,7 @@ def run_training(
     elif data.eval is not None:
         metrics.update(trainer.evaluate())
     metrics["wall_time_s"] = time.perf_counter() - start
+    metrics["data_rows"] = data.rows  # rows read, dropped by the trace encoder (by case), used
     out = Path(kd_args.output_dir)
     trainer.save_model(str(out))
     if tokenizer is not None and trainer.is_world_process_zero():
@@ -311,8 +526,17 @@ def run_training(
             recipe=_recipe_summary(model_args, data_args, kd_args),
             supervision=fields.get("supervision"),
             objective=fields.get("objective"),
-            truncation={"policy": fields.get("truncation_policy"), **fields.get("truncation_kwargs", {})},
-            truncation_accounting=trainer.truncation_accounting,
+            truncation={
+                "policy": fields.get("truncation_policy"),
+                **fields.get("truncation_kwargs", {}),
+                "max_length": data_args.max_length,
+                "on_too_long": data_args.on_too_long,
+                "data_rows": data.rows,
+            },
+            truncation_accounting={
+                **trainer.truncation_accounting.to_dict(),
+                "rows_dropped_before_training": data.dropped(),
+            },
             compute={
                 "tokens_forwarded": fields.get("tokens_forwarded"),
                 "flops_counted": fields.get("flops_counted"),

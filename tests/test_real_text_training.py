@@ -176,6 +176,10 @@ def test_cli_train_on_champ_messages_folder(tmp_path, traces):
     assert [k for k in before if not torch.equal(before[k], after[k])] == list(before)
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert math.isfinite(metrics["train_loss"]) and metrics["train_loss"] > 0
+    # every trace fits max_length and is well formed: none dropped, and the run says so
+    assert metrics["data_rows"] == {
+        "train": {"rows": N_ROWS, "dropped": 0, "dropped_by_reason": {}, "used": N_ROWS}
+    }
     history = [h for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
     assert all(h["tokens_kd/prompt"] == h["tokens_kd/answer"] == 0 < h["tokens_kd/cot"] for h in history)
     assert all(h["truncation/tokens_cut/answer"] > 0 for h in history)  # lead span 0.5 cuts answers

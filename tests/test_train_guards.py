@@ -1,8 +1,9 @@
-"""Guards of `hf-cot-distill train` and SectionKDTrainer: a diverged run stops and saves nothing, and
-models load from safetensors only (a pickle is refused, naming the file and how to convert it)."""
+"""Guards of `hf-cot-distill train` and SectionKDTrainer: a diverged run stops and saves nothing,
+pickles are refused, and bad data is refused or reported (dropped rows counted), never silent."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,23 @@ def _kd_argv(models: dict[str, Path], data: Path, out: Path, *extra: str) -> lis
     return ["train", "--config", KD_RECIPE, "--model_name_or_path", str(models["student"]),
             "--teacher_model_name_or_path", str(models["teacher"]), "--dataset_name", str(data),
             "--output_dir", str(out), "--max_steps", "2", *extra]  # fmt: skip
+
+
+def _row(a: int, b: int, cot: str | None = None) -> dict[str, Any]:
+    answer = f"The answer is \\boxed{{{a + b}}}."
+    content = answer if cot is None else f"{cot}\n\n{answer}"
+    return {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
+                         {"role": "assistant", "content": content}]}  # fmt: skip
+
+
+def _folder(tmp_path: Path, name: str, splits: dict[str, list[dict[str, Any]]]) -> Path:
+    path = tmp_path / name
+    path.mkdir()
+    for split, rows in splits.items():
+        empty = Dataset.from_list([_row(1, 1)]).select([])  # no rows, but the columns
+        ds = Dataset.from_list(rows) if rows else empty
+        ds.to_parquet(str(path / f"{split}.parquet"))
+    return path
 
 
 # ---- divergence: SectionKDTrainer (library users get it too) --------------------------------
@@ -109,3 +127,61 @@ def test_pickle_models_are_refused_with_the_file_named(tmp_path: Any, capsys: An
         SectionKDTrainer(tiny_qwen2(), str(pickled["teacher"]), args=make_args(tmp_path))
     with pytest.raises(ValueError, match=r"model='.*student_bin'.*pytorch_model\.bin"):
         SectionKDTrainer(str(pickled["student"]), args=make_args(tmp_path))
+
+
+# ---- data: clear refusals --------------------------------------------------------------------
+def test_data_errors_name_the_problem(tmp_path: Any, capsys: Any, monkeypatch: Any) -> None:
+    tok = tiny_qwen2_tokenizer()
+    models = _tiny_pair(tmp_path, tok)
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        (_kd_argv(models, Path("nonexistent_dir"), tmp_path / "o1"),
+         ["dataset_name='nonexistent_dir': not a local folder", "HF_HUB_OFFLINE=1"]),
+        (_kd_argv(models, _folder(tmp_path, "empty", {"train": []}), tmp_path / "o2"),
+         ["split 'train' has 0 rows"]),
+        (_kd_argv(models, _folder(tmp_path, "nothink", {"train": [_row(i, 1) for i in range(8)]}), tmp_path / "o3"),
+         ["0 of 8 train rows have a CoT (all are empty_cot", "supervision_preset='cot' supervises only cot"]),
+        (_kd_argv(models, _messages_dataset(tmp_path), tmp_path / "o4", "--truncation_policy", "keep_first",
+                  "--truncation_kwargs", '{"max_tokens": 8}'),
+         ["0 of 12 train rows have a cot token to train on: truncation_policy='keep_first' cuts them from all 12"]),
+    ]  # fmt: skip
+    notok = tmp_path / "student_notok"
+    Qwen2ForCausalLM.from_pretrained(models["student"]).save_pretrained(notok)
+    cases.append(
+        (_kd_argv({**models, "student": notok}, _messages_dataset(tmp_path), tmp_path / "o5"),
+         [f"'{notok}' has no tokenizer", "set tokenizer_name_or_path"])
+    )  # fmt: skip
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        for text in expected:
+            assert text in err, (text, err)
+    assert not (tmp_path / "o3").exists() and not (tmp_path / "o4").exists()  # refused before any output
+
+
+def test_dropped_rows_are_reported_and_recorded(tmp_path: Any, capsys: Any) -> None:
+    tok = tiny_qwen2_tokenizer()
+    models = _tiny_pair(tmp_path, tok)
+    good = [_row(i, 2 * i, f"<think>{i} plus {2 * i} makes {3 * i}.</think>") for i in range(10)]
+    cut = [_row(7, 8, "<think>7 plus 8 makes"), _row(1, 1, "<think>1 plus 1")]  # no closing marker
+    data = _folder(tmp_path, "cut", {"train": good + cut})
+    out = tmp_path / "run"
+    assert main(_kd_argv(models, data, out)) == 0
+    err = capsys.readouterr().err
+    assert "train: 2 of 12 rows dropped (missing_close_marker 2)" in err
+    rows = json.loads((out / "train_metrics.json").read_text())["data_rows"]
+    assert rows == {
+        "train": {"rows": 12, "dropped": 2, "dropped_by_reason": {"missing_close_marker": 2}, "used": 10}
+    }
+    card = (out / "README.md").read_text()
+    assert "rows_dropped_before_training: 2" in card and "missing_close_marker: 2" in card
+
+    # every eval row over max_length: refused, naming the split and the fix
+    long_eval = [_row(i, i, "<think>" + " plus one" * 80 + "</think>") for i in range(3)]
+    data = _folder(tmp_path, "long", {"train": good, "test": long_eval})
+    argv = _kd_argv(models, data, tmp_path / "run2", "--dataset_eval_split", "test", "--max_length", "128")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "eval: 3 of 3 rows dropped (too_long 3)" in err
+    assert "eval split 'test': 0 rows left" in err and "raise max_length (now 128)" in err
