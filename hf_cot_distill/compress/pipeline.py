@@ -319,28 +319,30 @@ def _check_model_fits(model: torch.nn.Module, args: CompressArguments) -> None:
                 f"quantize_ignore: {pattern!r} matches no linear of the model (names look like "
                 f"{all_linears[0]!r}); fix: use a module-name suffix such as 'self_attn.o_proj'."
             )
-    widths: dict[str, int] = {}  # decoder linear (name inside its layer) -> input width when quantized
+    # (name inside its layer, input width when quantized) of every decoder linear that gets quantized
+    widths: dict[tuple[str, int], None] = {}
     for index, layer in enumerate(layers):
         for name, module in layer.named_modules():
             if isinstance(module, nn.Linear) and not config.is_ignored(f"{prefix}.{index}.{name}"):
-                widths[name] = narrowed.get(name, module.in_features)
+                widths[(name, narrowed.get(name, module.in_features))] = None
     if not widths:
         raise ValueError(
             f"quantize_ignore={args.quantize_ignore} leaves no decoder linear to quantize; "
             "fix: ignore fewer layers, or unset quantize_bits."
         )
     size = config.group_size
-    bad = {name: width for name, width in widths.items() if size is not None and width % size}
+    bad = [(name, width) for name, width in widths if size is not None and width % size]
     if bad:
-        after = " after pruning" if set(bad) & set(narrowed) else ""
-        shown = ", ".join(f"{name} ({width})" for name, width in bad.items())
-        ignore = (
-            f", or add {sorted(bad)} to quantize_ignore (kept in full precision)" if bad != widths else ""
+        after = " after pruning" if {name for name, _ in bad} & set(narrowed) else ""
+        shown = ", ".join(f"{name} ({width})" for name, width in bad)
+        ignore = sorted({name for name, _ in bad})
+        ignore_fix = (
+            f", or add {ignore} to quantize_ignore (kept in full precision)" if len(bad) < len(widths) else ""
         )
         raise ValueError(
             f"quantize_group_size={size} does not divide the input width of {shown}{after}; fix: set "
-            f"quantize_group_size: {math.gcd(*widths.values())} (divides every quantized linear) or -1 "
-            f"(one scale per output row){ignore}."
+            f"quantize_group_size: {math.gcd(*(width for _, width in widths))} (divides every quantized "
+            f"linear) or -1 (one scale per output row){ignore_fix}."
         )
 
 
