@@ -159,6 +159,8 @@ def test_compress_arguments_check_keep_counts_and_quantize_ignore():
             CompressArguments(prune=True, **{name: 0})
     with pytest.raises(ValueError, match=r"quantize_ignore: 're:\(' is not"):
         CompressArguments(quantize_bits=8, quantize_ignore=["re:("])
+    with pytest.raises(ValueError, match="quantize_ignore='self_attn.o_proj': use a list of patterns"):
+        CompressArguments(quantize_bits=8, quantize_ignore="self_attn.o_proj")
     with pytest.raises(ValueError, match="quantize_ignore=.*only applies to quantization"):
         CompressArguments(prune=True, quantize_ignore=["self_attn.o_proj"])
     args = CompressArguments(quantize_bits=8, quantize_ignore=["self_attn.o_proj", "re:layers\\.1\\."])

@@ -129,6 +129,10 @@ class CompressArguments:
                 f"quantize_ignore={self.quantize_ignore}: only applies to quantization; "
                 "fix: set quantize_bits: 4|8, or drop quantize_ignore."
             )
+        if isinstance(self.quantize_ignore, str):
+            raise ValueError(
+                f"quantize_ignore={self.quantize_ignore!r}: use a list of patterns, e.g. [{self.quantize_ignore!r}]."
+            )
         for pattern in self.quantize_ignore:
             if not _valid_pattern(pattern):
                 raise ValueError(
