@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -94,10 +95,15 @@ def check_fused_inputs(
                 "tokenizer length (len(tokenizer)) so padded rows are excluded."
             )
         vocab_size = vs
-    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or not 1 <= vocab_size <= min(vs, vt):
+    if (
+        not isinstance(vocab_size, numbers.Integral)
+        or isinstance(vocab_size, bool)
+        or not 1 <= vocab_size <= min(vs, vt)
+    ):
         raise ValueError(
             f"vocab_size: got {vocab_size!r}; use an int in [1, {min(vs, vt)}] (len(tokenizer))."
         )
+    vocab_size = int(vocab_size)  # numpy integers too (np.bool_ is not Integral)
     check_weights("kd_weights", kd_weights, positions)
     n = student_hidden[..., 0].numel()
     if ce_labels is None:

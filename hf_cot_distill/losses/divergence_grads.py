@@ -23,6 +23,7 @@ the divergences are small differences of large sums (relative error 1e-4 in fp32
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -33,6 +34,25 @@ ChunkGradFn = Callable[[Tensor, Tensor, Sequence[Tensor], float], tuple[Tensor, 
 
 def _neg_col(rows: Tensor) -> Tensor:
     return rows.neg().unsqueeze(1)
+
+
+def _log_mixture(la: Tensor, wa: float, lb: Tensor, wb: float, *, out: Tensor) -> Tensor:
+    """``out = log(wa exp(la) + wb exp(lb))`` for ``0 < wa, wb < 1``, in log space.
+
+    Summing probabilities instead underflows: at low temperature a token whose ``exp(la)`` and
+    ``exp(lb)`` are both below the smallest float gives ``m = 0``, ``log m = -inf`` and then
+    ``0 * inf = NaN`` in the terms weighted by ``p`` or ``q``. With finite log-probs ``log m``
+    is finite, every ``log(x / m)`` is bounded above by ``-log w``, and a term whose weight
+    underflows to 0 adds exactly 0. Computed as ``log wb + logaddexp(la + log(wa / wb), lb)``:
+    one shift (none for ``wa == wb``, JSD's default), one ``logaddexp`` and one shift back, all
+    in ``out`` (which must not be ``la`` or ``lb``).
+    """
+    if wa == wb:
+        torch.logaddexp(la, lb, out=out)
+    else:
+        torch.add(la, math.log(wa / wb), out=out)
+        torch.logaddexp(out, lb, out=out)
+    return out.add_(math.log(wb))
 
 
 def forward_kl(
@@ -70,8 +90,8 @@ def jsd(lq: Tensor, lp: Tensor, scratch: Sequence[Tensor], beta: float) -> tuple
     if beta == 1.0:
         return reverse_kl(lq, lp, scratch, beta)
     c, d = scratch[0], scratch[1]
+    _log_mixture(lp, beta, lq, 1.0 - beta, out=c)  # log m
     torch.exp(lp, out=d)  # p
-    torch.exp(lq, out=c).mul_(1.0 - beta).add_(d, alpha=beta).log_()  # log m
     kl_p = lp.sub_(c).mul_(d).sum(1)  # sum p (log p - log m)
     torch.sub(lq, c, out=d)  # log q - log m
     torch.exp(lq, out=c)  # q
@@ -97,12 +117,14 @@ def total_variation(
 
 def skew_kl(lq: Tensor, lp: Tensor, scratch: Sequence[Tensor], alpha: float) -> tuple[Tensor, Tensor, Tensor]:
     """``KL(p || m)``, ``m = alpha p + (1 - alpha) q``; ``g = -(1 - alpha) p / m``."""
+    if alpha == 0.0:  # m = q exactly; p / q itself could overflow where q underflows
+        return forward_kl(lq, lp, scratch, alpha)
     c, d = scratch[0], scratch[1]
+    _log_mixture(lp, alpha, lq, 1.0 - alpha, out=c)  # log m
     torch.exp(lp, out=d)  # p
-    torch.exp(lq, out=c).mul_(1.0 - alpha).add_(d, alpha=alpha).log_()  # log m
-    lp.sub_(c)  # log p - log m
+    lp.sub_(c)  # log p - log m (<= -log alpha)
     rows = d.mul_(lp).sum(1)
-    lp.exp_()  # p / m
+    lp.exp_()  # p / m, at most 1 / alpha
     torch.exp(lq, out=c)  # q
     s = torch.mul(c, lp, out=d).sum(1)  # d = q p / m
     d.addcmul_(c, _neg_col(s)).mul_(-(1.0 - alpha))
@@ -114,12 +136,14 @@ def skew_reverse_kl(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``KL(q || m)``, ``m = (1 - alpha) p + alpha q``;
     ``dD/dz = q (log q - log m - D - alpha (q/m - <q, q/m>))``."""
+    if alpha == 0.0:  # m = p exactly; q^2 / p could overflow where p underflows
+        return reverse_kl(lq, lp, scratch, alpha)
     c, d = scratch[0], scratch[1]
+    _log_mixture(lp, 1.0 - alpha, lq, alpha, out=c)  # log m
+    torch.sub(lq, c, out=lp)  # log q - log m (<= -log alpha)
+    torch.add(lp, lq, out=d).exp_()  # q^2 / m = exp(2 log q - log m), at most q / alpha
     torch.exp(lq, out=c)  # q
-    lp.exp_().mul_(1.0 - alpha).add_(c, alpha=alpha)  # m
-    torch.div(c, lp, out=d).mul_(c)  # q^2 / m
-    lp.log_()
-    rows = torch.sub(lq, lp, out=lp).mul_(c).sum(1)  # lp = q (log q - log m)
+    rows = lp.mul_(c).sum(1)  # lp = q (log q - log m)
     q2_m = d.sum(1)
     lp.add_(d, alpha=-alpha).addcmul_(c, (alpha * q2_m - rows).unsqueeze(1))
     return rows, lp, d
