@@ -139,10 +139,36 @@ class DataArguments:
         },
     )
     source_markers: str = field(
-        default="think", metadata={"help": "Reasoning markers in the source text: think or openthoughts."}
+        default="think",
+        metadata={"help": "Reasoning markers in the source text: think, openthoughts or symbolic."},
+    )
+    render_markers: str = field(
+        default="think",
+        metadata={
+            "help": "Markers the model is trained with: think (<think>...</think>), or symbolic (keep the "
+            "symbolic tasks' '### Reasoning' / '### Answer' headers; use with on_empty_cot: as_given)."
+        },
     )
     max_length: int = field(default=4096, metadata={"help": "Longest encoded sample, in tokens."})
-    on_too_long: str = field(default="refuse", metadata={"help": "Samples over max_length: refuse or keep."})
+    on_too_long: str = field(
+        default="refuse",
+        metadata={
+            "help": "Samples over max_length: refuse (drop them: counted per split on stderr, in "
+            "train_metrics.json (data_rows) and the model card; a split left with 0 rows is an error) or "
+            "keep (a truncation_policy cuts them)."
+        },
+    )
+    on_empty_cot: str = field(
+        default="empty_block",
+        metadata={
+            "help": "A supervised turn without CoT: empty_block (render an empty think block), as_given "
+            "or refuse (dropped, counted)."
+        },
+    )
+    on_empty_answer: str = field(
+        default="refuse",
+        metadata={"help": "A supervised turn with nothing after its CoT: refuse (dropped, counted) or keep."},
+    )
     generator_num_tasks: int | None = field(
         default=None, metadata={"help": "With generator:<config>: training tasks (default: the config's)."}
     )
@@ -160,8 +186,18 @@ class DataArguments:
             raise ValueError(f"dataset_format={self.dataset_format!r}: use one of {DATASET_FORMATS}.")
         if self.max_length < 8:
             raise ValueError(f"max_length={self.max_length} is too small; use at least 8 tokens.")
-        if self.on_too_long not in ("refuse", "keep"):
-            raise ValueError(f"on_too_long={self.on_too_long!r}: use refuse or keep.")
+        from hf_cot_distill.data.formats import MARKER_PRESETS
+
+        choices = {
+            "source_markers": tuple(MARKER_PRESETS),
+            "render_markers": tuple(MARKER_PRESETS),
+            "on_too_long": ("refuse", "keep"),
+            "on_empty_cot": ("empty_block", "as_given", "refuse"),
+            "on_empty_answer": ("refuse", "keep"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: use one of {allowed}.")
 
 
 def _fields(types: tuple[type, ...]) -> dict[str, dataclasses.Field]:

@@ -184,8 +184,11 @@ def _encoded(data_args: DataArguments, tokenizer: Any, tokenizer_source: str | N
         tokenizer=tokenizer,
         source_format=fmt,
         source_markers=MARKER_PRESETS[data_args.source_markers],
+        render_markers=MARKER_PRESETS[data_args.render_markers],
         max_length=data_args.max_length,
         on_too_long=data_args.on_too_long,
+        on_empty_cot=data_args.on_empty_cot,
+        on_empty_answer=data_args.on_empty_answer,
         on_invalid="drop",
     )
     kwargs = {"num_proc": data_args.dataset_num_proc} if data_args.dataset_num_proc else {}
@@ -238,6 +241,19 @@ def _check_rows(data: PreparedData, data_args: DataArguments) -> None:
             )
         field = "max_train_samples" if split == "train" else "max_eval_samples"
         raise ValueError(f"{where}: {field}={cap} leaves 0 rows; fix: raise it or remove it.")
+
+
+def pin_marker_lengths(kd_args: SectionKDConfig, data_args: DataArguments, tokenizer: Any) -> None:
+    """For ``section_preserving`` on text: fix ``cot_open_tokens`` / ``cot_close_tokens`` in
+    ``truncation_kwargs`` to the token lengths of the markers the text is rendered with
+    (``render_markers``; the trainer alone measures ``<think>``), unless the recipe sets them."""
+    if kd_args.truncation_policy != "section_preserving" or tokenizer is None:
+        return
+    from hf_cot_distill.data.formats import MARKER_PRESETS
+
+    policy = kd_args.build_truncation(tokenizer, MARKER_PRESETS[data_args.render_markers])
+    pinned = {"cot_open_tokens": policy.cot_open_tokens, "cot_close_tokens": policy.cot_close_tokens}
+    kd_args.truncation_kwargs = {**pinned, **(kd_args.truncation_kwargs or {})}
 
 
 def prepare_data(
@@ -472,6 +488,7 @@ def run_training(
     elif kd_args.teacher_model_name_or_path and tokenizer is not None:
         teacher_tokenizer = load_tokenizer(model_args, kd_args.teacher_model_name_or_path)
     data = prepare_data(data_args, tokenizer, tokenizer_source)
+    pin_marker_lengths(kd_args, data_args, tokenizer)
     check_supervised_rows(
         data, kd_args, kd_args.teacher_model_name_or_path is not None and kd_args.kd_weight > 0
     )
@@ -496,7 +513,10 @@ def run_training(
         )
     else:
         trainer = SectionKDTrainer(student, eval_dataset=data.eval, **common)
-    result = trainer.train(resume_from_checkpoint=kd_args.resume_from_checkpoint)
+    resume = kd_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "false"):
+        resume = resume.lower() == "true"  # `--resume_from_checkpoint true`: the latest checkpoint
+    result = trainer.train(resume_from_checkpoint=resume or None)
     metrics = dict(result.metrics)
     cot_icl_eval = getattr(trainer, "cot_icl_callback", None)
     if cot_icl_eval is not None and cot_icl_eval.history:

@@ -226,10 +226,12 @@ def test_packed_equals_padded_after_truncation(rows):
 
 
 @pytest.mark.parametrize("budget", [512, 160])
-def test_section_preserving_keeps_prompt_answer_and_markers(rows, budget):
+def test_section_preserving_keeps_prompt_answer_and_markers(rows, budget, qwen25_tokenizer):
     from hf_cot_distill.truncation import SectionPreserving
 
-    collator = SectionCollator(pad_token_id=151643, truncation=SectionPreserving(budget), padding_free=True)
+    policy = SectionPreserving.for_tokenizer(budget, qwen25_tokenizer)
+    assert (policy.cot_open_tokens, policy.cot_close_tokens) == (3, 3)  # "<th ink >\n" ... "</ think >\n\n"
+    collator = SectionCollator(pad_token_id=151643, truncation=policy, padding_free=True)
     batch = collator(rows)
     acc = collator.accounting
     out_rows = packed_rows(batch, "input_ids")
@@ -239,7 +241,7 @@ def test_section_preserving_keeps_prompt_answer_and_markers(rows, budget):
         full_ids, full_secs = row["input_ids"], np.asarray(row["section_ids"])
         counts = section_counts(full_secs)
         assert len(ids) == min(len(full_ids), budget)
-        if len(full_ids) - budget > counts[C] - 2:  # prompt + answer + both COT end tokens do not fit
+        if len(full_ids) - budget > counts[C] - 6:  # prompt + answer + both whole markers do not fit
             fallbacks += 1
             assert ids == full_ids[:budget]  # KeepFirst
         else:
@@ -247,8 +249,8 @@ def test_section_preserving_keeps_prompt_answer_and_markers(rows, budget):
             assert (kept[P], kept[A]) == (counts[P], counts[A])
             cot_in = [i for i, s in zip(full_ids, full_secs) if s == C]
             cot_out = [i for i, s in zip(ids, secs) if s == C]
-            assert cot_out[0] == cot_in[0] and cot_out[-1] == cot_in[-1]  # "<th" ... ">\n\n"
-            assert cot_out[:-1] == cot_in[: len(cot_out) - 1]  # the CoT is cut from its tail
+            assert cot_out[:3] == cot_in[:3] and cot_out[-3:] == cot_in[-3:]  # whole <think> ... </think>
+            assert cot_out[:-3] == cot_in[: len(cot_out) - 3]  # the CoT is cut from its tail
         removed += counts - section_counts(secs)
     assert acc.fallbacks == fallbacks
     assert acc.tokens_removed.tolist() == removed.tolist()

@@ -319,7 +319,7 @@ class SectionKDConfig(TrainingArguments):
             self.section_kd_temperatures,
         )
 
-    def build_truncation(self, tokenizer: Any = None) -> TruncationPolicy | None:
+    def build_truncation(self, tokenizer: Any = None, markers: Any = None) -> TruncationPolicy | None:
         """The truncation policy object, or ``None``.
 
         ``section_preserving`` keeps each CoT run's opening and closing markers, whose length in
@@ -327,8 +327,9 @@ class SectionKDConfig(TrainingArguments):
         special tokens, three for Qwen2.5's ``</think>``). Given the training ``tokenizer``, the
         lengths that ``truncation_kwargs`` does not set (``cot_open_tokens`` /
         ``cot_close_tokens``) are measured on it for the markers text traces are rendered with
-        (``ReasoningTraceEncoder``'s default ``render_markers``); without one they stay 1, right
-        for rows of token ids whose markers are single tokens.
+        (``markers``, a ``TraceMarkers``; default: ``ReasoningTraceEncoder``'s default
+        ``render_markers``, ``<think>``); without one they stay 1, right for rows of token ids
+        whose markers are single tokens.
         """
         if self.truncation_policy is None:
             return None
@@ -340,7 +341,7 @@ class SectionKDConfig(TrainingArguments):
                 from hf_cot_distill.data.formats import MARKER_PRESETS
 
                 try:
-                    counts = cot_marker_token_counts(tokenizer, MARKER_PRESETS["think"])
+                    counts = cot_marker_token_counts(tokenizer, markers or MARKER_PRESETS["think"])
                 except ValueError as err:
                     raise ValueError(
                         f"truncation_kwargs: {missing} cannot be measured on the tokenizer ({err}); fix: set "

@@ -127,7 +127,7 @@ class SectionKDTrainer(Trainer):
             data_collator = SectionCollator(
                 supervision=self.supervision,
                 pad_token_id=self.pad_token_id,
-                truncation=args.build_truncation(),
+                truncation=args.build_truncation(processing_class),  # whole multi-token CoT markers
                 pad_to_multiple_of=args.pad_to_multiple_of,
                 padding_free=args.padding_free,
                 on_supervision_lost=args.on_supervision_lost,  # type: ignore[arg-type]
