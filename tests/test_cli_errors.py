@@ -55,6 +55,10 @@ def test_resuming_writes_into_its_own_folder(tmp_path, monkeypatch, capsys):
     resume = ["--resume_from_checkpoint", str(out / "checkpoint-1")]
     assert main(_train(out, *resume)) == 0
     assert json.loads((out / "train_metrics.json").read_text())["train_loss"] > 0
+    # `true` = the latest checkpoint in output_dir (it was taken as a folder named "true")
+    latest = ["--resume_from_checkpoint", "true", "--max_steps", "2", "--save_strategy", "no"]
+    assert main(_train(out, *latest)) == 0
+    assert json.loads((out / "log_history.json").read_text())[-1]["step"] == 2
     capsys.readouterr()
     assert main(_train(out, *resume, "--overwrite_output_dir", "true")) == 2  # would delete the checkpoint
     assert "resume_from_checkpoint" in _one_line_error(capsys)
