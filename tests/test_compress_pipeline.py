@@ -171,8 +171,9 @@ def test_compress_arguments_check_keep_counts_and_quantize_ignore():
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], r"quantize_group_size=32 does not divide the input width of self_attn.o_proj \(16\) after "
-             r"pruning; fix: set quantize_group_size: 16 .* or add \['self_attn.o_proj'\] to quantize_ignore"),
+        (["--quantize_group_size", "32"],
+         r"quantize_group_size=32 does not divide the input width of self_attn.o_proj \(16\) after "
+         r"pruning; fix: set quantize_group_size: 16 .* or add \['self_attn.o_proj'\] to quantize_ignore"),
         (["--prune_kv_heads_keep", "9"], "prune_kv_heads_keep=9: the model has 4 KV heads per layer; fix: use 1..4"),
         (["--prune_q_heads_per_kv_keep", "2"], "prune_q_heads_per_kv_keep=2: the model has 1 query heads per KV"),
         (["--quantize_ignore", "o_prj"], "quantize_ignore: 'o_prj' matches no linear of the model"),

@@ -61,5 +61,5 @@ def test_a_pickle_only_model_folder_is_named(scratch_model, tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text((scratch_model / "config.json").read_text())
     torch.save(load_file(scratch_model / "model.safetensors"), folder / "pytorch_model.bin")
-    with pytest.raises(FileNotFoundError, match=r"holds pickle weights only \(pytorch_model.bin\)"):
+    with pytest.raises(ValueError, match=r"holds pickle weights only \(pytorch_model.bin\)"):
         evaluate_saved_model(str(folder), "cot_icl_lab_cot", num_tasks=1)

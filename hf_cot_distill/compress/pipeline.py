@@ -245,42 +245,10 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 def _load(path: str, model_args: Any) -> Any:
     """The model in float32 (pruning / quantization statistics need it), safetensors only."""
-    from transformers import AutoModelForCausalLM
+    from hf_cot_distill.trainers._teacher import load_causal_lm
 
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=torch.float32,
-            trust_remote_code=model_args.trust_remote_code,
-            use_safetensors=True,
-        )
-    except OSError as err:
-        if Path(path).is_dir():
-            raise FileNotFoundError(unloadable_folder_message("model_name_or_path", Path(path), err)) from err
-        raise FileNotFoundError(
-            f"model_name_or_path={path!r}: no safetensors model there (not a local folder, and the Hub "
-            "could not provide it); fix: pass a local model folder, or go online for a Hub id."
-        ) from err
-
-
-def unloadable_folder_message(field: str, folder: Path, err: Exception) -> str:
-    """Why the local model folder ``folder`` (the value of ``field``) did not load as safetensors:
-    pickle weights only (named, with the one-line conversion), or no model files at all."""
-    from hf_cot_distill.hub import PICKLE_SUFFIXES
-
-    if not any(folder.glob("*.safetensors")):
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            return (
-                f"{field}={str(folder)!r}: the folder holds pickle weights only ({', '.join(pickles)}); "
-                "models load from safetensors only (unpickling can run code). Fix, if you trust the file: "
-                'convert it once with python -c "from transformers import AutoModelForCausalLM as M; '
-                f"M.from_pretrained('{folder}', use_safetensors=False).save_pretrained('{folder}')\" "
-                "(writes model.safetensors next to it)."
-            )
-    return (
-        f"{field}={str(folder)!r}: this local folder holds no loadable safetensors model "
-        f"(a save_pretrained folder: config.json + model.safetensors): {err}"
+    return load_causal_lm(
+        path, "model_name_or_path", dtype=torch.float32, trust_remote_code=model_args.trust_remote_code
     )
 
 

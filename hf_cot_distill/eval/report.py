@@ -23,9 +23,9 @@ def _load_model(model_dir: str):
     except (OSError, ValueError) as err:  # a bad Hub id is a ValueError (HFValidationError)
         folder = Path(model_dir)
         if folder.is_dir():
-            from hf_cot_distill.compress.pipeline import unloadable_folder_message
+            from hf_cot_distill.trainers._teacher import model_load_error
 
-            raise FileNotFoundError(unloadable_folder_message("model", folder, err)) from err
+            raise model_load_error("model", model_dir, err) from err
         where = "is a file, not a folder" if folder.exists() else f"does not exist (cwd: {Path.cwd()})"
         raise FileNotFoundError(
             f"model: {model_dir!r} {where}, and is not a model the Hub could provide; "
