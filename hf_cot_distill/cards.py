@@ -14,6 +14,7 @@ import dataclasses
 import math
 import numbers
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -211,9 +212,18 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def _code(value: Any) -> str:
+    """A table cell holding ``value`` as inline code: fenced with one backtick more than the
+    longest backtick run inside it (a value with a backtick would otherwise end the span)."""
+    text = _cell(value)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence, pad = "`" * (longest + 1), " " if longest else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _cells(table: Mapping[str, Any]) -> dict[str, str]:
-    """A ``{setting: value}`` table with every key and value as cell text (see :func:`_cell`)."""
-    return {_cell(k): _cell(v) for k, v in table.items()}
+    """A ``{setting: value}`` table with every key and value as an inline-code cell."""
+    return {_code(k): _code(v) for k, v in table.items()}
 
 
 def _number(value: Any) -> str:

@@ -295,3 +295,18 @@ def test_pipes_in_names_and_values_are_escaped_in_tables():
     # every table here has two columns: no name or value adds a cell
     rows = [line for line in lines if line.startswith("|")]
     assert len(rows) == 21 and all(_unescaped_pipes(line) == 3 for line in rows)
+
+
+def test_backticks_in_settings_keep_their_code_span():
+    """A value holding a backtick gets a longer fence (`a` would otherwise end the span early)."""
+    card = render_model_card(
+        model_name="m",
+        base_model=None,
+        recipe={"chat_template_note": "use `{{ x }}`", "plain": 1},
+        truncation={"policy": "lead``span"},
+    )
+    lines = card.text.splitlines()
+    assert "| ``` chat_template_note ``` |" not in lines  # no fence widening without a backtick
+    assert "| `chat_template_note` | `` use `{{ x }}` `` |" in lines
+    assert "| `plain` | `1` |" in lines
+    assert "| `policy` | ``` lead``span ``` |" in lines
