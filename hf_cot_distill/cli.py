@@ -253,7 +253,7 @@ def _pop_overwrite_flag(argv: list[str]) -> tuple[bool, list[str]]:
 
 
 def _resuming(kd_args: SectionKDConfig) -> bool:
-    return kd_args.resume_from_checkpoint not in (None, False, "", "false", "False")
+    return bool(kd_args.resume_from_checkpoint)  # SectionKDConfig turned "true"/"false" into True/None
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -513,10 +513,7 @@ def run_training(
         )
     else:
         trainer = SectionKDTrainer(student, eval_dataset=data.eval, **common)
-    resume = kd_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "false"):
-        resume = resume.lower() == "true"  # `--resume_from_checkpoint true`: the latest checkpoint
-    result = trainer.train(resume_from_checkpoint=resume or None)
+    result = trainer.train(resume_from_checkpoint=kd_args.resume_from_checkpoint or None)
     metrics = dict(result.metrics)
     cot_icl_eval = getattr(trainer, "cot_icl_callback", None)
     if cot_icl_eval is not None and cot_icl_eval.history:

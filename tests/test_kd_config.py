@@ -117,3 +117,11 @@ def test_section_preserving_marker_lengths_come_from_the_tokenizer(qwen25_tokeni
             truncation_policy="section_preserving",
             truncation_kwargs={"max_tokens": 9, "keep_cot_close": False, "cot_close_tokens": 3},
         )
+
+
+def test_resume_from_checkpoint_words_become_bools() -> None:
+    """`--resume_from_checkpoint true` = the latest checkpoint; any spelling of false = no resume
+    (the CLI's non-empty output_dir check and the Trainer read the same value)."""
+    assert config(resume_from_checkpoint="True").resume_from_checkpoint is True
+    assert config(resume_from_checkpoint="FALSE").resume_from_checkpoint is None
+    assert config(resume_from_checkpoint="out/checkpoint-2").resume_from_checkpoint == "out/checkpoint-2"

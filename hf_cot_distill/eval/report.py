@@ -16,16 +16,14 @@ from hf_cot_distill.eval.cot_icl import evaluate_cot_icl
 
 def _load_model(model_dir: str):
     """The saved model (safetensors only); a clear error for a missing folder or one that does not load."""
-    from transformers import AutoModelForCausalLM
+    from hf_cot_distill.trainers._teacher import load_causal_lm
 
     try:
-        return AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
-    except (OSError, ValueError) as err:  # a bad Hub id is a ValueError (HFValidationError)
+        return load_causal_lm(model_dir, "model", trust_remote_code=False)
+    except ValueError as err:
         folder = Path(model_dir)
         if folder.is_dir():
-            from hf_cot_distill.trainers._teacher import model_load_error
-
-            raise model_load_error("model", model_dir, err) from err
+            raise  # its message names the pickle-only folder, or what else did not load
         where = "is a file, not a folder" if folder.exists() else f"does not exist (cwd: {Path.cwd()})"
         raise FileNotFoundError(
             f"model: {model_dir!r} {where}, and is not a model the Hub could provide; "

@@ -224,6 +224,12 @@ class SectionKDConfig(TrainingArguments):
                     raise ValueError(
                         f"{name}: {value!r} is not a JSON object ({err}); fix: e.g. '{{\"max_tokens\": 4096}}'."
                     ) from err
+        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in (
+            "true",
+            "false",
+        ):
+            # `--resume_from_checkpoint true`: the latest checkpoint in output_dir; `false`: none
+            self.resume_from_checkpoint = True if self.resume_from_checkpoint.lower() == "true" else None
         super().__post_init__()
         apply_section_temperatures(SupervisionPolicy(), self.section_kd_temperatures)  # validate early
         self._validate()
