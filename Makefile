@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 lint: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check hf_cot_distill tests benchmarks examples
 	$(VENV)/bin/ruff format --check hf_cot_distill tests benchmarks examples
 

@@ -9,9 +9,9 @@ to ``benchmarks/RESULTS.md``).
 
 Traces: the 270 human solutions and the model conversations of CHAMP v0 (``champ-dataset``,
 dev extra) in the prompt settings whose last question is the bare problem, rendered by
-:class:`hf_cot_distill.data.trace_encoding.ReasoningTraceEncoder` (no length limit) with the
+:class:`hf_cot_distill.data.traces.encoding.ReasoningTraceEncoder` (no length limit) with the
 Qwen2.5 tokenizer of ``tests/qwen_tokenizers.py`` (default system prompt included in PROMPT).
-Sections follow ``hf_cot_distill.sections``: PROMPT ends with the assistant header, COT runs from
+Sections follow ``hf_cot_distill.core.sections``: PROMPT ends with the assistant header, COT runs from
 ``<think>`` to the BPE token ``>\\n\\n`` that closes ``</think>``, ANSWER ends with ``<|im_end|>``.
 
     python benchmarks/b0_trace_stats.py [--limit N] [--samples 256] [--append-results]
@@ -103,9 +103,9 @@ def _mean(counts: np.ndarray) -> dict[str, float]:
 
 def measure(tokenizer: Any, traces: list[Any], layout: str, n_samples: int) -> dict[str, Any]:
     """Encode ``traces`` in ``layout`` and summarise their section lengths."""
-    from hf_cot_distill.data.champ import to_format
-    from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder
-    from hf_cot_distill.sections import Section, section_counts
+    from hf_cot_distill.core.sections import Section, section_counts
+    from hf_cot_distill.data.traces.champ import to_format
+    from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder
 
     encoder = ReasoningTraceEncoder(tokenizer, source_format=layout)
     counts = []
@@ -196,7 +196,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))  # tests/qwen_tokenizers.py builds the Qwen2.5 tokenizer
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from hf_cot_distill.data.champ import PROBLEM_ONLY_SETTINGS, TRACE_FORMATS, champ_traces
+    from hf_cot_distill.data.traces.champ import PROBLEM_ONLY_SETTINGS, TRACE_FORMATS, champ_traces
     from tests.qwen_tokenizers import load_qwen25_tokenizer
 
     t0 = time.perf_counter()

@@ -24,7 +24,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hf_cot_distill.data import CoTICLConfig, embedding_table, generate_batch  # noqa: E402
-from hf_cot_distill.data.cot_icl_lab import (  # noqa: E402
+from hf_cot_distill.data.synthetic.cot_icl_lab import (  # noqa: E402
     activation_fn,
     sample_dags,
     sample_inputs,

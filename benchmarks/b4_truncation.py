@@ -19,7 +19,7 @@ Each variant runs in a fresh process; a wrapper process between us and the worke
 worker's ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` (exactly that worker's peak RSS). Step time:
 median of the timed steps (after one warm-up step) of ``--repeats`` fresh workers per variant, run
 alternately (A B A B ...) so that load from other jobs hits both alike. Counted FLOPs: the trainer's
-:mod:`hf_cot_distill.compute` totals per step.
+:mod:`hf_cot_distill.models.compute` totals per step.
 
     python benchmarks/b4_truncation.py [--steps 4] [--threads 2] [--repeats 3] [--sections champ|fixed]
     python benchmarks/b4_truncation.py --profile lsp_0.5     # where one step's time goes

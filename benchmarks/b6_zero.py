@@ -72,8 +72,8 @@ def worker(variant: str, steps: int, out: str) -> None:
     from datasets import Dataset
     from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback
 
-    from hf_cot_distill.sections import Section
-    from hf_cot_distill.train import setup_distributed
+    from hf_cot_distill.core.sections import Section
+    from hf_cot_distill.pipelines.training_models import setup_distributed
     from hf_cot_distill.trainers import SectionKDConfig, SectionKDTrainer
 
     rank = int(os.environ.get("RANK", "0"))

@@ -46,8 +46,8 @@ def ensure_assets() -> None:
 
 
 def compress(out: Path, overrides: list[str]) -> dict[str, Any]:
-    from hf_cot_distill.compress.pipeline import CompressArguments, run_compress
-    from hf_cot_distill.recipe import DataArguments, ModelArguments, parse_recipe
+    from hf_cot_distill.pipelines.compress import CompressArguments, run_compress
+    from hf_cot_distill.pipelines.recipe import DataArguments, ModelArguments, parse_recipe
     from hf_cot_distill.trainers.kd_config import SectionKDConfig
 
     report = out / "compress_report.json"

@@ -1,6 +1,6 @@
 """hf_cot_distill: chain-of-thought learning and distillation for the Hugging Face ecosystem."""
 
-from hf_cot_distill.sections import Section
+from hf_cot_distill.core.sections import Section
 
 __version__ = "0.1.0.dev0"
 

@@ -13,10 +13,10 @@ from hf_cot_distill.data.builder import (
     COT_ICL_FEATURES,
     NAMED_CONFIGS,
     CoTDatasetBuilder,
-    export_dataset,
     generate_table,
     load_generator_yaml,
 )
+from hf_cot_distill.hub.datasets import export_dataset
 
 SMALL = CoTICLConfig(
     prompt_strategy="cot_special_token", n_examples_choices=(4,), num_tasks=30, num_eval_tasks=7
@@ -160,7 +160,7 @@ def test_generate_refuses_bad_out_names_and_config_files_before_writing(tmp_path
     assert not out.exists() and not (tmp_path / "escaped").exists()
 
     with pytest.raises(
-        FileNotFoundError, match=r"generator config file 'nope.yaml' not found \(paths are relative"
+        FileNotFoundError, match=r"generator config file 'nope.yaml': no such file \(paths are relative"
     ):
         load_generator_yaml("nope.yaml")
     broken = tmp_path / "broken.yaml"

@@ -9,15 +9,15 @@ import pytest
 import torch
 from huggingface_hub import DatasetCard, ModelCard
 
-from hf_cot_distill.cards import (
+from hf_cot_distill.data import CoTICLConfig
+from hf_cot_distill.hub.cards import (
     dataset_card_for_repo,
     render_model_card,
     write_dataset_readme,
     write_model_card,
 )
-from hf_cot_distill.data import CoTICLConfig
-from hf_cot_distill.supervision import SupervisionPolicy
-from hf_cot_distill.truncation import TruncationAccounting
+from hf_cot_distill.supervision.policy import SupervisionPolicy
+from hf_cot_distill.supervision.truncation import TruncationAccounting
 
 FULL = dict(
     model_name="qwen-tiny-cot-kd",

@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from hf_cot_distill.data import champ
-from hf_cot_distill.data.champ import (
+from hf_cot_distill.data.traces import champ
+from hf_cot_distill.data.traces.champ import (
     CONVERSATIONS_SYSTEM_PROMPT,
     PROBLEM_ONLY_SETTINGS,
     TRACE_FORMATS,
@@ -160,7 +160,7 @@ def test_invariants(all_traces: list[ChampTrace]) -> None:
 
 def test_layouts_parse_back_with_format_adapters(default_traces: list[ChampTrace]) -> None:
     """Every record reads back, through the package's own layout adapters, to the same sections."""
-    formats = pytest.importorskip("hf_cot_distill.data.formats")
+    formats = pytest.importorskip("hf_cot_distill.data.traces.formats")
     for fmt in TRACE_FORMATS:
         assert formats.detect_format(list(to_format(default_traces[0], fmt))) == fmt
         for trace in default_traces[::25]:

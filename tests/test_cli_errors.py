@@ -113,7 +113,7 @@ def test_compress_refuses_a_non_empty_output_dir(tmp_path, capsys):
 
 
 def test_compress_prints_where_the_report_is(tmp_path, monkeypatch, capsys):
-    import hf_cot_distill.compress.pipeline as pipeline
+    import hf_cot_distill.pipelines.compress as pipeline
 
     out = tmp_path / "comp"
 
@@ -181,7 +181,7 @@ def test_generate_help_names_list_configs(capsys):
 
 
 def test_eval_out_folder_is_refused_before_evaluating(tmp_path, monkeypatch, capsys):
-    import hf_cot_distill.eval.report as report
+    import hf_cot_distill.pipelines.evaluate as report
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("evaluated before checking --out")
@@ -201,7 +201,7 @@ def test_demo_out_is_a_file(tmp_path, capsys):
 
 
 def test_demo_replaces_its_own_earlier_models_only(tmp_path, monkeypatch, capsys):
-    import hf_cot_distill.demo as demo
+    import hf_cot_distill.experiments.demo as demo
 
     ran = []
     monkeypatch.setattr(demo, "run_demo", lambda out, size: ran.append((Path(out), size)))

@@ -9,11 +9,11 @@ from datasets import Dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_cot_distill.collators import SectionCollator
-from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, encode_dataset
-from hf_cot_distill.sections import Section, section_counts
-from hf_cot_distill.supervision import SupervisionPolicy
-from hf_cot_distill.truncation import KeepFirst, KeepWindow, LeadSpanProportion, SectionPreserving
+from hf_cot_distill.core.sections import Section, section_counts
+from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder, encode_dataset
+from hf_cot_distill.supervision.collators import SectionCollator
+from hf_cot_distill.supervision.policy import SupervisionPolicy
+from hf_cot_distill.supervision.truncation import KeepFirst, KeepWindow, LeadSpanProportion, SectionPreserving
 from tests.tiny_tokenizer import tiny_qwen2_tokenizer
 
 P, C, A, X = int(Section.PROMPT), int(Section.COT), int(Section.ANSWER), -100

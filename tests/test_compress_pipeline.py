@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hf_cot_distill.cli import main
-from hf_cot_distill.compress.pipeline import CompressArguments, calibration_batches, heldout_ce
+from hf_cot_distill.pipelines.compress import CompressArguments, calibration_batches, heldout_ce
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes/compress/tiny_cot_icl.yaml"
@@ -66,8 +66,8 @@ def test_compress_cli_runs_every_stage(trained_tiny, tmp_path, capsys):
 
     # Quantized: loads with transformers, computes what the pipeline evaluated, smaller on disk.
     model = AutoModelForCausalLM.from_pretrained(str(out / "quantized"))
-    from hf_cot_distill.recipe import DataArguments
-    from hf_cot_distill.train import prepare_data
+    from hf_cot_distill.pipelines.recipe import DataArguments
+    from hf_cot_distill.pipelines.training_data import prepare_data
 
     data = prepare_data(DataArguments(dataset_name=GENERATOR), None)
     assert heldout_ce(model, data.eval, max_rows=32) == pytest.approx(ce["quantized"], rel=1e-4)
@@ -186,12 +186,12 @@ def test_compress_refuses_a_model_the_settings_do_not_fit_before_any_work(
 ):
     """The README's tiny compress example on the README's tiny model: refused up front (no data
     generated, no folder written), naming the recipe field and the fix."""
-    import hf_cot_distill.train as train
+    import hf_cot_distill.pipelines.training_data as training_data
 
     def no_data(*args, **kwargs):
         raise AssertionError("data was prepared before the settings were checked against the model")
 
-    monkeypatch.setattr(train, "prepare_data", no_data)
+    monkeypatch.setattr(training_data, "prepare_data", no_data)
     out = tmp_path / "c"
     argv = ["compress", "--config", str(RECIPE), "--model_name_or_path", str(readme_tiny),
             "--output_dir", str(out), *extra]  # fmt: skip

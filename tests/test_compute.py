@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from hf_cot_distill.compute import ComputeAccounting, body_parameter_count, kd_step_flops, peak_memory_bytes
+from hf_cot_distill.models.compute import (
+    ComputeAccounting,
+    body_parameter_count,
+    kd_step_flops,
+    peak_memory_bytes,
+)
 from tests.tiny_models import tiny_qwen2
 
 

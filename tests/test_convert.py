@@ -13,8 +13,8 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_cot_distill import convert
-from hf_cot_distill.convert import convert_gguf_to_safetensors
+from hf_cot_distill.models import convert
+from hf_cot_distill.models.convert import convert_gguf_to_safetensors
 
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"

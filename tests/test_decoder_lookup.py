@@ -1,5 +1,5 @@
 """The shared decoder lookup (``decoder_layers``) and layer-input recorder (``LayerInputs``) of
-hf_cot_distill._decoder, on tiny Qwen2 / Llama models built locally."""
+hf_cot_distill.models.decoder, on tiny Qwen2 / Llama models built locally."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2ForCausalLM
 
-from hf_cot_distill._decoder import LayerInputs, decoder_layers
 from hf_cot_distill.compress._calibration import read_calibration
+from hf_cot_distill.models.decoder import LayerInputs, decoder_layers
 from tests.tiny_models import tiny_llama, tiny_qwen2, tiny_qwen2_config
 
 

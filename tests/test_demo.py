@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from hf_cot_distill.demo import VARIANTS, run_demo
-from hf_cot_distill.demo_report import parse_report_table
+from hf_cot_distill.experiments.demo import VARIANTS, run_demo
+from hf_cot_distill.experiments.demo_report import parse_report_table
 
 NAMES = [v.name for v in VARIANTS]
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from hf_cot_distill.core.sections import section_counts
 from hf_cot_distill.data import CoTICLConfig, generate_batch
 from hf_cot_distill.eval import (
     BoxedAnswerAccuracy,
@@ -24,7 +25,6 @@ from hf_cot_distill.eval import (
     parse_generation,
     reference_chain,
 )
-from hf_cot_distill.sections import section_counts
 
 
 @pytest.mark.parametrize(
@@ -255,7 +255,7 @@ class TextOracle(torch.nn.Module):
 
 
 def test_evaluate_symbolic_end_to_end_with_a_text_oracle():
-    from hf_cot_distill.data.symbolic import SymbolicConfig, generate_symbolic_task
+    from hf_cot_distill.data.synthetic.symbolic import SymbolicConfig, generate_symbolic_task
     from hf_cot_distill.eval import evaluate_symbolic
     from tests.tiny_tokenizer import tiny_qwen2_tokenizer
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hf_cot_distill.cli import main
-from hf_cot_distill.eval.report import evaluate_saved_model
+from hf_cot_distill.pipelines.evaluate import evaluate_saved_model
 
 
 @pytest.fixture(scope="module")

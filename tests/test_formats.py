@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from datasets import Dataset
 
-from hf_cot_distill.data.formats import (
+from hf_cot_distill.core.sections import Section, section_runs
+from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder, TraceStats, encode_dataset
+from hf_cot_distill.data.traces.formats import (
     CASE_BITS,
     FORMAT_ADAPTERS,
     MARKER_PRESETS,
@@ -13,8 +15,6 @@ from hf_cot_distill.data.formats import (
     detect_format,
     split_reasoning,
 )
-from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, TraceStats, encode_dataset
-from hf_cot_distill.sections import Section, section_runs
 from tests.tiny_tokenizer import real_qwen3_tokenizer, tiny_qwen2_tokenizer
 
 P, C, A = int(Section.PROMPT), int(Section.COT), int(Section.ANSWER)

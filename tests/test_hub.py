@@ -19,11 +19,11 @@ import torch
 from huggingface_hub import HfApi, constants
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from hf_cot_distill.cards import render_model_card
 from hf_cot_distill.cli import main
 from hf_cot_distill.data import CoTICLConfig
-from hf_cot_distill.data.builder import export_dataset
-from hf_cot_distill.hub import HubPushError, check_folder, push_folder, trainer_checkpoints
+from hf_cot_distill.hub.cards import render_model_card
+from hf_cot_distill.hub.datasets import export_dataset
+from hf_cot_distill.hub.push import HubPushError, check_folder, push_folder, trainer_checkpoints
 from tests.hub_server import LoopbackHub
 from tests.tiny_tokenizer import tiny_qwen2_tokenizer
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from transformers import TrainingArguments
 
-from hf_cot_distill.sections import Section
+from hf_cot_distill.core.sections import Section
+from hf_cot_distill.supervision.truncation import LeadSpanProportion, SectionPreserving
 from hf_cot_distill.trainers import SectionKDConfig
-from hf_cot_distill.truncation import LeadSpanProportion, SectionPreserving
 
 
 def config(**kwargs: Any) -> SectionKDConfig:

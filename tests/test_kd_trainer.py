@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 
-from hf_cot_distill.collators import SectionCollator
-from hf_cot_distill.sections import SECTION_NAMES, Section
+from hf_cot_distill.core.sections import SECTION_NAMES, Section
+from hf_cot_distill.supervision.collators import SectionCollator
 from hf_cot_distill.trainers import SectionKDConfig, SectionKDTrainer
 from tests.tiny_models import tiny_qwen2
 

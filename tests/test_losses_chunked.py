@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hf_cot_distill.core.sections import Section
 from hf_cot_distill.losses import (
     chunked,
     fused_linear_kd,
@@ -19,7 +20,6 @@ from hf_cot_distill.losses import (
     per_token_divergence,
     zero3_partitioned,
 )
-from hf_cot_distill.sections import Section
 
 ALL = [
     ("forward_kl", {}),

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from hf_cot_distill.data import CoTICLConfig, eval_view, generate_batch
-from hf_cot_distill.data.cot_icl_lab import SpecialTokens
-from hf_cot_distill.data.prompts import get_strategy, render
+from hf_cot_distill.data.synthetic.cot_icl_lab import SpecialTokens
+from hf_cot_distill.data.synthetic.prompts import get_strategy, render
 
 X = -100
 P, C, A = 1, 2, 3

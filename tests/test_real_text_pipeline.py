@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from hf_cot_distill.collators import SectionCollator
-from hf_cot_distill.data.formats import FORMAT_ADAPTERS, TRACE_CASES
-from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, encode_dataset, render_sample
-from hf_cot_distill.sections import Section, section_counts, section_ids_from_offsets, section_runs
-from hf_cot_distill.supervision import IGNORE_INDEX, SupervisionPolicy
+from hf_cot_distill.core.sections import Section, section_counts, section_ids_from_offsets, section_runs
+from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder, encode_dataset, render_sample
+from hf_cot_distill.data.traces.formats import FORMAT_ADAPTERS, TRACE_CASES
+from hf_cot_distill.supervision.collators import SectionCollator
+from hf_cot_distill.supervision.policy import IGNORE_INDEX, SupervisionPolicy
 from tests.qwen_tokenizers import load_qwen25_tokenizer
 
-champ = pytest.importorskip("hf_cot_distill.data.champ")
+champ = pytest.importorskip("hf_cot_distill.data.traces.champ")
 pytest.importorskip("champ_dataset", reason="dev extra champ-dataset not installed")
 
 P, C, A, PAD = int(Section.PROMPT), int(Section.COT), int(Section.ANSWER), int(Section.PAD)
@@ -181,7 +181,7 @@ def packed_rows(batch, key):
 
 @pytest.mark.parametrize("padding_free", [False, True])
 def test_lead_span_half_reports_every_lost_supervised_token(rows, padding_free):
-    from hf_cot_distill.truncation import LeadSpanProportion
+    from hf_cot_distill.supervision.truncation import LeadSpanProportion
 
     policy = SupervisionPolicy()  # CE on COT and ANSWER
     collator = SectionCollator(
@@ -215,7 +215,7 @@ def test_lead_span_half_reports_every_lost_supervised_token(rows, padding_free):
 
 
 def test_packed_equals_padded_after_truncation(rows):
-    from hf_cot_distill.truncation import SectionPreserving
+    from hf_cot_distill.supervision.truncation import SectionPreserving
 
     kwargs = {"pad_token_id": 151643, "truncation": SectionPreserving(512)}
     padded = SectionCollator(**kwargs)(rows)
@@ -227,7 +227,7 @@ def test_packed_equals_padded_after_truncation(rows):
 
 @pytest.mark.parametrize("budget", [512, 160])
 def test_section_preserving_keeps_prompt_answer_and_markers(rows, budget, qwen25_tokenizer):
-    from hf_cot_distill.truncation import SectionPreserving
+    from hf_cot_distill.supervision.truncation import SectionPreserving
 
     policy = SectionPreserving.for_tokenizer(budget, qwen25_tokenizer)
     assert (policy.cot_open_tokens, policy.cot_close_tokens) == (3, 3)  # "<th ink >\n" ... "</ think >\n\n"
@@ -260,7 +260,7 @@ def test_section_preserving_keeps_prompt_answer_and_markers(rows, budget, qwen25
 
 
 def test_answer_only_supervision_lost_to_lead_span_is_counted_and_dropped(rows):
-    from hf_cot_distill.truncation import LeadSpanProportion
+    from hf_cot_distill.supervision.truncation import LeadSpanProportion
 
     policy = SupervisionPolicy.from_preset("answer")
     lost = sum(not supervised(r["section_ids"], policy)[: len(r["input_ids"]) // 2].any() for r in rows)
@@ -369,12 +369,3 @@ def test_reasoning_not_rendered_counted_with_qwen3_all_turns(qwen3_tokenizer, tr
     # Qwen3 drops the reasoning of assistant turns before the last user query: supervised as ANSWER
     assert stats.counts["reasoning_not_rendered"] == 1
     assert stats.counts["multiple_assistant_turns"] == 1 and stats.counts["dropped"] == 0
-
-
-def test_formats_still_reexports_the_moved_names():
-    from hf_cot_distill.data import formats, trace_encoding
-
-    for name in ("render_sample", "TraceStats", "ReasoningTraceEncoder", "encode_dataset"):
-        assert getattr(formats, name) is getattr(trace_encoding, name)
-    with pytest.raises(AttributeError):
-        formats.not_a_name  # noqa: B018

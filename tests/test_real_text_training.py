@@ -19,9 +19,9 @@ import torch
 from datasets import Dataset
 from safetensors.torch import load_file
 
-from hf_cot_distill.data import champ
-from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, encode_dataset
-from hf_cot_distill.sections import Section, section_counts
+from hf_cot_distill.core.sections import Section, section_counts
+from hf_cot_distill.data.traces import champ
+from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder, encode_dataset
 from hf_cot_distill.trainers import SectionKDConfig, SectionKDTrainer
 from tests.qwen_tokenizers import QWEN25_EMBEDDING_ROWS, QWEN25_VOCAB_SIZE, load_qwen25_tokenizer
 from tests.tiny_models import tiny_qwen2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import TrainingArguments
 
-from hf_cot_distill.recipe import DataArguments, ModelArguments, parse_recipe
+from hf_cot_distill.pipelines.recipe import DataArguments, ModelArguments, parse_recipe
 
 TYPES = (ModelArguments, DataArguments, TrainingArguments)
 
@@ -60,7 +60,7 @@ def test_unknown_cli_override_is_an_error():
 
 
 def test_missing_recipe_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="no such file .* and no packaged recipe of that name"):
         parse_recipe(TYPES, tmp_path / "nope.yaml")
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from hf_cot_distill.data.builder import load_generator_yaml
-from hf_cot_distill.recipe import DataArguments, ModelArguments, load_recipe_yaml, parse_recipe
+from hf_cot_distill.pipelines.recipe import DataArguments, ModelArguments, load_recipe_yaml, parse_recipe
 from hf_cot_distill.trainers.kd_config import SectionKDConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def test_training_recipe_validates(path, tmp_path):
 
 @pytest.mark.parametrize("path", COMPRESS_RECIPES, ids=lambda p: p.name)
 def test_compress_recipe_validates(path, tmp_path):
-    from hf_cot_distill.compress.pipeline import CompressArguments
+    from hf_cot_distill.pipelines.compress import CompressArguments
 
     raw = load_recipe_yaml(path)
     overrides = ["--output_dir", str(tmp_path)] + (["--bf16", "false"] if raw.get("bf16") else [])

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hf_cot_distill import reproduce
 from hf_cot_distill.data.builder import load_generator_yaml
-from hf_cot_distill.recipe import DataArguments, ModelArguments, load_recipe_yaml, parse_recipe, recipe_argv
-from hf_cot_distill.reproduce_report import (
+from hf_cot_distill.experiments import reproduce
+from hf_cot_distill.experiments.reproduce_report import (
     betainc,
     parse_ci,
     parse_md_table,
@@ -22,7 +21,14 @@ from hf_cot_distill.reproduce_report import (
     write_r2,
     write_r3,
 )
-from hf_cot_distill.sweep import grid_points, load_sweep
+from hf_cot_distill.pipelines.recipe import (
+    DataArguments,
+    ModelArguments,
+    load_recipe_yaml,
+    parse_recipe,
+    recipe_argv,
+)
+from hf_cot_distill.pipelines.sweep import grid_points, load_sweep
 from hf_cot_distill.trainers.kd_config import SectionKDConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +108,7 @@ META = {
     "wall_time_s": 1.0,
     "threads": "torch threads: 1",
     "seed_note": "data order",
-    "commands": ["python -m hf_cot_distill.reproduce R1"],
+    "commands": ["hf-cot-distill reproduce R1"],
 }
 
 
@@ -256,10 +262,10 @@ def test_resolve_sweep_moves_roots_and_overrides(tmp_path):
 
 
 def test_cli_arguments():
-    import argparse
+    from hf_cot_distill.cli import build_parser
 
-    parser = reproduce.add_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["R2", "--size", "gpu", "--seeds", "0", "1", "--threads", "0"])
+    parser = build_parser()
+    args = parser.parse_args(["reproduce", "R2", "--size", "gpu", "--seeds", "0", "1", "--threads", "0"])
     assert (args.name, args.size, args.seeds, args.threads, args.out) == (
         "R2",
         "gpu",
@@ -268,7 +274,7 @@ def test_cli_arguments():
         "reproductions/runs",
     )
     with pytest.raises(SystemExit):
-        parser.parse_args(["R4"])
+        parser.parse_args(["reproduce", "R4"])
 
 
 @pytest.mark.parametrize(
@@ -281,11 +287,10 @@ def test_cli_arguments():
     ],
 )
 def test_cli_arguments_refuse_bad_numbers(argv, message, capsys):
-    import argparse
+    from hf_cot_distill.cli import build_parser
 
-    parser = reproduce.add_arguments(argparse.ArgumentParser())
     with pytest.raises(SystemExit) as exit_info:
-        parser.parse_args(["R1", *argv])
+        build_parser().parse_args(["reproduce", "R1", *argv])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
@@ -342,19 +347,19 @@ def test_smoke_runs_keep_apart_from_full_runs(tmp_path, monkeypatch):
         (
             "report",
             runs / "R1_smoke" / "R1_cot_icl_lab_cpu_smoke",
-            f"python -m hf_cot_distill.reproduce R1 --size cpu --out {runs} --smoke",
+            f"hf-cot-distill reproduce R1 --size cpu --out {runs} --smoke",
         ),
         ("out", runs / "R1"),
         (
             "report",
             reproduce.ROOT / "reproductions" / "R1_cot_icl_lab_cpu",
-            f"python -m hf_cot_distill.reproduce R1 --size cpu --out {runs}",
+            f"hf-cot-distill reproduce R1 --size cpu --out {runs}",
         ),
         ("out", runs / "R1_smoke"),
         (
             "report",
             tmp_path / "rep" / "R1_cot_icl_lab_cpu_smoke",
-            f"python -m hf_cot_distill.reproduce R1 --size cpu --out {runs} --smoke",
+            f"hf-cot-distill reproduce R1 --size cpu --out {runs} --smoke",
         ),
     ]
 
@@ -394,8 +399,21 @@ def test_reproduction_end_to_end_smoke(name, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_main_runs_from_the_command_line(tmp_path):
-    rc = reproduce.main(
-        ["R1", "--smoke", "--seeds", "0", "1", "--out", str(tmp_path / "r"), "--report-dir", str(tmp_path)]
+    from hf_cot_distill.cli import main
+
+    rc = main(
+        [
+            "reproduce",
+            "R1",
+            "--smoke",
+            "--seeds",
+            "0",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+            "--report-dir",
+            str(tmp_path),
+        ]
     )
     assert rc == 0 and (tmp_path / "R1_cot_icl_lab_cpu_smoke.md").is_file()
     assert not (tmp_path / "R1_cot_icl_lab_cpu.md").exists() and (tmp_path / "r" / "R1_smoke").is_dir()

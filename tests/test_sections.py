@@ -7,9 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_cot_distill.data.formats import ReasoningSample, Turn
-from hf_cot_distill.data.trace_encoding import render_sample
-from hf_cot_distill.sections import (
+from hf_cot_distill.core.sections import (
     SECTION_NAMES,
     CharSpan,
     Section,
@@ -18,6 +16,8 @@ from hf_cot_distill.sections import (
     section_runs,
     tokenize_with_sections,
 )
+from hf_cot_distill.data.traces.encoding import render_sample
+from hf_cot_distill.data.traces.formats import ReasoningSample, Turn
 from tests.tiny_tokenizer import real_qwen3_tokenizer, tiny_qwen2_tokenizer
 
 P, C, A = int(Section.PROMPT), int(Section.COT), int(Section.ANSWER)

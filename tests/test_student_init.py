@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from hf_cot_distill.student_init import init_student_from_teacher
+from hf_cot_distill.models.student_init import init_student_from_teacher
 from tests.tiny_models import tiny_llama, tiny_qwen2
 from tests.tiny_tokenizer import tiny_qwen2_tokenizer
 

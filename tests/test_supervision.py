@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_cot_distill.sections import Section
-from hf_cot_distill.supervision import (
+from hf_cot_distill.core.sections import Section
+from hf_cot_distill.supervision.policy import (
     IGNORE_INDEX,
     SUPERVISION_PRESETS,
     SectionSupervision,

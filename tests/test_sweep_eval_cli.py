@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hf_cot_distill.cli import main
-from hf_cot_distill.sweep import grid_points, load_sweep, point_name
+from hf_cot_distill.pipelines.sweep import grid_points, load_sweep, point_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ RECIPE = "recipes/tiny/cot_icl_lab_scratch.yaml"
 @pytest.fixture
 def fake_training(monkeypatch):
     """``run_training`` replaced by a stub that writes ``train_metrics.json``; returns its calls."""
-    import hf_cot_distill.train
+    import hf_cot_distill.pipelines.train
 
     calls = []
 
@@ -93,7 +93,7 @@ def fake_training(monkeypatch):
         )
         return {}
 
-    monkeypatch.setattr(hf_cot_distill.train, "run_training", run_training)
+    monkeypatch.setattr(hf_cot_distill.pipelines.train, "run_training", run_training)
     monkeypatch.chdir(ROOT)
     return calls
 
@@ -138,7 +138,7 @@ def test_sweep_refuses_stale_or_unrecorded_points(tmp_path, fake_training, capsy
     assert main(["sweep", "--config", str(spec)]) == 0 and len(fake_training) == 2
     record = json.loads((root / "seed=1" / "sweep_point.json").read_text())
     assert record["settings"]["max_steps"] == 2 and record["settings"]["seed"] == 1
-    assert record["recipe"] == str(ROOT / RECIPE)
+    assert record["recipe"] == str((ROOT / RECIPE).resolve())
     assert main(["sweep", "--config", str(spec)]) == 0 and len(fake_training) == 2  # resumed
 
     spec.write_text(spec.read_text().replace("max_steps: 2", "max_steps: 3"))

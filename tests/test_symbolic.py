@@ -6,8 +6,13 @@ import re
 
 import pytest
 
-from hf_cot_distill.data.recipes import CoTSchedule
-from hf_cot_distill.data.symbolic import SymbolicConfig, chain_word, generate_symbolic_task, shift_word
+from hf_cot_distill.data.synthetic.schedules import CoTSchedule
+from hf_cot_distill.data.synthetic.symbolic import (
+    SymbolicConfig,
+    chain_word,
+    generate_symbolic_task,
+    shift_word,
+)
 
 
 def test_shift_and_chain_word_by_hand():

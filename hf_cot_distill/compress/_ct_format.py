@@ -30,15 +30,23 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from hf_cot_distill.compress.quantize import QuantizedWeight, QuantizeReport
+__all__ = ["PackedWeight", "load_quantized", "quantization_config_dict", "write_checkpoint"]
 
-__all__ = ["load_quantized", "quantization_config_dict", "save_quantized", "write_checkpoint"]
+
+class PackedWeight(Protocol):
+    """The integer form of one linear weight, as written here (``quantize.QuantizedWeight``)."""
+
+    q: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor
+    bits: int
+    symmetric: bool
+
 
 FORMAT = "pack-quantized"
 REPORT_FILE = "quantization_report.json"
@@ -90,7 +98,7 @@ def quantization_config_dict(
     return out
 
 
-def _packed_tensors(name: str, record: QuantizedWeight) -> dict[str, torch.Tensor]:
+def _packed_tensors(name: str, record: PackedWeight) -> dict[str, torch.Tensor]:
     from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
     q = record.q.to(torch.int8).contiguous()
@@ -108,7 +116,7 @@ def _packed_tensors(name: str, record: QuantizedWeight) -> dict[str, torch.Tenso
 def write_checkpoint(
     model: nn.Module,
     out_dir: str | os.PathLike[str],
-    records: Mapping[str, QuantizedWeight],
+    records: Mapping[str, PackedWeight],
     act_order: bool = False,
     report: dict[str, Any] | None = None,
     tokenizer: Any = None,
@@ -156,37 +164,6 @@ def write_checkpoint(
     if stray:
         raise RuntimeError(f"{out} holds non-safetensors weight files {stray}; save into an empty folder")
     return out
-
-
-def save_quantized(
-    model: nn.Module,
-    out_dir: str | os.PathLike[str],
-    report_or_state: QuantizeReport | Mapping[str, QuantizedWeight],
-    tokenizer: Any = None,
-) -> Path:
-    """Write the quantized ``model`` as a compressed-tensors checkpoint (safetensors only) in ``out_dir``.
-
-    ``report_or_state``: the ``QuantizeReport`` of ``quantize_model`` (its summary is saved too, as
-    ``quantization_report.json``) or just its ``quantized`` mapping (module name -> codes). Refuses
-    if a quantized layer's weight no longer equals its dequantized codes (model changed since).
-    ``tokenizer`` is saved alongside when given. Load it back with :func:`load_quantized`.
-    """
-    report = report_or_state if hasattr(report_or_state, "quantized") else None
-    records = report.quantized if report is not None else dict(report_or_state)  # type: ignore[union-attr]
-    for name, record in records.items():
-        weight = model.get_submodule(name).weight.detach()
-        if not torch.equal(weight, record.dequantize().to(device=weight.device, dtype=weight.dtype)):
-            raise ValueError(
-                f"{name}: the weight differs from its quantized codes; was the model changed after quantize_model?"
-            )
-    return write_checkpoint(
-        model,
-        out_dir,
-        records,
-        act_order=report.config.act_order if report is not None else False,
-        report=report.to_dict() if report is not None else None,
-        tokenizer=tokenizer,
-    )
 
 
 def load_quantized(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:

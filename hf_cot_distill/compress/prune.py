@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_cot_distill._decoder import LayerInputs, decoder_layers
 from hf_cot_distill.compress._calibration import read_calibration
+from hf_cot_distill.models.decoder import LayerInputs, decoder_layers
 
 CRITERIA = ("reconstruction", "magnitude")
 _MLP_ROUNDS = 32  # greedy rounds for MLP channels: each removes ~1/32 of the channels to remove
@@ -107,7 +107,7 @@ class PruneReport:
 
 
 @dataclass
-class _Plan:
+class PrunePlan:
     """Original per-layer sizes and the target counts."""
 
     head_dim: int
@@ -139,8 +139,8 @@ def prune_model(
     architecture, keep counts out of range, calibration without a non-pad token, or non-finite statistics
     (the model may then be partly pruned: prune a copy if you need the original back).
     """
-    layers = _decoder_layers(model)
-    plan = _make_plan(layers, config)
+    layers = prunable_layers(model)
+    plan = make_plan(layers, config)
     batches = read_calibration(calibration, next(model.parameters()).device)
     model_type = str(getattr(model.config, "model_type", type(model).__name__))
     tokens = sum(int(m.sum()) for _, _, m in batches)
@@ -165,7 +165,7 @@ def prune_model(
 
 
 def _prune_layer(
-    calib: LayerInputs, index: int, layer: nn.Module, plan: _Plan, config: PruneConfig
+    calib: LayerInputs, index: int, layer: nn.Module, plan: PrunePlan, config: PruneConfig
 ) -> LayerPruneReport:
     """Attention first, then the MLP (calibrated on the pruned attention's output)."""
     rep = LayerPruneReport(index, list(range(plan.inter)), list(range(plan.n_heads)), list(range(plan.n_kv)))
@@ -258,7 +258,7 @@ class _Eliminator:
 
 
 def _prune_attention(
-    attn: nn.Module, gram: torch.Tensor, plan: _Plan, config: PruneConfig, rep: LayerPruneReport
+    attn: nn.Module, gram: torch.Tensor, plan: PrunePlan, config: PruneConfig, rep: LayerPruneReport
 ) -> None:
     """Choose KV groups, then the same number of query heads in every kept group; shrink q/k/v/o."""
     d, group = plan.head_dim, plan.q_per_kv * plan.head_dim
@@ -289,7 +289,7 @@ def _prune_attention(
 
 
 def _prune_mlp(
-    mlp: nn.Module, gram: torch.Tensor, plan: _Plan, config: PruneConfig, rep: LayerPruneReport
+    mlp: nn.Module, gram: torch.Tensor, plan: PrunePlan, config: PruneConfig, rep: LayerPruneReport
 ) -> None:
     """Choose ``plan.mlp_keep`` intermediate channels; shrink gate/up rows and down_proj columns."""
     elim = _Eliminator(mlp.down_proj.weight, gram, config)
@@ -332,7 +332,7 @@ def _set_weight(linear: nn.Linear, weight: torch.Tensor) -> None:
     linear.out_features, linear.in_features = linear.weight.shape
 
 
-def _decoder_layers(model: nn.Module) -> nn.ModuleList:
+def prunable_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder layers (``decoder_layers``) after checking every one has the projections this module edits."""
     name = type(model).__name__
     layers = decoder_layers(model)[1]
@@ -351,7 +351,7 @@ def _decoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def _make_plan(layers: nn.ModuleList, config: PruneConfig) -> _Plan:
+def make_plan(layers: nn.ModuleList, config: PruneConfig) -> PrunePlan:
     """Original sizes (uniform over layers) and target counts, checking the keep counts fit the model."""
     shapes = set()
     for layer in layers:
@@ -375,7 +375,7 @@ def _make_plan(layers: nn.ModuleList, config: PruneConfig) -> _Plan:
                 f"PruneConfig.{name}={keep} is out of range: the model has {have} {what}; use 1..{have} or None"
             )
     mlp_keep = max(1, math.floor(config.mlp_keep_ratio * inter + 0.5))
-    return _Plan(d, n_heads, n_kv, inter, kv_keep, q_keep, mlp_keep)
+    return PrunePlan(d, n_heads, n_kv, inter, kv_keep, q_keep, mlp_keep)
 
 
 def _gram(calib: LayerInputs, target: nn.Linear, where: str) -> torch.Tensor:

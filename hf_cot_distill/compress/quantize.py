@@ -17,18 +17,20 @@ Codes are signed, ``q in [-2^(b-1), 2^(b-1) - 1]`` for symmetric and asymmetric 
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from hf_cot_distill._decoder import LayerInputs, decoder_layers
 from hf_cot_distill.compress._calibration import read_calibration
-from hf_cot_distill.compress._ct_format import load_quantized, save_quantized
+from hf_cot_distill.compress._ct_format import load_quantized, write_checkpoint
+from hf_cot_distill.models.decoder import LayerInputs, decoder_layers
 
 __all__ = [
     "LayerReport",
@@ -52,7 +54,7 @@ def _is_num(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _valid_pattern(pattern: object) -> bool:
+def valid_ignore_pattern(pattern: object) -> bool:
     """A non-empty module-name suffix, or ``re:<regex>`` with a regex that compiles."""
     if not isinstance(pattern, str) or not pattern:
         return False
@@ -97,7 +99,7 @@ class QuantizeConfig:
             ("damp", _is_num(damp) and 0 <= damp <= 1, "use a float in [0, 1], e.g. 0.01"),
             ("block_size", _is_int(self.block_size) and self.block_size >= 1, "use a positive int, e.g. 128"),
             ("act_order", isinstance(self.act_order, bool), "use True or False"),
-            ("ignore", isinstance(ignore, tuple) and all(_valid_pattern(p) for p in ignore),
+            ("ignore", isinstance(ignore, tuple) and all(valid_ignore_pattern(p) for p in ignore),
              "use a tuple of module-name suffixes or 're:<regex>' strings, e.g. ('lm_head',)"),
         ):  # fmt: skip
             if not ok:
@@ -423,3 +425,34 @@ def _quantize_layer(
         report.quantized[name] = QuantizedWeight(q, s, z, config.bits, config.group_size, config.symmetric)
         report.layers.append(LayerReport(name, tuple(W.shape), counts[name], error, rtn_error))
         report.num_quantized_params += W.numel()
+
+
+def save_quantized(
+    model: nn.Module,
+    out_dir: str | os.PathLike[str],
+    report_or_state: QuantizeReport | Mapping[str, QuantizedWeight],
+    tokenizer: Any = None,
+) -> Path:
+    """Write the quantized ``model`` as a compressed-tensors checkpoint (safetensors only) in ``out_dir``.
+
+    ``report_or_state``: the ``QuantizeReport`` of ``quantize_model`` (its summary is saved too, as
+    ``quantization_report.json``) or just its ``quantized`` mapping (module name -> codes). Refuses
+    if a quantized layer's weight no longer equals its dequantized codes (model changed since).
+    ``tokenizer`` is saved alongside when given. Load it back with :func:`load_quantized`.
+    """
+    report = report_or_state if hasattr(report_or_state, "quantized") else None
+    records = report.quantized if report is not None else dict(report_or_state)  # type: ignore[union-attr]
+    for name, record in records.items():
+        weight = model.get_submodule(name).weight.detach()
+        if not torch.equal(weight, record.dequantize().to(device=weight.device, dtype=weight.dtype)):
+            raise ValueError(
+                f"{name}: the weight differs from its quantized codes; was the model changed after quantize_model?"
+            )
+    return write_checkpoint(
+        model,
+        out_dir,
+        records,
+        act_order=report.config.act_order if report is not None else False,
+        report=report.to_dict() if report is not None else None,
+        tokenizer=tokenizer,
+    )

@@ -1,6 +1,6 @@
 """Data: the CoT-ICL Lab / CoT-Recipe generators, symbolic tasks, trace formats and the builder."""
 
-from hf_cot_distill.data.cot_icl_lab import (
+from hf_cot_distill.data.synthetic.cot_icl_lab import (
     ACTIVATIONS,
     PROMPT_STRATEGIES,
     CoTICLConfig,
@@ -8,8 +8,14 @@ from hf_cot_distill.data.cot_icl_lab import (
     embedding_table,
     generate_groups,
 )
-from hf_cot_distill.data.generate import TaskBatch, decode_tokens, eval_view, generate_batch, generate_task
-from hf_cot_distill.data.recipes import CoTSchedule, select_drop_examples
+from hf_cot_distill.data.synthetic.generate import (
+    TaskBatch,
+    decode_tokens,
+    eval_view,
+    generate_batch,
+    generate_task,
+)
+from hf_cot_distill.data.synthetic.schedules import CoTSchedule, select_drop_examples
 
 __all__ = [
     "ACTIVATIONS",

@@ -1,4 +1,4 @@
-"""`datasets` integration: a builder with the paper setups as named configs, and parquet export.
+"""`datasets` integration: a builder with the paper setups as named configs.
 
 datasets >= 4 has no loading scripts, so the builder is used as a class::
 
@@ -9,8 +9,8 @@ datasets >= 4 has no loading scripts, so the builder is used as a class::
     stream = builder.as_streaming_dataset("train")     # IterableDataset, same rows
     custom = CoTDatasetBuilder(name="mine", generator=CoTICLConfig(num_tasks=10_000))
 
-and ``export_dataset(...)`` (the ``hf-cot-distill generate`` command) writes parquet shards and
-a README with ``configs:`` YAML so that ``load_dataset(DIR, "<config>")`` gives the same rows.
+The parquet export with a dataset card (``hf-cot-distill generate``) is
+:func:`hf_cot_distill.hub.datasets.export_dataset`.
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ from pathlib import Path
 
 import datasets
 import pyarrow as pa
-import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
-from hf_cot_distill.data._checks import check_known_keys
-from hf_cot_distill.data.cot_icl_lab import CoTICLConfig
-from hf_cot_distill.data.generate import generate_batch
-from hf_cot_distill.data.recipes import CoTSchedule
-from hf_cot_distill.data.symbolic import SymbolicConfig, generate_symbolic_task
+from hf_cot_distill.core.resources import packaged_recipe, resolve_recipe
+from hf_cot_distill.core.validation import check_known_keys
+from hf_cot_distill.data.synthetic.cot_icl_lab import CoTICLConfig
+from hf_cot_distill.data.synthetic.generate import generate_batch
+from hf_cot_distill.data.synthetic.schedules import CoTSchedule
+from hf_cot_distill.data.synthetic.symbolic import SymbolicConfig, generate_symbolic_task
 
 GeneratorConfig = CoTICLConfig | SymbolicConfig
 SPLIT_NAMES = ("train", "eval")
@@ -171,30 +170,27 @@ class CoTDatasetBuilder(datasets.GeneratorBasedBuilder):
 
 
 def resolve_config(name_or_config: str | GeneratorConfig) -> tuple[str, GeneratorConfig]:
-    """A named config, a YAML file path, or a config object -> ``(name, config)``."""
+    """A named config, a YAML file path (or packaged name), or a config object -> ``(name, config)``."""
     if isinstance(name_or_config, (CoTICLConfig, SymbolicConfig)):
         return "custom", name_or_config
     name = str(name_or_config)
     if name in NAMED_CONFIGS:
         return name, NAMED_CONFIGS[name]
-    if name.endswith((".yaml", ".yml")):
+    if name.endswith((".yaml", ".yml")) or packaged_recipe(name) is not None:
         return load_generator_yaml(name)
     raise ValueError(
-        f"config {name!r} is neither a named config nor a .yaml file; named configs: {sorted(NAMED_CONFIGS)}."
+        f"config {name!r} is neither a named config nor a .yaml file or packaged generator YAML; named "
+        f"configs: {sorted(NAMED_CONFIGS)}."
     )
 
 
 def load_generator_yaml(path: str | os.PathLike) -> tuple[str, GeneratorConfig]:
     """Load a generator config from YAML: ``name``, ``kind`` (cot_icl_lab | symbolic), ``base``
-    (a named config to start from) and any config fields. Unknown keys are an error."""
+    (a named config to start from) and any config fields. Unknown keys are an error. ``path`` may
+    name a packaged generator YAML (``generators/demo_cot_icl``; a path that exists wins)."""
     import yaml
 
-    if not Path(path).is_file():
-        where = "is a folder, not a file" if Path(path).is_dir() else "not found"
-        raise FileNotFoundError(
-            f"generator config file {str(path)!r} {where} (paths are relative to the current directory, "
-            f"{Path.cwd()}); fix: pass the path of a generator YAML, or a named config (`hf-cot-distill list-configs`)."
-        )
+    path = resolve_recipe(path, what="generator config file")
     try:
         with open(path) as fh:
             raw = yaml.safe_load(fh) or {}
@@ -221,79 +217,3 @@ def load_generator_yaml(path: str | os.PathLike) -> tuple[str, GeneratorConfig]:
     if isinstance(raw.get("cot_schedule"), dict):
         raw["cot_schedule"] = CoTSchedule.from_mapping(raw["cot_schedule"], f"{path}: cot_schedule")
     return name, dataclasses.replace(base, **raw)
-
-
-def check_config_name(name: object, source: str) -> None:
-    """A config name is a folder under the export root: one plain path component."""
-    bad = not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\")
-    if bad or name != name.strip():
-        raise ValueError(
-            f"{source}={name!r} is not a plain config name (it names a folder inside the output folder); "
-            "fix: use one folder name, without path separators or '..', e.g. 'my_config'."
-        )
-
-
-def export_dataset(
-    name_or_config: str | GeneratorConfig,
-    out_dir: str | os.PathLike,
-    num_tasks: int | None = None,
-    num_eval_tasks: int | None = None,
-    tasks_per_shard: int = 4096,
-    config_name: str | None = None,
-    progress: bool = True,
-) -> Path:
-    """Write ``out_dir/<config>/{train,eval}-XXXXX-of-YYYYY.parquet`` and a README with
-    ``configs:`` YAML + dataset card, so that ``load_dataset(out_dir, "<config>")`` works.
-
-    Several configs can be exported into the same folder: the README lists them all.
-    Returns the folder of this config.
-    """
-    from hf_cot_distill.cards import write_dataset_readme
-
-    if config_name is not None:
-        check_config_name(config_name, "config_name (--name)")
-    root = Path(out_dir)
-    if root.exists() and not root.is_dir():
-        raise ValueError(
-            f"out_dir: {str(root)!r} is a file; fix: pass a folder path (created if missing) as --out."
-        )
-    name, config = resolve_config(name_or_config)
-    if config_name is None:
-        check_config_name(name, f"{name_or_config}: name")
-    name = config_name or name
-    if (root / name).exists() and not (root / name).is_dir():
-        raise ValueError(
-            f"out_dir: {str(root / name)!r} is a file in the way of config {name!r}; fix: move it."
-        )
-    overrides = {}
-    if num_tasks is not None:
-        overrides["num_tasks"] = int(num_tasks)
-    if num_eval_tasks is not None:
-        overrides["num_eval_tasks"] = int(num_eval_tasks)
-    config = dataclasses.replace(config, **overrides)
-    if tasks_per_shard < 1:
-        raise ValueError(f"tasks_per_shard={tasks_per_shard} must be >= 1.")
-    cfg_dir = root / name
-    cfg_dir.mkdir(parents=True, exist_ok=True)
-    schema = features_for(config).arrow_schema
-    counts, num_bytes = {}, {}
-    for split in SPLIT_NAMES:
-        n = num_tasks_for(config, split)
-        for old in cfg_dir.glob(f"{split}-*.parquet"):
-            old.unlink()  # a re-export replaces the split, never mixes two runs
-        if n == 0:
-            continue  # no shard and no card entry: load_dataset refuses a listed split without rows
-        n_shards = max(1, math.ceil(n / tasks_per_shard))
-        bar = tqdm(total=n, desc=f"{name}/{split}", unit="task", disable=not progress)
-        for shard in range(n_shards):
-            start, stop = shard * tasks_per_shard, min((shard + 1) * tasks_per_shard, n)
-            path = cfg_dir / f"{split}-{shard:05d}-of-{n_shards:05d}.parquet"
-            with pq.ParquetWriter(path, schema) as writer:
-                for s in range(start, stop, 1024):  # bounded memory within a shard
-                    writer.write_table(generate_table(config, s, min(s + 1024, stop), split))
-                    bar.update(min(s + 1024, stop) - s)
-        bar.close()
-        counts[split] = n
-        num_bytes[split] = sum(p.stat().st_size for p in cfg_dir.glob(f"{split}-*.parquet"))
-    write_dataset_readme(root, name, config, counts, num_bytes)
-    return cfg_dir

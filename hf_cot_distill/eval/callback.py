@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from transformers import TrainerCallback
 
-from hf_cot_distill.data.cot_icl_lab import CoTICLConfig
+from hf_cot_distill.data.synthetic.cot_icl_lab import CoTICLConfig
 from hf_cot_distill.eval.cot_icl import evaluate_cot_icl
 
 

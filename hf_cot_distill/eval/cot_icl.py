@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from hf_cot_distill.data.cot_icl_lab import CoTICLConfig
-from hf_cot_distill.data.generate import eval_view
-from hf_cot_distill.data.prompts import get_strategy
+from hf_cot_distill.data.synthetic.cot_icl_lab import CoTICLConfig
+from hf_cot_distill.data.synthetic.generate import eval_view
+from hf_cot_distill.data.synthetic.prompts import get_strategy
 from hf_cot_distill.eval.metrics import CoTICLAccuracy, chance_baselines
 
 MISSING = -1

@@ -15,6 +15,7 @@ import datasets
 import evaluate
 import numpy as np
 
+from hf_cot_distill.core.sections import NUM_SECTIONS
 from hf_cot_distill.eval.answers import (
     answers_equivalent,
     answers_match,
@@ -22,7 +23,6 @@ from hf_cot_distill.eval.answers import (
     format_compliance,
     math_verify_available,
 )
-from hf_cot_distill.sections import NUM_SECTIONS
 
 _CITATION_COT_ICL = (
     "@inproceedings{kothapalli2025coticllab, title={CoT-ICL Lab: A Synthetic Framework for Studying "

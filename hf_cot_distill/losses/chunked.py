@@ -24,11 +24,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from hf_cot_distill.core.sections import NUM_SECTIONS
 from hf_cot_distill.losses._inputs import FusedInputs, check_fused_inputs
 from hf_cot_distill.losses.divergences import Divergence, resolve_divergence
-from hf_cot_distill.sections import Section
 
-NUM_SECTIONS = len(Section)
 BUFFER_BUDGET_BYTES = 256 * 2**20
 """Default total size of the per-chunk ``(n, V)`` work buffers; sets the default chunk size."""
 MASKED_BUFFERS = 16
@@ -43,7 +42,7 @@ class FusedKDOutput(NamedTuple):
     ``kd_scale * kd_sum + ce_scale * ce_sum``. ``kd_sum = sum_i kd_w_i D_i`` (the true
     divergence, see :mod:`divergences`), ``ce_sum = sum_i ce_w_i CE_i``; ``kd_count`` /
     ``ce_count`` (int64) count the positions with weight > 0. ``section_*`` are ``(4,)``
-    tensors indexed by :class:`~hf_cot_distill.sections.Section` (``None`` without
+    tensors indexed by :class:`~hf_cot_distill.core.sections.Section` (``None`` without
     ``section_ids``). All but ``loss`` are detached, for logging and normalisation.
     """
 

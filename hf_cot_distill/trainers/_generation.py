@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hf_cot_distill.sections import Section
-from hf_cot_distill.supervision import IGNORE_INDEX, SupervisionPolicy
+from hf_cot_distill.core.sections import Section
+from hf_cot_distill.supervision.policy import IGNORE_INDEX, SupervisionPolicy
 
 
 def split_prompts(batch: dict[str, Tensor]) -> list[tuple[Tensor, Tensor]]:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
-from hf_cot_distill.data.cot_icl_lab import CoTICLConfig
+from hf_cot_distill.data.synthetic.cot_icl_lab import CoTICLConfig
 from hf_cot_distill.trainers.kd_config import SectionKDConfig
 from hf_cot_distill.trainers.kd_trainer import SectionKDTrainer
 
@@ -144,6 +144,6 @@ class CoTICLTrainer(SectionKDTrainer):
 
 
 def _teacher_vocab(model: PreTrainedModel) -> int:
-    from hf_cot_distill.trainers._teacher import lm_head_rows
+    from hf_cot_distill.models.heads import lm_head_rows
 
     return lm_head_rows(model)

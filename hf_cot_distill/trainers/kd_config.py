@@ -26,10 +26,10 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from hf_cot_distill.core.sections import CONTENT_SECTION_NAMES, Section
 from hf_cot_distill.losses import DIVERGENCES
-from hf_cot_distill.sections import Section
-from hf_cot_distill.supervision import SUPERVISION_PRESETS, SupervisionPolicy
-from hf_cot_distill.truncation import (
+from hf_cot_distill.supervision.policy import SUPERVISION_PRESETS, SupervisionPolicy
+from hf_cot_distill.supervision.truncation import (
     TRUNCATION_POLICIES,
     SectionPreserving,
     TruncationPolicy,
@@ -313,17 +313,28 @@ class SectionKDConfig(TrainingArguments):
             )
 
     # ---- builders ---------------------------------------------------------------------
-    def build_supervision(self) -> SupervisionPolicy:
-        """The :class:`SupervisionPolicy` of ``supervision_preset`` / ``ce_sections`` / weights."""
-        return apply_section_temperatures(
+    def build_supervision(self, kd_enabled: bool = True) -> SupervisionPolicy:
+        """The :class:`SupervisionPolicy` of ``supervision_preset`` / ``ce_sections`` / weights /
+        ``section_kd_temperatures`` — the one builder, for the trainer and the checks before it.
+
+        ``kd_enabled=False`` (no teacher): KD weights are 0. A policy that supervises no token
+        anywhere is a ``ValueError``.
+        """
+        policy = apply_section_temperatures(
             SupervisionPolicy.from_preset(
                 self.supervision_preset,
                 ce_weight=self.ce_weight,
-                kd_weight=self.kd_weight,
+                kd_weight=self.kd_weight if kd_enabled else 0.0,
                 ce_sections=self.ce_sections,
             ),
             self.section_kd_temperatures,
         )
+        if not policy.supervised_sections:
+            raise ValueError(
+                f"ce_weight: {self.ce_weight!r} with no teacher (KD off): the policy selects no token anywhere; "
+                "fix: set ce_weight > 0 for plain CE training, or pass a teacher for KD."
+            )
+        return policy
 
     def build_truncation(self, tokenizer: Any = None, markers: Any = None) -> TruncationPolicy | None:
         """The truncation policy object, or ``None``.
@@ -344,7 +355,7 @@ class SectionKDConfig(TrainingArguments):
         if cls is SectionPreserving and tokenizer is not None:
             missing = [k for k in ("cot_open_tokens", "cot_close_tokens") if k not in kwargs]
             if missing:
-                from hf_cot_distill.data.formats import MARKER_PRESETS
+                from hf_cot_distill.data.traces.formats import MARKER_PRESETS
 
                 try:
                     counts = cot_marker_token_counts(tokenizer, markers or MARKER_PRESETS["think"])
@@ -376,19 +387,16 @@ class SectionKDConfig(TrainingArguments):
         )
 
 
-SECTION_KEYS = ("prompt", "cot", "answer")
-
-
 def apply_section_temperatures(
     policy: SupervisionPolicy, temperatures: dict[str, float] | None
 ) -> SupervisionPolicy:
     """``policy`` with per-section KD temperatures set (``None``: unchanged)."""
     if not temperatures:
         return policy
-    unknown = sorted(set(temperatures) - set(SECTION_KEYS))
+    unknown = sorted(set(temperatures) - set(CONTENT_SECTION_NAMES))
     if unknown:
         raise ValueError(
-            f"section_kd_temperatures: unknown sections {unknown}; fix: use keys among {list(SECTION_KEYS)}."
+            f"section_kd_temperatures: unknown sections {unknown}; fix: use keys among {list(CONTENT_SECTION_NAMES)}."
         )
     changes = {}
     for name, t in temperatures.items():

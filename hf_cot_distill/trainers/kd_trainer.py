@@ -3,7 +3,7 @@
 Per micro-batch (``compute_loss``):
 
 1. the student's and the frozen teacher's *last hidden states* are computed by their own
-   forwards with the lm_head run on zero positions (:func:`_teacher.last_hidden_states`), so no
+   forwards with the lm_head run on zero positions (:func:`heads.last_hidden_states`), so no
    ``(B, T, V)`` logits ever exist;
 2. hidden states, labels, weights and section ids are shifted by one: position ``i`` predicts
    token ``i + 1`` and takes the weights and the section of the *predicted* token;
@@ -20,7 +20,7 @@ completions *before* the window's counts are taken (:meth:`get_batch_samples`).
 
 Logged (train): ``ce/<section>``, ``kd/<section>`` (mean per token, unweighted), tokens
 trained per section (``tokens_kd/*``, ``tokens_ce/*``), tokens cut by truncation
-(``truncation/tokens_cut/*``), counted FLOPs (:mod:`hf_cot_distill.compute`) and peak memory.
+(``truncation/tokens_cut/*``), counted FLOPs (:mod:`hf_cot_distill.models.compute`) and peak memory.
 ``self.model_card_fields`` keeps what a model card needs.
 
 A diverged run stops: a non-finite window loss (checked once per optimizer step) or gradient
@@ -39,15 +39,17 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from hf_cot_distill.collators import SectionCollator
-from hf_cot_distill.compute import ComputeAccounting, body_parameter_count, kd_step_flops
+from hf_cot_distill.core.sections import NUM_SECTIONS, SECTION_NAMES, Section
 from hf_cot_distill.losses import fused_linear_kd
-from hf_cot_distill.sections import NUM_SECTIONS, SECTION_NAMES, Section
-from hf_cot_distill.supervision import SupervisionPolicy
-from hf_cot_distill.trainers import _generation, _teacher
-from hf_cot_distill.trainers.kd_config import GENERATED_SECTIONS, SectionKDConfig, apply_section_temperatures
+from hf_cot_distill.models import heads
+from hf_cot_distill.models.compute import ComputeAccounting, body_parameter_count, kd_step_flops
+from hf_cot_distill.models.loading import load_causal_lm
+from hf_cot_distill.supervision.collators import SectionCollator
+from hf_cot_distill.supervision.truncation import TruncationAccounting
+from hf_cot_distill.trainers import _generation
+from hf_cot_distill.trainers.kd_config import GENERATED_SECTIONS, SectionKDConfig
 from hf_cot_distill.trainers.metrics import SectionLossStats
-from hf_cot_distill.truncation import TruncationAccounting
+from hf_cot_distill.trainers.teacher import load_teacher, prepare_teacher
 
 _FORWARD_KEYS = ("input_ids", "attention_mask", "position_ids")
 _REQUIRED_KEYS = ("input_ids", "labels", "section_ids", "ce_weights", "kd_weights")
@@ -97,12 +99,12 @@ class SectionKDTrainer(Trainer):
                 f"args: expected SectionKDConfig, got {type(args).__name__}; build a SectionKDConfig."
             )
         if isinstance(model, str):
-            model = _teacher.load_causal_lm(model, "model")
+            model = load_causal_lm(model, "model")
         if isinstance(teacher_model, str):
             args.teacher_model_name_or_path = teacher_model
             teacher_model = None
         if teacher_model is None and args.teacher_model_name_or_path is not None:
-            teacher_model = _teacher.load_teacher(args)
+            teacher_model = load_teacher(args)
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -113,13 +115,13 @@ class SectionKDTrainer(Trainer):
                     module.p = 0.0
 
         self.kd_enabled = teacher_model is not None and args.kd_weight > 0
-        self.supervision = self._policy(args, self.kd_enabled)
+        self.supervision = args.build_supervision(self.kd_enabled)
         if args.kd_mode != "supervised" and teacher_model is None:
             raise ValueError(
                 f"kd_mode: {args.kd_mode!r} needs a teacher (to score or to generate); fix: pass teacher_model "
                 "or set teacher_model_name_or_path, or use kd_mode='supervised'."
             )
-        self.vocab_size = _teacher.resolve_vocab_size(
+        self.vocab_size = heads.resolve_vocab_size(
             model, teacher_model, processing_class, teacher_processing_class
         )
         self.pad_token_id = self._pad_token_id(model, processing_class)
@@ -145,9 +147,7 @@ class SectionKDTrainer(Trainer):
             optimizers=optimizers,
             compute_metrics=compute_metrics,
         )
-        self.teacher_model = (
-            _teacher.prepare_teacher(teacher_model, self) if teacher_model is not None else None
-        )
+        self.teacher_model = prepare_teacher(teacher_model, self) if teacher_model is not None else None
         self._kd_section_w = np.array(
             [self.supervision.for_section(s).kd_weight for s in range(NUM_SECTIONS)], dtype=np.float64
         )
@@ -164,38 +164,20 @@ class SectionKDTrainer(Trainer):
 
     # ---- setup helpers ----------------------------------------------------------------
     @staticmethod
-    def _policy(args: SectionKDConfig, kd_enabled: bool) -> SupervisionPolicy:
-        policy = apply_section_temperatures(
-            SupervisionPolicy.from_preset(
-                args.supervision_preset,
-                ce_weight=args.ce_weight,
-                kd_weight=args.kd_weight if kd_enabled else 0.0,
-                ce_sections=args.ce_sections,
-            ),
-            args.section_kd_temperatures,
-        )
-        if not policy.supervised_sections:
-            raise ValueError(
-                f"ce_weight: {args.ce_weight!r} with no teacher (KD off): the policy selects no token anywhere; "
-                "fix: set ce_weight > 0 for plain CE training, or pass a teacher for KD."
-            )
-        return policy
-
-    @staticmethod
     def _pad_token_id(model: nn.Module, tokenizer: Any) -> int:
         pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
         if pad is None:
-            pad = getattr(_teacher.unwrap_causal_lm(model).config, "pad_token_id", None)
+            pad = getattr(heads.unwrap_causal_lm(model).config, "pad_token_id", None)
         return int(pad) if pad is not None else 0
 
     @staticmethod
     def _model_sizes(student: nn.Module, teacher: nn.Module | None) -> dict[str, int]:
         sizes = {
             "student_body": body_parameter_count(student),
-            "student_hidden": _teacher.hidden_size(student),
+            "student_hidden": heads.hidden_size(student),
         }
         sizes["teacher_body"] = body_parameter_count(teacher) if teacher is not None else 0
-        sizes["teacher_hidden"] = _teacher.hidden_size(teacher) if teacher is not None else 0
+        sizes["teacher_hidden"] = heads.hidden_size(teacher) if teacher is not None else 0
         return sizes
 
     # ---- counts for normalisation -------------------------------------------------------
@@ -237,7 +219,7 @@ class SectionKDTrainer(Trainer):
         missing = [k for k in _REQUIRED_KEYS if k not in batch]
         if missing:
             raise ValueError(
-                f"batch: missing {missing} (keys {sorted(batch)}); fix: use hf_cot_distill.collators.SectionCollator "
+                f"batch: missing {missing} (keys {sorted(batch)}); fix: use hf_cot_distill.supervision.collators.SectionCollator "
                 "(the trainer's default data_collator), which adds section ids and CE/KD weights."
             )
 
@@ -319,12 +301,12 @@ class SectionKDTrainer(Trainer):
             inputs["section_ids"][:, 1:],
         )
 
-        student_h = _teacher.last_hidden_states(model, fwd)[:, :-1]
-        student_w, student_b = _teacher.lm_head_params(model)
+        student_h = heads.last_hidden_states(model, fwd)[:, :-1]
+        student_w, student_b = heads.lm_head_params(model)
         if self.teacher_model is not None and bool((kd_w > 0).any()):
             with torch.no_grad():
-                teacher_h = _teacher.last_hidden_states(self.teacher_model, fwd)[:, :-1]
-            teacher_w, teacher_b = _teacher.lm_head_params(self.teacher_model)
+                teacher_h = heads.last_hidden_states(self.teacher_model, fwd)[:, :-1]
+            teacher_w, teacher_b = heads.lm_head_params(self.teacher_model)
         else:  # nothing to distil here: the student's own (detached) head stands in, unused
             teacher_h, teacher_w, teacher_b = student_h.detach(), student_w.detach(), None
         world = self.accelerator.num_processes
@@ -369,7 +351,7 @@ class SectionKDTrainer(Trainer):
                 # the lm_head's forward* lets DeepSpeed's module hooks gather the weight for the
                 # forward and again for the backward (where its gradient is accumulated and
                 # reduce-scattered); a bare use of the weight outside its module would not be.
-                outs.append(_teacher.call_as_module_forward(_teacher.output_head(model), run, student_h))
+                outs.append(heads.call_as_module_forward(heads.output_head(model), run, student_h))
             else:
                 outs.append(run(student_h))
         out = outs[0] if len(outs) == 1 else _sum_outputs(outs)
@@ -519,7 +501,7 @@ class SectionKDTrainer(Trainer):
         args = self.args
         teacher = None
         if self.teacher_model is not None:
-            cfg = _teacher.unwrap_causal_lm(self.teacher_model).config
+            cfg = heads.unwrap_causal_lm(self.teacher_model).config
             teacher = (
                 args.teacher_model_name_or_path or getattr(cfg, "_name_or_path", None) or type(cfg).__name__
             )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import Tensor
 
-from hf_cot_distill.sections import NUM_SECTIONS, SECTION_NAMES, Section
+from hf_cot_distill.core.sections import NUM_SECTIONS, SECTION_NAMES, Section
 
 _REPORTED = (Section.PROMPT, Section.COT, Section.ANSWER)
 

@@ -1,0 +1,1 @@
+"""Synthetic tasks: the CoT-ICL Lab generator, its prompt strategies, CoT-Recipe schedules and the symbolic word tasks."""

@@ -1,0 +1,1 @@
+"""Experiments: the demo and the paper reproductions, with their reports."""

@@ -1,0 +1,416 @@
+"""Mini-reproductions of the papers' main findings, with seeds and confidence intervals.
+
+* **R1** CoT-ICL Lab: ``standard`` vs ``cot`` prompt training, answer accuracy vs training steps.
+* **R2** CoT-Recipe: the power-law CoT share (alpha in {0, 0.5, 1, 2, inf}) of
+  ``hybrid_special_token`` prompts, each model evaluated with the CoT dropped from 0, 25%, 50%,
+  75% and 100% of the context examples (the paper's 0, 10, 20, 30, 39 of 39).
+* **R3** Distilling the Essence: KD allocation by section x lead-span proportion, quality retained
+  (student / teacher accuracy) vs counted compute, one teacher, several student seeds.
+
+``run_reproduction(name, size, out_dir)`` runs the sweep specs of ``reproductions/sweeps/``
+through :func:`hf_cot_distill.pipelines.sweep.run_sweep` (finished points are skipped: re-running resumes),
+evaluates the saved models with :func:`hf_cot_distill.eval.evaluate_cot_icl` (batched greedy
+decoding; results cached in each model folder as ``reproduce_eval.json``), aggregates over seeds
+and writes ``<report_dir>/<R>_<topic>_<size>.{md,json,png}``
+(:mod:`hf_cot_distill.experiments.reproduce_report`)::
+
+    hf-cot-distill reproduce R1 --size cpu --out reproductions/runs
+
+``size="cpu"`` is sized for a 2-core CPU (tiny models, a few hundred steps); ``size="gpu"`` points
+at the full-size recipes (``recipes/cot_icl_lab``, ``recipes/cot_recipe``, ``recipes/distill``).
+Sweeps run with the repository root as working directory (the specs' relative paths).
+
+``smoke=True`` (``--smoke``) runs seconds-long settings whose numbers mean nothing; it keeps apart
+from the recorded runs: model folders under ``out_dir/<R>_smoke/``, report files named
+``<R>_<topic>_<size>_smoke.*`` and written beside those model folders unless ``report_dir`` is
+given. A point folder trained with other settings is refused, not resumed (see
+:func:`hf_cot_distill.pipelines.sweep.run_sweep`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from hf_cot_distill.experiments import reproduce_report as report
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository (sweep specs and reports live there)
+SWEEPS_DIR = ROOT / "reproductions" / "sweeps"
+NAMES = ("R1", "R2", "R3")
+SIZES = ("cpu", "gpu")
+DESCRIPTION = "Mini-reproductions R1-R3 (train resumably, evaluate, report mean ± 95% CI over seeds)."
+# The paper's drop levels 0, 10, 20, 30, 39 of 39 context examples, as fractions of the context.
+DROP_FRACTIONS = (0.0, 10 / 39, 20 / 39, 30 / 39, 1.0)
+DROP_MODE = "random_k"
+# A seconds-long run of the whole pipeline (the slow tests): numbers mean nothing.
+SMOKE_SET = {"max_steps": 8, "logging_steps": 4, "save_steps": 4, "warmup_steps": 0}
+SMOKE_SET |= {"generator_num_tasks": 64, "generator_num_eval_tasks": 16}
+
+
+TOPICS = {"R1": "cot_icl_lab", "R2": "cot_recipe", "R3": "distill_essence"}  # report file names
+# name -> size -> role -> sweep spec in reproductions/sweeps/ (run in this order).
+SWEEP_FILES: dict[str, dict[str, dict[str, str]]] = {
+    "R1": {"cpu": {"main": "r1_cpu.yaml"}, "gpu": {"main": "r1_gpu.yaml"}},
+    "R2": {"cpu": {"main": "r2_cpu.yaml"}, "gpu": {"main": "r2_gpu.yaml"}},
+    "R3": {
+        "cpu": {
+            "teacher": "r3_cpu_teacher.yaml",
+            "main": "r3_cpu_students.yaml",
+            "control": "r3_cpu_ce_follows_kd.yaml",
+        },
+        "gpu": {"main": "r3_gpu_students.yaml"},
+    },
+}
+
+
+@contextlib.contextmanager
+def _in_repo_root() -> Iterator[None]:
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
+def resolve_sweep(
+    path: Path,
+    out_dir: Path,
+    remap: dict[str, str],
+    *,
+    seeds: Sequence[int] | None = None,
+    set_overrides: dict[str, Any] | None = None,
+    grid_overrides: dict[str, list] | None = None,
+) -> dict[str, Any]:
+    """A sweep spec with ``output_root`` under ``out_dir`` and the given overrides.
+
+    String values that start with an earlier sweep's ``output_root`` (the R3 teacher folder) are
+    moved with it; ``remap`` (old root -> new root) is updated with this sweep's root.
+    """
+    from hf_cot_distill.pipelines.sweep import load_sweep
+
+    spec = load_sweep(path)
+    old_root = str(spec["output_root"]).rstrip("/")
+    new_root = str(out_dir / path.stem)
+
+    def move(value: Any) -> Any:
+        for old, new in remap.items():
+            if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+                return new + value[len(old) :]
+        return value
+
+    spec["output_root"] = new_root
+    spec["set"] = {k: move(v) for k, v in spec["set"].items()} | dict(set_overrides or {})
+    spec["grid"] = {k: [move(v) for v in vs] for k, vs in spec["grid"].items()}
+    for key, values in (grid_overrides or {}).items():
+        if key in spec["grid"]:
+            spec["grid"][key] = list(values)
+    if seeds is not None and "seed" in spec["grid"]:
+        spec["grid"]["seed"] = [int(s) for s in seeds]
+    remap[old_root] = new_root
+    return spec
+
+
+def _run_sweeps(name: str, size: str, out_dir: Path, **overrides: Any) -> dict[str, tuple]:
+    """Run the sweeps of reproduction ``name`` in order; return ``role -> (resolved spec, summary)``."""
+    import yaml
+
+    from hf_cot_distill.pipelines.sweep import run_sweep
+
+    remap: dict[str, str] = {}
+    done = {}
+    for role, file in SWEEP_FILES[name][size].items():
+        # one teacher: a seed override varies the students only
+        kwargs = overrides | ({"seeds": None} if role == "teacher" else {})
+        spec = resolve_sweep(SWEEPS_DIR / file, out_dir, remap, **kwargs)
+        resolved = out_dir / f"{Path(file).stem}.resolved.yaml"
+        resolved.write_text(yaml.safe_dump(spec, sort_keys=False))
+        print(f"[reproduce {name}] sweep {file} -> {spec['output_root']}", flush=True)
+        try:
+            done[role] = (spec, run_sweep(resolved))
+        except ValueError as err:
+            raise ValueError(
+                f"{err} (reproduce writes {resolved.name} itself: rather than editing it, pass "
+                "another --out / out_dir, or delete the folder named.)"
+            ) from None
+    return done
+
+
+def recipe_args(spec: dict[str, Any], point: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """``(ModelArguments, DataArguments, SectionKDConfig)`` of a sweep point (base recipe + set + point)."""
+    from hf_cot_distill.pipelines.recipe import parse_recipe, recipe_argv, train_config_types
+
+    argv = recipe_argv({**spec["set"], **point}, train_config_types()) + ["--output_dir", "unused"]
+    return parse_recipe(train_config_types(), spec["recipe"], argv)
+
+
+def generator_config(spec: dict[str, Any], point: dict[str, Any]) -> Any:
+    """The generator config a sweep point trained on (as ``hf_cot_distill.pipelines.train`` builds it)."""
+    from hf_cot_distill.data.builder import resolve_config
+
+    _, data_args, _ = recipe_args(spec, point)
+    name = data_args.dataset_name
+    if not name or not name.startswith("generator:"):
+        raise ValueError(f"{spec['recipe']}: dataset_name={name!r} is not a generator config.")
+    _, config = resolve_config(name[len("generator:") :])
+    overrides = {
+        "num_tasks": data_args.generator_num_tasks,
+        "num_eval_tasks": data_args.generator_num_eval_tasks,
+    }
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class _Evaluator:
+    """Greedy CoT-ICL evaluation of saved folders, with eval rows and results cached."""
+
+    def __init__(self, eval_tasks: int | None, batch_size: int = 128) -> None:
+        self.eval_tasks = eval_tasks
+        self.batch_size = batch_size
+        self._rows: dict[Any, list[dict]] = {}
+
+    def rows(self, config: Any) -> list[dict]:
+        if config not in self._rows:
+            from hf_cot_distill.data.builder import generate_table
+
+            n = (
+                config.num_eval_tasks
+                if self.eval_tasks is None
+                else min(self.eval_tasks, config.num_eval_tasks)
+            )
+            self._rows[config] = generate_table(config, 0, n, "eval").to_pylist()
+        return self._rows[config]
+
+    def __call__(self, folder: Path, config: Any, drop_ks: Sequence[int], parsed: bool = False) -> list[dict]:
+        """``evaluate_cot_icl`` results of ``folder`` per drop-k (cached in the folder). With ``parsed``,
+        the drop-0 result also holds ``answer_parsed_rate``: the share of generations with an answer."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from hf_cot_distill.eval import evaluate_cot_icl, generate_chains
+        from hf_cot_distill.eval.cot_icl import MISSING
+
+        rows = self.rows(config)
+        cache_file = folder / "reproduce_eval.json"
+        cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+        keys = {k: f"drop{k}_{DROP_MODE}_n{len(rows)}" for k in drop_ks}
+        todo = [k for k in drop_ks if keys[k] not in cache]
+        parsed_key = f"answer_parsed_rate_drop0_n{len(rows)}"
+        if todo or (parsed and parsed_key not in cache):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            model = AutoModelForCausalLM.from_pretrained(
+                str(folder), use_safetensors=True, dtype=torch.float32
+            )
+            model.to(device)
+            for k in todo:
+                mode = DROP_MODE if k else "first_k"
+                cache[keys[k]] = evaluate_cot_icl(
+                    model, config, rows, drop_k=k, drop_mode=mode, batch_size=self.batch_size
+                )
+            if parsed and parsed_key not in cache:
+                chains = generate_chains(model, config, rows, drop_k=0, batch_size=self.batch_size)
+                cache[parsed_key] = sum(c[-1] != MISSING for c in chains) / len(chains)
+            cache_file.write_text(json.dumps(cache, indent=1))
+        out = [dict(cache[keys[k]]) for k in drop_ks]
+        for res in out:
+            if parsed and res["drop_k"] == 0:
+                res["answer_parsed_rate"] = cache[parsed_key]
+        return out
+
+
+def _r1_records(runs: dict, evaluator: _Evaluator) -> list[dict]:
+    spec, summary = runs["main"]
+    records = []
+    for entry in summary:
+        folder, config = Path(entry["output_dir"]), generator_config(spec, entry["point"])
+        final = report.compute_counts(folder)["step"] or int(spec["set"].get("max_steps", 0))
+        ckpts = {int(p.name.split("-")[1]): p for p in folder.glob("checkpoint-*") if p.is_dir()}
+        family = "N={} M={} C={}".format(
+            *(
+                "/".join(map(str, getattr(config, f"{x}_choices")))
+                for x in ("n_inputs", "n_parents", "chain_length")
+            )
+        )
+        ckpts[final] = folder  # the saved final model (the last checkpoint holds the same weights)
+        for step, path in sorted(ckpts.items()):
+            (res,) = evaluator(path, config, [0])
+            records.append(
+                {"family": family, "strategy": config.prompt_strategy, "seed": entry["point"].get("seed")}
+                | {"step": step}
+                | report.eval_fields(res)
+            )
+    return records
+
+
+def drop_levels(n_context: int) -> list[int]:
+    """The paper's relative drop levels for ``n_context`` context examples (39 -> 0,10,20,30,39)."""
+    return sorted({round(f * n_context) for f in DROP_FRACTIONS})
+
+
+def _r2_records(runs: dict, evaluator: _Evaluator) -> list[dict]:
+    spec, summary = runs["main"]
+    records = []
+    for entry in summary:
+        config = generator_config(spec, entry["point"])
+        n_ctx = max(config.n_examples_choices) - 1
+        alpha = config.cot_schedule.alpha if config.cot_schedule else math.nan
+        for res in evaluator(Path(entry["output_dir"]), config, drop_levels(n_ctx)):
+            rec = {"alpha": alpha, "seed": entry["point"].get("seed"), "n_context": n_ctx}
+            records.append(rec | {"drop_fraction": res["drop_k"] / n_ctx} | report.eval_fields(res))
+    return records
+
+
+def _r3_records(runs: dict, evaluator: _Evaluator | None) -> tuple[list[dict], dict | None]:
+    teacher = None
+    if evaluator is not None and "teacher" in runs:
+        spec, summary = runs["teacher"]
+        (res,) = evaluator(
+            Path(summary[0]["output_dir"]), generator_config(spec, summary[0]["point"]), [0], parsed=True
+        )
+        teacher = report.eval_fields(res)
+    records = []
+    for group in ("main", "control"):
+        if group not in runs:
+            continue
+        spec, summary = runs[group]
+        for entry in summary:
+            folder, kd = Path(entry["output_dir"]), recipe_args(spec, entry["point"])[2]
+            lsp = 1.0
+            if kd.truncation_policy == "lead_span_proportion":
+                lsp = float(_as_dict(kd.truncation_kwargs).get("lead_span_proportion", 1.0))
+            alloc = kd.supervision_preset
+            rec = {"group": group, "allocation": alloc, "lsp": lsp, "seed": kd.seed}
+            rec["ce_sections"] = kd.ce_sections or alloc
+            rec |= report.compute_counts(folder)
+            rec["quality_retained"] = None
+            if evaluator is not None and teacher is not None:
+                (res,) = evaluator(folder, generator_config(spec, entry["point"]), [0], parsed=True)
+                rec |= report.eval_fields(res)
+                if teacher["answer_accuracy"] > 0:
+                    rec["quality_retained"] = res["answer_accuracy"] / teacher["answer_accuracy"]
+            records.append(rec)
+    return records, teacher
+
+
+def _as_dict(value: Any) -> dict:
+    return json.loads(value) if isinstance(value, str) else dict(value or {})
+
+
+def _command_lines(name: str, size: str, out_dir: Path, smoke: bool = False) -> list[str]:
+    cmds = [f"hf-cot-distill reproduce {name} --size {size} --out {out_dir}" + " --smoke" * smoke]
+    cmds += ["# the same training through the sweep runner alone (from the repository root):"]
+    cmds += [
+        f"hf-cot-distill sweep --config reproductions/sweeps/{f}" for f in SWEEP_FILES[name][size].values()
+    ]
+    return cmds
+
+
+def run_reproduction(
+    name: str,
+    size: str = "cpu",
+    out_dir: str | os.PathLike = "reproductions/runs",
+    *,
+    report_dir: str | os.PathLike | None = None,
+    seeds: Sequence[int] | None = None,
+    set_overrides: dict[str, Any] | None = None,
+    grid_overrides: dict[str, list] | None = None,
+    eval_tasks: int | None = None,
+    threads: int | None = 1,
+    smoke: bool = False,
+) -> Path:
+    """Train (resumably), evaluate, aggregate and report one reproduction; returns the ``.md`` path.
+
+    Args:
+        name: ``"R1"``, ``"R2"`` or ``"R3"``.
+        size: ``"cpu"`` (tiny models, minutes on 2 cores) or ``"gpu"`` (the full-size recipes).
+        out_dir: model folders go to ``out_dir/<name>/<sweep>/<point>`` (keep it out of git);
+            smoke runs use ``out_dir/<name>_smoke/``.
+        report_dir: where ``<name>_<topic>_<size>.{md,json,png}`` go (default ``reproductions/``);
+            smoke reports are ``<name>_<topic>_<size>_smoke.*`` (default: ``out_dir/<name>_smoke/``).
+        seeds: replace the sweeps' seed lists (default: the specs', 3 seeds).
+        set_overrides: extra fixed recipe overrides for every sweep (e.g. ``{"max_steps": 50}``).
+        grid_overrides: replace the values of grid keys (e.g. fewer lead spans).
+        eval_tasks: evaluate on at most this many eval tasks (>= 1; default: the config's eval split).
+        threads: ``torch.set_num_threads`` for the run (>= 1; ``None`` leaves it). 1 by default: these
+            models are tiny and a shared 2-core machine runs them much faster single-threaded.
+        smoke: seconds-long settings (8 steps, 64 tasks) for tests; the numbers mean nothing. Kept
+            apart from full runs (own model folders and report names).
+    """
+    if name not in SWEEP_FILES:
+        raise ValueError(f"name: {name!r} unknown; fix: one of {NAMES}.")
+    if size not in SIZES:
+        raise ValueError(f"size: {size!r} unknown; fix: one of {SIZES}.")
+    for field, value in (("eval_tasks", eval_tasks), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{field}={value!r}: must be an int >= 1 (or None for the default).")
+    for seed in seeds or ():
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ValueError(f"seeds: {seed!r} is not a seed; fix: ints in [0, 2**32).")
+    if not SWEEPS_DIR.is_dir():
+        raise FileNotFoundError(
+            f"{SWEEPS_DIR} is missing: reproductions run from a source checkout of hf-cot-distill (their sweep "
+            "specs and recorded reports live in the repository); fix: clone it and `pip install -e .`."
+        )
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    run_name = f"{name}_smoke" if smoke else name  # smoke runs never resume or overwrite full ones
+    out = Path(out_dir).resolve() / run_name
+    out.mkdir(parents=True, exist_ok=True)
+    if report_dir is not None:
+        report_path = Path(report_dir).resolve()
+    else:
+        report_path = out if smoke else ROOT / "reproductions"
+    overrides = (SMOKE_SET if smoke else {}) | dict(set_overrides or {})
+    start = time.perf_counter()
+    with _in_repo_root():
+        runs = _run_sweeps(
+            name, size, out, seeds=seeds, set_overrides=overrides, grid_overrides=grid_overrides
+        )
+        quality = not (name == "R3" and size == "gpu")  # OpenThoughts students: no CoT-ICL eval split
+        evaluator = _Evaluator(eval_tasks) if quality else None
+        if name == "R1":
+            records, teacher = _r1_records(runs, evaluator), None
+        elif name == "R2":
+            records, teacher = _r2_records(runs, evaluator), None
+        else:
+            records, teacher = _r3_records(runs, evaluator)
+    main_spec = runs["main"][0]
+    meta = {
+        "name": name,
+        "title": report.TEXTS[name][0] + (" (smoke run: numbers mean nothing)" if smoke else ""),
+        "setup": report.TEXTS[name][1],
+        "size": size,
+        "seeds": main_spec["grid"].get("seed", [main_spec["set"].get("seed", 0)]),
+        "eval_count": records[0].get("count", "n/a") if records else 0,
+        "eval_note": "drop-k as in the table" if name == "R2" else "full CoT context, drop-k 0",
+        "wall_time_s": time.perf_counter() - start,
+        "train_wall_time_s_sum": sum(
+            float(e["metrics"].get("wall_time_s") or 0.0) for _, summary in runs.values() for e in summary
+        ),
+        "models_trained": sum(len(summary) for _, summary in runs.values()),
+        "threads": f"torch threads: {threads if threads is not None else torch.get_num_threads()}",
+        "seed_note": report.SEED_NOTE,
+        "notes": list(report.NOTES[name]) if size == "cpu" and not smoke else [],
+        "commands": _command_lines(name, size, Path(out_dir), smoke),
+        "sweeps": report.relative_paths({role: spec for role, (spec, _) in runs.items()}, ROOT),
+        "teacher": teacher,
+        "overrides": overrides,
+    }
+    # every invocation's wall time (re-runs resume: the total is what the run cost)
+    log = out / f"invocations_{size}{'_smoke' if smoke else ''}.json"
+    meta["invocations"] = json.loads(log.read_text()) if log.is_file() else []
+    meta["invocations"].append(
+        {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_time_s": meta["wall_time_s"]}
+    )
+    log.write_text(json.dumps(meta["invocations"], indent=1))
+    stem = f"{name}_{TOPICS[name]}_{size}" + ("_smoke" if smoke else "")
+    writer = {"R1": report.write_r1, "R2": report.write_r2, "R3": report.write_r3}[name]
+    return writer(report_path, stem, records, meta)

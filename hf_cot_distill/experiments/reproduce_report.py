@@ -1,0 +1,664 @@
+"""Statistics and reports of the mini-reproductions (:mod:`hf_cot_distill.experiments.reproduce`).
+
+* :func:`summarize`: mean, sample standard deviation and a Student-t confidence interval of a
+  list of per-seed numbers. The t quantile is computed here (:func:`t_quantile`, by bisection
+  on the t CDF written through the regularized incomplete beta function), so no scipy is needed.
+* :func:`write_r1` / :func:`write_r2` / :func:`write_r3`: from the raw per-seed records to
+  ``<stem>.md`` (setup, commands, tables of mean ± CI with the chance baselines beside them,
+  plain statements), ``<stem>.json`` (every raw number plus the aggregates) and ``<stem>.png``.
+* :func:`parse_md_table`: reads a table of a written report back (the tests use it).
+* :func:`eval_fields` / :func:`compute_counts`: the per-model numbers of a record (accuracies and
+  baselines of an evaluation; tokens, FLOPs, memory and wall time from a trained folder's logs).
+
+Two intervals "separate" here when they do not overlap; overlapping 95% intervals are reported as
+no separation (a conservative reading: a difference can be significant with slightly overlapping
+intervals, never the other way round).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+BASELINES = ("uniform", "marginal_majority", "in_context_majority")
+SEED_NOTE = (
+    "The recipe `seed`: the from-scratch weight initialisation (`hf_cot_distill.pipelines.training_models.build_student` "
+    "seeds it with the training seed) and the Trainer's data order. The generated tasks are fixed "
+    "per (config, index), so the intervals do not include task-sampling variance."
+)
+# name -> (title, setup paragraph) of each report.
+TEXTS: dict[str, tuple[str, str]] = {
+    "R1": (
+        "R1 CoT-ICL Lab: standard vs cot prompts, answer accuracy vs training steps",
+        "Paper: CoT-ICL Lab (Kothapalli et al., ACL 2025) reports that CoT prompts speed up the accuracy "
+        "transition of small transformers meta-trained from scratch. Here: a Llama meta-trained on "
+        "`standard` (inputs, answer) or `cot` (inputs, CoT, answer) prompts of the same tasks; every "
+        "checkpoint is decoded greedily on the eval split (the `cot` model must produce its CoT first).",
+    ),
+    "R2": (
+        "R2 CoT-Recipe: CoT share alpha vs CoT dropped from the context",
+        "Paper: CoT-Recipe (Kothapalli et al., ACL 2026): with p(i) = min((i/n)^alpha, 1) of the examples "
+        "carrying CoT (mean share 1/(alpha+1)), too much CoT in training hurts when few context examples "
+        "show their CoT at test time. Here: `hybrid_special_token` meta-training for each alpha; the final "
+        "model is evaluated with the think block dropped from k random context examples (`random_k`).",
+    ),
+    "R3": (
+        "R3 Distilling the Essence: KD allocation x lead span, quality retained vs compute",
+        "Paper: Distilling the Essence (Chen, Kothapalli et al., arXiv 2512.21002): KD on the CoT only works "
+        "when the CoT carries the prompt/answer information; training on the first 50% of every sequence "
+        "keeps ~91% of full-sequence quality at ~50% compute. Here: one teacher, students distilled with "
+        "0.5·CE + 0.5·forward KL, KD on each section allocation, at lead-span proportions 0.25-1.0.",
+    ),
+}
+
+
+# --------------------------------------------------------------------------- statistics
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        for aa in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+            delta = d * c
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function ``I_x(a, b)`` for ``a, b > 0``, ``0 <= x <= 1``."""
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"x={x} must be in [0, 1].")
+    if x in (0.0, 1.0):
+        return x
+    log_bt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_bt) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_bt) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """CDF of Student's t distribution with ``df`` degrees of freedom."""
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection, ~1e-12)."""
+    if not 0.0 < p < 1.0 or df <= 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}.")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+        if hi - lo < 1e-13 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def summarize(values: Iterable[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean, sample std (n - 1), standard error and the two-sided Student-t interval of the mean.
+
+    With fewer than 2 values the spread and the interval are ``None`` (they are undefined).
+    """
+    xs = [float(v) for v in values]
+    n = len(xs)
+    if n == 0:
+        raise ValueError("summarize() needs at least one value.")
+    mean = sum(xs) / n
+    out: dict[str, Any] = {"n": n, "mean": mean, "std": None, "sem": None, "t": None}
+    out.update(ci_low=None, ci_high=None, ci_half_width=None, confidence=confidence)
+    if n >= 2:
+        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+        t = t_quantile(0.5 + confidence / 2.0, n - 1)
+        half = t * std / math.sqrt(n)
+        out.update(std=std, sem=std / math.sqrt(n), t=t, ci_low=mean - half, ci_high=mean + half)
+        out["ci_half_width"] = half
+    return out
+
+
+def separated(a: dict[str, Any], b: dict[str, Any]) -> int:
+    """+1 if interval ``a`` lies above ``b``, -1 if below, 0 if they overlap (or are undefined)."""
+    if a["ci_low"] is None or b["ci_low"] is None:
+        return 0
+    if a["ci_low"] > b["ci_high"]:
+        return 1
+    if a["ci_high"] < b["ci_low"]:
+        return -1
+    return 0
+
+
+def fmt_ci(s: dict[str, Any], digits: int = 3) -> str:
+    """``mean ± half-width`` (or the bare mean when no interval exists)."""
+    if s["ci_half_width"] is None:
+        return f"{s['mean']:.{digits}f}"
+    return f"{s['mean']:.{digits}f} ± {s['ci_half_width']:.{digits}f}"
+
+
+def _group(records: Sequence[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
+# --------------------------------------------------------------------------- records
+def eval_fields(res: dict) -> dict[str, Any]:
+    """The numbers of an ``evaluate_cot_icl`` result that go into a record (accuracies, baselines)."""
+    out = {
+        k: res[k]
+        for k in ("answer_accuracy", "chain_accuracy", "count", "drop_k", "answer_parsed_rate")
+        if k in res
+    }
+    out.update({k: v for k, v in res.items() if k.startswith("baseline_")})
+    return out
+
+
+def compute_counts(folder: Path) -> dict[str, Any]:
+    """Tokens / FLOPs / memory from the last training log entry with compute counts, plus wall time."""
+    logs = [e for e in json.loads((folder / "log_history.json").read_text()) if "tokens_forwarded" in e]
+    last = logs[-1] if logs else {}
+    metrics = json.loads((folder / "train_metrics.json").read_text())
+    keys = ("tokens_forwarded", "flops_counted", "flops_student", "flops_teacher", "peak_memory_mb", "step")
+    out = {k: last.get(k) for k in keys}
+    out["wall_time_s"] = metrics.get("wall_time_s")
+    return out
+
+
+# --------------------------------------------------------------------------- markdown / files
+def md_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def parse_md_table(md: str, first_header: str) -> list[dict[str, str]]:
+    """The rows (header -> cell text) of the first markdown table whose first header cell matches."""
+    lines = md.splitlines()
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_header:
+            rows = []
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                rows.append(dict(zip(cells, (c.strip() for c in row.strip().strip("|").split("|")))))
+            return rows
+    raise ValueError(f"no table with first header {first_header!r}.")
+
+
+def parse_ci(cell: str) -> tuple[float, float | None]:
+    """``"0.412 ± 0.031"`` -> ``(0.412, 0.031)``; ``"0.412"`` -> ``(0.412, None)``."""
+    m = re.fullmatch(r"\s*(-?[\d.]+)(?:\s*±\s*([\d.]+))?\s*", cell)
+    if not m:
+        raise ValueError(f"not a 'mean ± half-width' cell: {cell!r}")
+    return float(m.group(1)), (float(m.group(2)) if m.group(2) else None)
+
+
+def _baseline_cells(records: Sequence[dict]) -> list[str]:
+    return [f"{records[0]['baseline_' + b]:.3f}" for b in BASELINES]
+
+
+def _best_baseline(records: Sequence[dict]) -> float:
+    return max(max(r["baseline_" + b] for b in BASELINES) for r in records)
+
+
+def _write(report_dir: Path, stem: str, md: str, data: dict[str, Any], plot: Callable[[Any], None]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    plot(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(report_dir / f"{stem}.png", dpi=110)
+    plt.close(fig)
+    text = json.dumps(_finite(data), indent=1, sort_keys=True, default=str, allow_nan=False)
+    (report_dir / f"{stem}.json").write_text(text + "\n")
+    path = report_dir / f"{stem}.md"
+    path.write_text(md)
+    return path
+
+
+def relative_paths(value: Any, root: Path) -> Any:
+    """Strings that are paths under ``root`` written relative to it (reports hold no machine paths)."""
+    if isinstance(value, dict):
+        return {k: relative_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, root) for v in value]
+    prefix = str(root).rstrip("/") + "/"
+    return value[len(prefix) :] if isinstance(value, str) and value.startswith(prefix) else value
+
+
+# name -> facts about the CPU-size design that bear on reading the results (appended to the statements).
+NOTES: dict[str, tuple[str, ...]] = {
+    "R1": (
+        "Design fact: in the N=3 M=1 C=2 family (the `make demo` tasks) the answer's single parent is drawn "
+        "uniformly from the 3 inputs and the 1 CoT token, so only 1/4 of the tasks route the answer through "
+        "the CoT; the N=3 M=2 C=3 family makes the answer depend on intermediate tokens far more often.",
+        "Multiple comparisons: cot vs standard is tested at every checkpoint (95% each, 3 seeds); an isolated "
+        "separated checkpoint can be chance, a run of consecutive ones is the signal to look for.",
+    ),
+    "R2": (
+        "Multiple comparisons: 10 alpha pairs x 5 drop levels, each at 95% with 3 seeds; isolated separated "
+        "pairs can be chance. The paper's setting (K=40, N, M, C in {3, 4}, models of 4-12 layers, far more "
+        "steps) is not this one: an absent effect here does not contradict it.",
+    ),
+    "R3": (
+        "Design fact: a sequence is 73 tokens (bos + 6 examples of 12); the eval query's answer sits near "
+        "position 70. A student trained at lead span x only ever sees positions < 73x (0.25: the first "
+        "example and a half), while evaluation needs the full context.",
+        "CE choice: CE stays on CoT + answer for every KD allocation (the grid isolates KD allocation); the "
+        "control table shows the paper's 'CE on the same sections as KD' for the CoT-only allocation, where the "
+        "CoT of these tasks does not contain the answer token.",
+    ),
+}
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe: non-finite floats (alpha = inf) become the strings "inf" / "-inf" / "nan"."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _header(meta: dict[str, Any]) -> str:
+    cmds = "\n".join(meta["commands"])
+    return (
+        f"# {meta['title']}\n\n{meta['setup']}\n\n"
+        f"Size: **{meta['size']}**; seeds {meta['seeds']}; {meta['eval_count']} eval tasks per model "
+        f"(greedy decoding, {meta.get('eval_note', 'drop-k 0')}). Wall time (training + evaluation) over "
+        f"{len(meta.get('invocations', [1]))} invocation(s) of the resumable run: "
+        f"{sum(i['wall_time_s'] for i in meta.get('invocations', [meta])):.0f} s; training wall time "
+        f"summed over the {meta.get('models_trained', '?')} models: {meta.get('train_wall_time_s_sum', 0):.0f} s "
+        f"({meta['threads']}, a 2-core machine shared with other jobs unless stated).\n\n"
+        "Intervals: mean ± half-width of the two-sided 95% Student-t interval over seeds "
+        "(n − 1 degrees of freedom); 'separated' means non-overlapping intervals.\n\n"
+        f"**What a seed varies.** {meta['seed_note']}\n\n"
+        f"## Commands\n\n```bash\n{cmds}\n```\n\n"
+    )
+
+
+def _statements(lines: Sequence[str]) -> str:
+    return "## What is and is not observed at this scale\n\n" + "".join(f"- {s}\n" for s in lines) + "\n"
+
+
+# --------------------------------------------------------------------------- R1
+def _first_clear(curve: Sequence[tuple[int, dict]], base: float) -> str:
+    """The first step whose interval lies above ``base`` ("never" if none)."""
+    return next((str(k) for k, s in curve if s["ci_low"] is not None and s["ci_low"] > base), "never")
+
+
+def write_r1(report_dir: Path, stem: str, records: list[dict], meta: dict[str, Any]) -> Path:
+    """R1: answer accuracy vs training step, standard vs cot per task family, mean ± CI over seeds."""
+    families = list(dict.fromkeys(r.get("family", "") for r in records))
+    strategies = sorted({r["strategy"] for r in records}, key=lambda s: (s != "standard", s))
+    steps = sorted({r["step"] for r in records})
+    groups = _group([r | {"family": r.get("family", "")} for r in records], ("family", "strategy", "step"))
+    order = lambda kv: (families.index(kv[0][0]), strategies.index(kv[0][1]), kv[0][2])  # noqa: E731
+    agg = [
+        {"family": fam, "strategy": st, "step": step}
+        | {k: summarize(r[k] for r in rs) for k in ("answer_accuracy", "chain_accuracy")}
+        | {f"baseline_{b}": rs[0][f"baseline_{b}"] for b in BASELINES}
+        for (fam, st, step), rs in sorted(groups.items(), key=order)
+    ]
+    head = ["task family", "strategy", "step", "seeds", "answer_accuracy", "std", "chain_accuracy"]
+    head += [f"baseline_{b}" for b in BASELINES]
+    rows = [
+        [a["family"], a["strategy"], a["step"], a["answer_accuracy"]["n"], fmt_ci(a["answer_accuracy"])]
+        + [f"{a['answer_accuracy']['std'] or 0:.3f}", fmt_ci(a["chain_accuracy"])]
+        + [f"{a[f'baseline_{b}']:.3f}" for b in BASELINES]
+        for a in agg
+    ]
+    at = {(a["family"], a["strategy"], a["step"]): a for a in agg}
+    statements = []
+    for fam in families:
+        curves = {
+            st: [(k, at[(fam, st, k)]["answer_accuracy"]) for k in steps if (fam, st, k) in at]
+            for st in strategies
+        }
+        base = max(
+            at[(fam, st, k)][f"baseline_{b}"] for st in strategies for k, _ in curves[st] for b in BASELINES
+        )
+        label = f"[{fam}] " if fam else ""
+        if {"standard", "cot"} <= set(strategies):
+            both = [k for k in steps if (fam, "cot", k) in at and (fam, "standard", k) in at]
+            sep = {
+                k: separated(
+                    at[(fam, "cot", k)]["answer_accuracy"], at[(fam, "standard", k)]["answer_accuracy"]
+                )
+                for k in both
+            }
+            up, down = [k for k in both if sep[k] == 1], [k for k in both if sep[k] == -1]
+            ups = (
+                f"cot above standard (separated) at steps {up}"
+                if up
+                else "cot never separated above standard"
+            )
+            downs = f"cot BELOW standard (separated) at steps {down}" if down else "never separated below it"
+            statements.append(
+                f"{label}cot vs standard answer accuracy over {len(both)} checkpoints: {ups}; {downs}; "
+                f"intervals overlap at the other {len(both) - len(up) - len(down)}."
+            )
+        firsts = {st: _first_clear(curves[st], base) for st in strategies}
+        if all(f == str(steps[0]) for f in firsts.values()):
+            statements.append(
+                f"{label}every curve is already clear of the chance baseline at the first checkpoint (step "
+                f"{steps[0]}): the transition happens before it, and its speed is not resolved here."
+            )
+        for st in strategies:
+            final = curves[st][-1][1]
+            statements.append(
+                f"{label}{st}: final {fmt_ci(final)}, peak mean {max(s['mean'] for _, s in curves[st]):.3f}; "
+                f"first checkpoint clear of the best chance baseline ({base:.3f}): step {_first_clear(curves[st], base)}."
+            )
+    statements += meta.get("notes", [])
+    md = _header(meta) + "## Answer accuracy vs training steps\n\n" + md_table(head, rows) + "\n"
+    md += f"![answer accuracy vs steps]({stem}.png)\n\n" + _statements(statements)
+
+    def plot(ax: Any) -> None:
+        for fi, fam in enumerate(families):
+            for st in strategies:
+                pts = [(k, at[(fam, st, k)]["answer_accuracy"]) for k in steps if (fam, st, k) in at]
+                xs, lo, hi = [k for k, _ in pts], [], []
+                for _, s in pts:
+                    lo.append(s["ci_low"] if s["ci_low"] is not None else s["mean"])
+                    hi.append(s["ci_high"] if s["ci_high"] is not None else s["mean"])
+                style = ("-", "--", ":", "-.")[fi % 4]
+                ax.plot(
+                    xs, [s["mean"] for _, s in pts], ls=style, marker="o", ms=3, label=f"{st} {fam}".strip()
+                )
+                ax.fill_between(xs, lo, hi, alpha=0.15, color=ax.lines[-1].get_color())
+        for fi, fam in enumerate(families):
+            base = _best_baseline([r for r in records if r.get("family", "") == fam])
+            style = ("-", "--", ":", "-.")[fi % 4]
+            ax.axhline(
+                base, ls=style, color="grey", lw=1, label=f"best chance baseline {fam} ({base:.3f})".strip()
+            )
+        ax.set_xlabel("training step")
+        ax.set_ylabel("answer accuracy (greedy; mean, 95% CI band)")
+        ax.set_title(textwrap.fill(meta["title"], 80), fontsize=8)
+
+    data = {"meta": meta, "records": records, "aggregates": agg, "statements": statements}
+    return _write(report_dir, stem, md, data, plot)
+
+
+# --------------------------------------------------------------------------- R2
+def write_r2(report_dir: Path, stem: str, records: list[dict], meta: dict[str, Any]) -> Path:
+    """R2: answer accuracy per alpha and drop-k level, mean ± CI over seeds."""
+    alphas = sorted({r["alpha"] for r in records})
+    drops = sorted({r["drop_k"] for r in records})
+    groups = _group(records, ("alpha", "drop_k"))
+    agg = [
+        {
+            "alpha": a,
+            "drop_k": k,
+            "drop_fraction": groups[(a, k)][0]["drop_fraction"],
+            "answer_accuracy": summarize(r["answer_accuracy"] for r in groups[(a, k)]),
+        }
+        for a in alphas
+        for k in drops
+        if (a, k) in groups
+    ]
+    at = {(g["alpha"], g["drop_k"]): g["answer_accuracy"] for g in agg}
+    n_ctx = records[0]["n_context"]
+    head = ["alpha", "mean CoT share"] + [f"drop {k}/{n_ctx}" for k in drops] + ["seeds"]
+    head += [f"baseline_{b}" for b in BASELINES]
+    rows = []
+    for a in alphas:
+        share = "1" if a == 0 else ("0" if math.isinf(a) else f"{1 / (a + 1):.2f}")
+        rs = [r for r in records if r["alpha"] == a]
+        rows.append(
+            [_alpha_str(a), share]
+            + [fmt_ci(at[(a, k)]) if (a, k) in at else "" for k in drops]
+            + [at[(a, drops[0])]["n"]]
+            + _baseline_cells(rs)
+        )
+    statements = []
+    for k in drops:
+        pairs = [
+            f"alpha={_alpha_str(a)} > alpha={_alpha_str(b)}"
+            for a in alphas
+            for b in alphas
+            if a != b and (a, k) in at and (b, k) in at and separated(at[(a, k)], at[(b, k)]) == 1
+        ]
+        statements.append(f"drop {k}/{n_ctx}: separated pairs: {'; '.join(pairs) or 'none'}.")
+    for k in (drops[0], drops[-1]):
+        best = max(alphas, key=lambda a: at[(a, k)]["mean"])
+        beaten = [a for a in alphas if a != best and separated(at[(best, k)], at[(a, k)]) == 1]
+        statements.append(
+            f"drop {k}/{n_ctx}: best mean at alpha={_alpha_str(best)} ({fmt_ci(at[(best, k)])}); "
+            + (
+                f"separated from alpha={', '.join(_alpha_str(a) for a in beaten)}."
+                if beaten
+                else "its interval overlaps every other alpha's: no separation."
+            )
+        )
+    if 0.0 in alphas and math.inf in alphas:
+        lo, hi = at[(0.0, drops[-1])], at[(math.inf, drops[-1])]
+        verdict = {-1: "lower (separated)", 1: "higher (separated)"}.get(separated(lo, hi), "not separated")
+        statements.append(
+            f"Paper's claim 'too much CoT in training hurts when the context shows no CoT': alpha=0 "
+            f"(all CoT) at drop {drops[-1]}/{n_ctx} is {fmt_ci(lo)} vs alpha=inf (no CoT) {fmt_ci(hi)}: "
+            f"{verdict}."
+        )
+        d0 = separated(at[(0.0, drops[0])], at[(math.inf, drops[0])])
+        statements.append(
+            f"With full CoT context (drop 0): alpha=0 {fmt_ci(at[(0.0, drops[0])])} vs alpha=inf "
+            f"{fmt_ci(at[(math.inf, drops[0])])}: "
+            + {1: "alpha=0 higher (separated).", -1: "alpha=0 lower (separated)."}.get(d0, "not separated.")
+        )
+    base = _best_baseline(records)
+    clear = [a for a in alphas if all((at[(a, k)]["ci_low"] or -1) > base for k in drops)]
+    statements.append(
+        f"Best chance baseline {base:.3f}; alphas whose interval is clear of it at every drop level: "
+        + (", ".join(_alpha_str(a) for a in clear) or "none")
+        + "."
+    )
+    statements += meta.get("notes", [])
+    md = _header(meta) + "## Answer accuracy by alpha and drop level\n\n" + md_table(head, rows) + "\n"
+    md += f"![accuracy vs drop level]({stem}.png)\n\n" + _statements(statements)
+
+    def plot(ax: Any) -> None:
+        for i, a in enumerate(alphas):
+            pts = [(k / n_ctx, at[(a, k)]) for k in drops if (a, k) in at]
+            xs = [x + 0.01 * (i - (len(alphas) - 1) / 2) for x, _ in pts]  # dodge the error bars
+            err = [s["ci_half_width"] or 0.0 for _, s in pts]
+            ax.errorbar(
+                xs,
+                [s["mean"] for _, s in pts],
+                yerr=err,
+                marker="o",
+                capsize=3,
+                label=f"alpha={_alpha_str(a)}",
+            )
+        ax.axhline(base, ls="--", color="grey", lw=1, label="best chance baseline")
+        ax.set_xlabel(f"fraction of the {n_ctx} context examples with their CoT dropped")
+        ax.set_ylabel("answer accuracy (mean, 95% CI)")
+        ax.set_title(textwrap.fill(meta["title"], 80), fontsize=8)
+
+    data = {"meta": meta, "records": records, "aggregates": agg, "statements": statements}
+    return _write(report_dir, stem, md, data, plot)
+
+
+def _alpha_str(a: float) -> str:
+    return "inf" if math.isinf(a) else f"{a:g}"
+
+
+# --------------------------------------------------------------------------- R3
+def write_r3(report_dir: Path, stem: str, records: list[dict], meta: dict[str, Any]) -> Path:
+    """R3: quality retained (student / teacher accuracy) vs compute per KD allocation and lead span."""
+    main = [r for r in records if r["group"] == "main"]
+    control = [r for r in records if r["group"] != "main"]
+    allocs = list(dict.fromkeys(r["allocation"] for r in main))
+    lsps = sorted({r["lsp"] for r in main})
+    has_quality = all(r.get("quality_retained") is not None for r in main)
+    agg = []
+    for (alloc, lsp), rs in _group(main, ("allocation", "lsp")).items():
+        full = [r for r in main if r["allocation"] == alloc and r["lsp"] == max(lsps)]
+        full_flops = sum(r["flops_counted"] for r in full) / len(full)
+        entry = {"allocation": alloc, "lsp": lsp, "n": len(rs)}
+        for key in (
+            "answer_accuracy",
+            "quality_retained",
+            "flops_counted",
+            "tokens_forwarded",
+            "answer_parsed_rate",
+        ):
+            if all(r.get(key) is not None for r in rs):
+                entry[key] = summarize(r[key] for r in rs)
+        entry["flops_vs_full"] = entry["flops_counted"]["mean"] / full_flops
+        agg.append(entry)
+    agg.sort(key=lambda e: (allocs.index(e["allocation"]), e["lsp"]))
+    at = {(e["allocation"], e["lsp"]): e for e in agg}
+    head = ["KD allocation", "lead span", "seeds", "answer_accuracy", "quality_retained", "answer_parsed"]
+    head += ["best_chance_baseline", "tokens_forwarded", "flops_counted", "flops_vs_full"]
+    has_base = all("baseline_uniform" in r for r in main)
+    rows = [
+        [e["allocation"], f"{e['lsp']:g}", e["n"]]
+        + [fmt_ci(e[k]) if k in e else "n/a" for k in ("answer_accuracy", "quality_retained")]
+        + [f"{e['answer_parsed_rate']['mean']:.3f}" if "answer_parsed_rate" in e else "n/a"]
+        + [f"{_best_baseline(main):.3f}" if has_base else "n/a"]
+        + [
+            f"{e['tokens_forwarded']['mean']:,.0f}",
+            f"{e['flops_counted']['mean']:.3e}",
+            f"{e['flops_vs_full']:.2f}",
+        ]
+        for e in agg
+    ]
+    teacher = meta.get("teacher") or {}
+    md = _header(meta)
+    if teacher:
+        md += (
+            f"Teacher answer accuracy {teacher['answer_accuracy']:.3f} on the same {teacher.get('count', '?')} eval "
+            "tasks (chance baselines: "
+            + ", ".join(f"{b} {teacher['baseline_' + b]:.3f}" for b in BASELINES)
+            + f"; answer parsed in {teacher.get('answer_parsed_rate', float('nan')):.3f} of its generations). "
+            "quality_retained = student / teacher answer accuracy; its interval covers the student seeds only "
+            "(the one teacher's own sampling error on the eval tasks is not in it). answer_parsed = share of "
+            "generations in which the parser finds an answer token at all.\n\n"
+        )
+    md += "## Quality retained vs compute\n\n" + md_table(head, rows) + "\n"
+    if control:
+        c_rows = []
+        for (alloc, ce), rs in _group(control, ("allocation", "ce_sections")).items():
+            s = summarize(r["answer_accuracy"] for r in rs)
+            q = summarize(r["quality_retained"] for r in rs) if has_quality else None
+            parsed = [r["answer_parsed_rate"] for r in rs if r.get("answer_parsed_rate") is not None]
+            c_rows.append(
+                [alloc, ce, f"{rs[0]['lsp']:g}", len(rs), fmt_ci(s), fmt_ci(q) if q else "n/a"]
+                + [f"{sum(parsed) / len(parsed):.3f}" if parsed else "n/a"]
+            )
+        md += "### Control: CE on the same sections as KD\n\n"
+        md += (
+            md_table(
+                ["KD allocation", "CE sections", "lead span", "seeds", "answer_accuracy", "quality_retained"]
+                + ["answer_parsed"],
+                c_rows,
+            )
+            + "\n"
+        )
+    statements = []
+    if has_quality:
+        for alloc in allocs:
+            curve = ", ".join(
+                f"{x:g}: {at[(alloc, x)]['quality_retained']['mean']:.2f}" for x in lsps if (alloc, x) in at
+            )
+            statements.append(
+                f"{alloc}: quality retained by lead span ({curve}) (paper, math at 0.5: about 0.91)."
+            )
+        if has_base:
+            base = _best_baseline(main)
+            chance = [e for e in agg if (e["answer_accuracy"]["ci_low"] or 0.0) <= base]
+            cells = "; ".join(f"{e['allocation']} at {e['lsp']:g}" for e in chance) or "none"
+            statements.append(
+                f"Not clear of the best chance baseline {base:.3f} (interval reaches it): {cells}."
+            )
+            fmt = [e for e in agg if "answer_parsed_rate" in e and e["answer_parsed_rate"]["mean"] < 0.5]
+            if fmt:
+                statements.append(
+                    "An answer is parsed in under half of the generations (a format failure, not a wrong guess) "
+                    "for: " + "; ".join(f"{e['allocation']} at {e['lsp']:g}" for e in fmt) + "."
+                )
+        for alloc in allocs:
+            full, half = at.get((alloc, max(lsps))), at.get((alloc, 0.5))
+            if full and half:
+                verdict = {1: "higher (separated)", -1: "lower (separated)"}.get(
+                    separated(half["quality_retained"], full["quality_retained"]), "not separated"
+                )
+                statements.append(
+                    f"{alloc}: lead span 0.5 keeps {fmt_ci(half['quality_retained'])} of the teacher's accuracy "
+                    f"at {half['flops_vs_full']:.2f}x the counted FLOPs of full sequences "
+                    f"({fmt_ci(full['quality_retained'])}); vs full sequences: {verdict}."
+                )
+        ref = max(lsps)
+        best = max(allocs, key=lambda a: at[(a, ref)]["quality_retained"]["mean"])
+        others = [a for a in allocs if a != best]
+        sep = [
+            a
+            for a in others
+            if separated(at[(best, ref)]["quality_retained"], at[(a, ref)]["quality_retained"]) == 1
+        ]
+        statements.append(
+            f"Full sequences: best KD allocation {best} ({fmt_ci(at[(best, ref)]['quality_retained'])} retained); "
+            + (f"separated from {', '.join(sep)}." if sep else "no separation from the other allocations.")
+        )
+    else:
+        statements.append(
+            "Quality retained is undefined here (not evaluated at this size, or the teacher scores 0): "
+            "compute only."
+        )
+    statements += meta.get("notes", [])
+    md += f"![quality retained vs compute]({stem}.png)\n\n" + _statements(statements)
+
+    def plot(ax: Any) -> None:
+        ykey = "quality_retained" if has_quality else "tokens_forwarded"
+        for alloc in allocs:
+            es = [at[(alloc, x)] for x in lsps if (alloc, x) in at]
+            ax.errorbar(
+                [e["flops_vs_full"] for e in es],
+                [e[ykey]["mean"] for e in es],
+                yerr=[e[ykey]["ci_half_width"] or 0.0 for e in es],
+                marker="o",
+                capsize=3,
+                label=f"KD on {alloc}",
+            )
+        if has_quality and teacher:
+            base = max(teacher["baseline_" + b] for b in BASELINES) / teacher["answer_accuracy"]
+            ax.axhline(base, ls="--", color="grey", lw=1, label="best chance baseline / teacher")
+            ax.axhline(1.0, ls=":", color="black", lw=1, label="teacher")
+        ax.set_xlabel("counted FLOPs relative to full sequences (lead span 1.0)")
+        ax.set_ylabel("quality retained (student / teacher accuracy)" if has_quality else ykey)
+        ax.set_title(textwrap.fill(meta["title"], 80), fontsize=8)
+
+    data = {"meta": meta, "records": records, "aggregates": agg, "statements": statements}
+    return _write(report_dir, stem, md, data, plot)

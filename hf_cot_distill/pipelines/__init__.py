@@ -1,0 +1,1 @@
+"""Pipelines: recipe parsing and the train / compress / evaluate / sweep runs as functions (the CLI calls them)."""
