@@ -160,20 +160,22 @@ def dump(profile: dict[str, Any]) -> str:
 
 def table(profile: dict[str, Any]) -> str:
     """Markdown table: one row per layout."""
-    head = (
-        "| layout | traces | prompt % | CoT % | answer % | total p50 | p90 | p99 | max "
-        "| prompt p50 | CoT p50 | CoT p90 | answer p50 | CoT share p50 |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-    )
+    from hf_cot_distill.core.tables import markdown_table
+
+    head = ["layout", "traces", "prompt %", "CoT %", "answer %", "total p50", "p90", "p99", "max"]
+    head += ["prompt p50", "CoT p50", "CoT p90", "answer p50", "CoT share p50"]
     rows = []
     for layout, s in profile["layouts"].items():
         share, pct = s["section_token_share"], s["percentiles"]
         rows.append(
-            f"| {layout} | {s['n_traces']} | {100 * share['prompt']:.1f} | {100 * share['cot']:.1f} "
-            f"| {100 * share['answer']:.1f} | {pct['total']['p50']:.0f} | {pct['total']['p90']:.0f} "
-            f"| {pct['total']['p99']:.0f} | {pct['total']['max']:.0f} | {pct['prompt']['p50']:.0f} "
-            f"| {pct['cot']['p50']:.0f} | {pct['cot']['p90']:.0f} | {pct['answer']['p50']:.0f} "
-            f"| {s['cot_fraction_percentiles']['p50']:.2f} |"
+            [layout, s["n_traces"]]
+            + [f"{100 * share[k]:.1f}" for k in ("prompt", "cot", "answer")]
+            + [f"{pct['total'][q]:.0f}" for q in ("p50", "p90", "p99", "max")]
+            + [
+                f"{pct[k][q]:.0f}"
+                for k, q in (("prompt", "p50"), ("cot", "p50"), ("cot", "p90"), ("answer", "p50"))
+            ]
+            + [f"{s['cot_fraction_percentiles']['p50']:.2f}"]
         )
     by_source = []
     for src, s in profile["layouts"]["messages"]["by_source"].items():
@@ -183,7 +185,7 @@ def table(profile: dict[str, Any]) -> str:
             f"{100 * share['cot']:.1f}% / {100 * share['answer']:.1f}% of tokens; mean {mean['total']:.0f} "
             f"tokens (prompt {mean['prompt']:.0f}, CoT {mean['cot']:.0f}, answer {mean['answer']:.0f})"
         )
-    return head + "\n".join(rows) + "\n\n" + "\n".join(by_source) + "\n"
+    return markdown_table(head, rows) + "\n" + "\n".join(by_source) + "\n"
 
 
 def main() -> None:

@@ -150,6 +150,8 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.steps, args.out)
         return
+    from hf_cot_distill.core.tables import markdown_table
+
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as out:
@@ -166,11 +168,9 @@ def main() -> None:
     print(
         f"B6: SectionKDTrainer, 2 CPU processes (gloo), {args.steps} steps, 1 x {SEQ} tokens per rank, fp32"
     )
-    print(
-        "| variant | model states / rank (params + grads + optimizer) | peak RSS / rank | step time"
-        " | vs DDP (states / RSS / time) | first losses |"
-    )
-    print("|---|---|---|---|---|---|")
+    head = ["variant", "model states / rank (params + grads + optimizer)", "peak RSS / rank", "step time"]
+    head += ["vs DDP (states / RSS / time)", "first losses"]
+    rows = []
     base = results.get("ddp")
     for variant, ranks in results.items():
         state = max(r["state_total"] for r in ranks)
@@ -184,10 +184,11 @@ def main() -> None:
             ratio = f"{state / b_state:.2f}x / {rss / b_rss:.2f}x / {step / b_step:.2f}x"
         parts = ranks[0]
         detail = f"{parts['state_params'] / 2**20:.0f} + {parts['state_grads'] / 2**20:.0f} + {parts['state_optimizer'] / 2**20:.0f} MiB"
-        print(
-            f"| {variant} | {state / 2**20:.0f} MiB ({detail}) | {rss / 2**30:.2f} GiB | {step:.2f} s | {ratio} |"
-            f" {', '.join(f'{x:.4f}' for x in ranks[0]['losses'][:3])} |"
+        rows.append(
+            [variant, f"{state / 2**20:.0f} MiB ({detail})", f"{rss / 2**30:.2f} GiB", f"{step:.2f} s", ratio]
+            + [", ".join(f"{x:.4f}" for x in ranks[0]["losses"][:3])]
         )
+    print(markdown_table(head, rows), end="")
 
 
 if __name__ == "__main__":

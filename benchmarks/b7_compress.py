@@ -101,6 +101,8 @@ def main() -> None:
     a = parser.parse_args()
     import torch
 
+    from hf_cot_distill.core.tables import markdown_table
+
     torch.set_num_threads(a.threads)
     ensure_assets()
     out = Path(a.out)
@@ -135,18 +137,20 @@ def main() -> None:
         f"{a.calibration} calibration / {a.eval_rows} held-out traces, generation {a.new_tokens} new tokens, "
         f"median of {a.repeats} (compress runs took {compress_s:.0f} s)"
     )
-    print(
-        "| variant | parameters | weights on disk | held-out CE (nats/token) | batch-1 latency | batch-8 throughput |"
-    )
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['variant']} | {r['parameters'] / 1e6:.1f}M ({r['parameters'] / base['parameters']:.2f}x) | "
-            f"{r['size_bytes'] / 2**20:.1f} MiB ({r['size_bytes'] / base['size_bytes']:.2f}x) | "
-            f"{r['heldout_ce']:.3f} ({r['heldout_ce'] - base['heldout_ce']:+.3f}) | "
-            f"{r['latency_ms_per_token']:.1f} ms/token ({r['latency_ms_per_token'] / base['latency_ms_per_token']:.2f}x) | "
-            f"{r['throughput_tok_s_b8']:.1f} tokens/s ({r['throughput_tok_s_b8'] / base['throughput_tok_s_b8']:.2f}x) |"
-        )
+    head = ["variant", "parameters", "weights on disk", "held-out CE (nats/token)", "batch-1 latency"]
+    head += ["batch-8 throughput"]
+    cells = [
+        [
+            r["variant"],
+            f"{r['parameters'] / 1e6:.1f}M ({r['parameters'] / base['parameters']:.2f}x)",
+            f"{r['size_bytes'] / 2**20:.1f} MiB ({r['size_bytes'] / base['size_bytes']:.2f}x)",
+            f"{r['heldout_ce']:.3f} ({r['heldout_ce'] - base['heldout_ce']:+.3f})",
+            f"{r['latency_ms_per_token']:.1f} ms/token ({r['latency_ms_per_token'] / base['latency_ms_per_token']:.2f}x)",
+            f"{r['throughput_tok_s_b8']:.1f} tokens/s ({r['throughput_tok_s_b8'] / base['throughput_tok_s_b8']:.2f}x)",
+        ]
+        for r in rows
+    ]
+    print(markdown_table(head, cells), end="")
     (out / "b7_results.json").write_text(json.dumps(rows, indent=2))
 
 

@@ -10,6 +10,7 @@ import torch
 from huggingface_hub import DatasetCard, ModelCard
 
 from hf_cot_distill.data import CoTICLConfig
+from hf_cot_distill.data.synthetic.symbolic import SymbolicConfig
 from hf_cot_distill.hub.cards import (
     dataset_card_for_repo,
     render_model_card,
@@ -310,3 +311,29 @@ def test_backticks_in_settings_keep_their_code_span():
     assert "| `chat_template_note` | `` use `{{ x }}` `` |" in lines
     assert "| `plain` | `1` |" in lines
     assert "| `policy` | ``` lead``span ``` |" in lines
+
+
+def test_model_names_with_backticks_and_values_with_line_breaks_stay_in_their_cell():
+    card = render_model_card(
+        model_name="m",
+        base_model="org/base`v2",
+        teacher="org/teacher",
+        recipe={"chat_template": "{{ a }}\n{{ b|trim }}"},
+    )
+    lines = card.text.splitlines()
+    assert "| teacher | `org/teacher` |" in lines
+    assert "| student (initialised from) | `` org/base`v2 `` |" in lines
+    assert r"| `chat_template` | `{{ a }} {{ b\|trim }}` |" in lines  # one row, pipe escaped
+    assert card.data.to_dict()["hf_cot_distill"]["recipe"]["chat_template"] == "{{ a }}\n{{ b|trim }}"
+
+
+def test_dataset_card_settings_are_escaped_code_cells(tmp_path):
+    config = SymbolicConfig(think_header="### Why | how", answer_header="`A`", num_tasks=3, num_eval_tasks=1)
+    write_dataset_readme(tmp_path, "sym", config, {"train": 3, "eval": 1})
+    card = DatasetCard.load(tmp_path / "README.md")
+    lines = card.text.splitlines()
+    assert "| `word_length` | `8` |" in lines
+    assert r"| `think_header` | `### Why \| how` |" in lines
+    assert "| `answer_header` | `` `A` `` |" in lines
+    fields = card.data.to_dict()["hf_cot_distill"]["generator_configs"][0]["fields"]
+    assert fields["think_header"] == "### Why | how"  # the YAML keeps the raw value

@@ -129,20 +129,24 @@ def test_encoder_to_collator_end_to_end() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"pad_token_id": None}, r"pad_token_id: None .*fix: pass tokenizer.eos_token_id"),
-        ({"pad_token_id": -1}, r"pad_token_id: -1; fix: an int >= 0"),
-        ({"pad_token_id": 1.5}, r"pad_token_id: 1.5; fix: an int >= 0"),
+        ({"pad_token_id": None}, r"pad_token_id=None: .*fix: pass tokenizer.eos_token_id"),
+        ({"pad_token_id": -1}, r"pad_token_id=-1: must be an int >= 0; fix: pass an int >= 0"),
+        ({"pad_token_id": 1.5}, r"pad_token_id=1.5: must be an int >= 0; fix: pass an int >= 0"),
         (
             {"truncation": "keep_first"},
             r"truncation: 'keep_first' is not a truncation policy.*KeepFirst\(4096\)",
         ),
         ({"truncation": 0.5}, r"truncation: 0.5 is not a truncation policy.*LeadSpanProportion\(0.5\)"),
         ({"supervision": "cot"}, r"supervision: 'cot' is not a SupervisionPolicy.*from_preset\('cot'\)"),
-        ({"padding_free": "no"}, r"padding_free: 'no' is not a bool; fix: True or False"),
-        ({"return_accounting": 1}, r"return_accounting: 1 is not a bool"),
-        ({"default_kd_temperature": -1}, r"default_kd_temperature: -1; fix: a finite number > 0"),
-        ({"default_kd_temperature": float("inf")}, r"default_kd_temperature: inf"),
-        ({"pad_to_multiple_of": True}, r"pad_to_multiple_of: True"),
+        ({"padding_free": "no"}, r"padding_free='no': must be true or false; fix: pass true or false"),
+        ({"return_accounting": 1}, r"return_accounting=1: must be true or false"),
+        (
+            {"default_kd_temperature": -1},
+            r"default_kd_temperature=-1: must be a finite number > 0.0; fix: e.g. 1.0",
+        ),
+        ({"default_kd_temperature": float("inf")}, r"default_kd_temperature=inf: "),
+        ({"pad_to_multiple_of": True}, r"pad_to_multiple_of=True: must be an int >= 1"),
+        ({"padding_side": "middle"}, r"padding_side='middle': must be one of 'right', 'left'"),
     ],
 )
 def test_bad_settings_are_refused_at_construction(kwargs: dict, match: str) -> None:

@@ -155,7 +155,7 @@ def readme_tiny(tmp_path_factory) -> Path:
 
 def test_compress_arguments_check_keep_counts_and_quantize_ignore():
     for name in ("prune_kv_heads_keep", "prune_q_heads_per_kv_keep"):
-        with pytest.raises(ValueError, match=f"{name}=0: keep at least 1"):
+        with pytest.raises(ValueError, match=f"{name}=0: must be an int >= 1; fix: keep at least 1"):
             CompressArguments(prune=True, **{name: 0})
     with pytest.raises(ValueError, match=r"quantize_ignore: 're:\(' is not"):
         CompressArguments(quantize_bits=8, quantize_ignore=["re:("])

@@ -7,8 +7,9 @@ import json
 import pytest
 import yaml
 
+from hf_cot_distill.core.tables import parse_markdown_table
 from hf_cot_distill.experiments.demo import VARIANTS, run_demo
-from hf_cot_distill.experiments.demo_report import parse_report_table
+from hf_cot_distill.experiments.demo_report import TABLE_COLUMNS
 
 NAMES = [v.name for v in VARIANTS]
 
@@ -30,7 +31,8 @@ def test_report_table_matches_json(demo):
     out, report = demo
     assert report == out / "REPORT.md"
     data = json.loads((out / "report.json").read_text())
-    rows = parse_report_table(report.read_text())
+    rows = parse_markdown_table(report.read_text(), TABLE_COLUMNS[0])
+    assert all(list(r) == list(TABLE_COLUMNS) for r in rows)
     assert [r["variant"] for r in rows] == NAMES == [v["variant"] for v in data["variants"]]
     for row, rec in zip(rows, data["variants"]):
         assert float(row["answer_accuracy"]) == pytest.approx(rec["answer_accuracy"], abs=6e-4)

@@ -151,7 +151,9 @@ def test_token_coverage_reads_section_counts_rows_and_refuses_other_widths():
 
 @pytest.mark.parametrize("n_usable", [0, -3, 2.5, True])
 def test_chance_baselines_refuses_a_bad_n_usable(n_usable):
-    with pytest.raises(ValueError, match=f"n_usable: got {n_usable!r}; use the number of token ids"):
+    with pytest.raises(
+        ValueError, match=f"n_usable={n_usable!r}: must be an int >= 1; fix: pass the number of token ids"
+    ):
         chance_baselines([1], [[1]], n_usable=n_usable)
     assert chance_baselines([1], [[1]], n_usable=np.int64(4))["uniform"] == 0.25
 

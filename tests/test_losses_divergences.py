@@ -1,4 +1,5 @@
-"""Divergences as pure functions: float64 naive references (values and gradients), limits, errors, reductions."""
+"""Divergences as pure functions: float64 naive references (values and gradients), limits, errors,
+reductions; and each entry's analytic in-place gradient tied to autograd through its own rows."""
 
 from __future__ import annotations
 
@@ -319,3 +320,95 @@ def test_non_numbers_are_refused(kwargs: dict, match: str) -> None:
     s, t = _logits(2, 5)
     with pytest.raises(ValueError, match=match):
         divergence_loss(s, t, **kwargs)
+
+
+# ---- the two forms of each divergence, tied ----------------------------------------------
+# Each registry entry holds its value (``rows``, autograd) and the same value with its analytic
+# student gradient (``rows_and_grad``, in place, for the fused pass). Every entry, at every
+# kind of parameter (the endpoints included), must agree with autograd through its own ``rows``.
+
+FORM_CASES = [
+    (name, param)
+    for name, entry in DIVERGENCES.items()
+    for param in {"beta": [0.0, 0.1, 0.5, 0.9, 1.0], "alpha": [0.0, 0.1, 0.5, 0.9], None: [0.0]}[
+        entry.param_name
+    ]
+]
+
+# The endpoints: parameters at which an entry is exactly a plain KL (and computed as one).
+PLAIN_AT = {
+    ("jsd", 0.0): "forward_kl",
+    ("jsd", 1.0): "reverse_kl",
+    ("skew_kl", 0.0): "forward_kl",
+    ("skew_reverse_kl", 0.0): "reverse_kl",
+}
+
+
+def _both_forms(
+    name: str, param: float, z: torch.Tensor, tz: torch.Tensor, w: torch.Tensor
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``(rows, d(w . rows)/dz)`` by autograd through ``rows`` and by ``rows_and_grad``, checking
+    the in-place contract on the way (``lq`` untouched; ``grad``, ``free`` distinct given buffers)."""
+    entry = DIVERGENCES[name]
+    z = z.detach().requires_grad_()
+    rows = entry.rows(torch.log_softmax(z, -1), torch.log_softmax(tz, -1), param)
+    (grad,) = torch.autograd.grad((rows * w).sum(), z)
+
+    lq = torch.log_softmax(z.detach(), -1)
+    lq_before, lp = lq.clone(), torch.log_softmax(tz, -1)
+    scratch = [torch.full_like(lq, float("nan")) for _ in range(entry.n_scratch)]  # garbage in
+    got_rows, got_grad, free = entry.rows_and_grad(lq, lp, scratch, param)
+    assert torch.equal(lq, lq_before), "rows_and_grad wrote to lq"
+    given = [lp, *scratch]
+    assert any(got_grad is b for b in given) and any(free is b for b in given) and got_grad is not free
+    return (rows.detach(), grad), (got_rows, got_grad * w.unsqueeze(-1))
+
+
+@pytest.mark.parametrize(("name", "param"), FORM_CASES)
+@pytest.mark.parametrize("temperature", [0.25, 1.0, 2.5])
+@pytest.mark.parametrize("shape", [(7, 13), (3, 1), (1, 64)], ids=["7x13", "V=1", "1x64"])
+def test_analytic_gradient_is_autograd_of_the_rows(
+    name: str, param: float, temperature: float, shape: tuple[int, int]
+) -> None:
+    s, t = _logits(*shape, seed=shape[1], scale=4.0)
+    w = torch.rand(shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(2)) + 0.5
+    (rows, grad), (got_rows, got_grad) = _both_forms(name, param, s / temperature, t / temperature, w)
+    torch.testing.assert_close(got_rows, rows, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(got_grad, grad, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("side", ["teacher", "student", "both"])
+@pytest.mark.parametrize(("name", "param"), FORM_CASES)
+def test_forms_agree_where_logits_are_masked(side: str, name: str, param: float) -> None:
+    # The fused pass runs rows_and_grad on finite logits only (a -inf bias sends it through
+    # autograd of rows): with -1e4 for the mask (probability exactly 0 in float64, log-prob
+    # finite) it must give what autograd through rows gives at -inf, wherever that is finite.
+    s, t = _logits(3, 11, seed=4)
+    temperature = 2.5
+    plain = PLAIN_AT.get((name, param), name)
+    infinite = (side, plain) in {("teacher", "reverse_kl"), ("student", "forward_kl")}
+    masked = {k: side in (k, "both") for k in ("student", "teacher")}
+    w = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    z_inf, t_inf, z_fin, t_fin = (
+        (_masked(x, fill).detach() if masked[who] else x) / temperature
+        for fill in (float("-inf"), -1e4)
+        for who, x in (("student", s), ("teacher", t))
+    )
+    (rows, grad), _ = _both_forms(name, param, z_inf, t_inf, w)
+    if infinite:  # mass where the other side has none, weighed by the log-ratio: the true +inf
+        assert torch.isposinf(rows).all(), rows
+        return
+    _, (got_rows, got_grad) = _both_forms(name, param, z_fin, t_fin, w)
+    assert torch.isfinite(rows).all() and torch.isfinite(got_grad).all()
+    torch.testing.assert_close(got_rows, rows, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_grad, grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("name", "param"), sorted(PLAIN_AT))
+def test_endpoints_are_computed_as_the_plain_kl_in_both_forms(name: str, param: float) -> None:
+    s, t = _logits(5, 23, seed=7)
+    w = torch.ones(5, dtype=torch.float64)
+    at_endpoint = _both_forms(name, param, s, t, w)
+    plain = _both_forms(PLAIN_AT[name, param], 0.0, s, t, w)
+    for a, b in zip(at_endpoint, plain):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

@@ -101,7 +101,7 @@ def test_drop_modes_choose_the_right_examples():
     assert set(r1.tolist()) <= {0, 2, 3, 4} and len(r1) == 3
     with pytest.raises(ValueError, match="drop_k=5"):
         select_drop_examples(flags, 5, "first_k")
-    with pytest.raises(ValueError, match="drop mode"):
+    with pytest.raises(ValueError, match="drop_mode"):
         select_drop_examples(flags, 1, "middle_k")
 
 

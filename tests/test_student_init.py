@@ -115,12 +115,12 @@ def test_from_folder_to_folder_with_tokenizer(teacher, tmp_path: Path):
     ("layers", "error", "match"),
     [
         ([], ValueError, "empty"),
-        ([0, 5], ValueError, r"index 5 is out of range .* 5 decoder layers.*\[0, 4\]"),
-        ([-1], ValueError, "negative indices are not accepted"),
+        ([0, 5], ValueError, r"layers\[1\]=5: must be an int >= 0 and <= 4; .* 5 decoder layers.*\[0, 4\]"),
+        ([-1], ValueError, "negative ones are not accepted"),
         ([0, 2, 2], ValueError, "strictly increasing"),
         ([3, 1], ValueError, r"strictly increasing.*fix: e.g. \[1, 3\]"),
-        ([0, 1.0], TypeError, "not an int"),
-        ([True], TypeError, "not an int"),
+        ([0, 1.0], TypeError, r"layers\[1\]=1.0: must be an int"),
+        ([True], TypeError, r"layers\[0\]=True: must be an int"),
         ("0,1", TypeError, "list of teacher layer indices"),
     ],
 )

@@ -107,7 +107,7 @@ def fake_training(monkeypatch):
         ),
         (
             "grid: {seed: [0], supervision_preset: [cot, cott]}\n",
-            "grid point seed=0__supervision_preset=cott: supervision_preset: got 'cott'",
+            "grid point seed=0__supervision_preset=cott: supervision_preset='cott': must be one of",
         ),
         ("grid: {seed: [0]}\nset: [max_steps, 2]\n", "set must map recipe fields to values"),
         ("grid: {seed: 0}\n", "seed: 0 is not one. fix: `seed: [0]`"),

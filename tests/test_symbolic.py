@@ -78,9 +78,9 @@ def test_custom_system_prompt_may_contain_braces():
         (dict(word_length=1), "word_length"),
         (dict(n_parents=5), "n_parents"),
         (dict(n_examples=0), "n_examples"),
-        (dict(num_eval_tasks=-1), "num_eval_tasks=-1 must be an int >= 0"),
-        (dict(seed=0.5), "seed=0.5 must be an int >= 0"),
-        (dict(shift=1.5), "shift=1.5 must be an int"),
+        (dict(num_eval_tasks=-1), "num_eval_tasks=-1: must be an int >= 0"),
+        (dict(seed=0.5), "seed=0.5: must be an int >= 0"),
+        (dict(shift=1.5), "shift=1.5: must be an int"),
     ],
 )
 def test_bad_symbolic_configs(kwargs, field):
@@ -89,5 +89,5 @@ def test_bad_symbolic_configs(kwargs, field):
 
 
 def test_negative_task_index_is_refused_as_in_cot_icl_lab():
-    with pytest.raises(ValueError, match="task_index=-1 must be an int >= 0"):
+    with pytest.raises(ValueError, match="task_index=-1: must be an int >= 0"):
         generate_symbolic_task(SymbolicConfig(n_examples=1), -1)

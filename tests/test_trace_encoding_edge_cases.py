@@ -306,5 +306,5 @@ def test_missing_layout_columns_are_named():
     ],
 )
 def test_bad_encoder_settings_are_refused_at_construction(kwargs, field):
-    with pytest.raises(ValueError, match=f"^{field}: .*fix:"):
+    with pytest.raises(ValueError, match=f"^{field}=.*fix:"):
         ReasoningTraceEncoder(tiny_qwen2_tokenizer(), **kwargs)

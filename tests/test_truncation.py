@@ -287,5 +287,5 @@ def test_marker_counts_follow_the_render_markers(qwen25_tokenizer, qwen3_tokeniz
     n_open, n_close = cot_marker_token_counts(qwen25_tokenizer, headers)
     assert n_open > 1 and n_close == 1
     assert SectionPreserving.for_tokenizer(64, qwen25_tokenizer, markers=headers).cot_close_tokens == 1
-    with pytest.raises(ValueError, match=r"markers.think_close: '' must be a non-empty string"):
+    with pytest.raises(ValueError, match=r"markers.think_close='': must be a non-empty string"):
         cot_marker_token_counts(qwen25_tokenizer, SimpleNamespace(think_open="<t>", think_close=""))

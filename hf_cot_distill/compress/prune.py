@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from hf_cot_distill.compress._calibration import read_calibration
+from hf_cot_distill.core.validation import check_bool, check_choice, check_float, check_int
 from hf_cot_distill.models.decoder import LayerInputs, decoder_layers
 
 CRITERIA = ("reconstruction", "magnitude")
@@ -55,23 +56,32 @@ class PruneConfig:
     ridge: float = 1e-3  # damping, relative to mean(diag G)
 
     def __post_init__(self) -> None:
-        r = self.mlp_keep_ratio
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
-            self._fail("mlp_keep_ratio", "use a number in (0, 1], e.g. 0.5 to keep half the channels")
+        check_float(
+            "PruneConfig.mlp_keep_ratio",
+            self.mlp_keep_ratio,
+            minimum=0.0,
+            maximum=1.0,
+            min_open=True,
+            fix="e.g. 0.5 to keep half the channels",
+        )
         for name in ("kv_heads_keep", "q_heads_per_kv_keep"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                self._fail(name, "use None (keep all) or an int >= 1")
-        if self.criterion not in CRITERIA:
-            self._fail("criterion", f"use one of {CRITERIA}")
-        if not isinstance(self.refit, bool):
-            self._fail("refit", "use True or False")
-        s = self.ridge
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-            self._fail("ridge", "use a finite number > 0 (1e-3 is a good default)")
-
-    def _fail(self, name: str, fix: str) -> None:
-        raise ValueError(f"PruneConfig.{name}={getattr(self, name)!r} is invalid: {fix}")
+            if getattr(self, name) is not None:  # None: keep all
+                value = check_int(
+                    f"PruneConfig.{name}",
+                    getattr(self, name),
+                    minimum=1,
+                    fix="pass an int >= 1, or None to keep all",
+                )
+                setattr(self, name, value)
+        check_choice("PruneConfig.criterion", self.criterion, CRITERIA)
+        self.refit = check_bool("PruneConfig.refit", self.refit)
+        check_float(
+            "PruneConfig.ridge",
+            self.ridge,
+            minimum=0.0,
+            min_open=True,
+            fix="use a finite number > 0 (1e-3 is a good default)",
+        )
 
 
 @dataclass

@@ -30,6 +30,7 @@ from torch import nn
 
 from hf_cot_distill.compress._calibration import read_calibration
 from hf_cot_distill.compress._ct_format import load_quantized, write_checkpoint
+from hf_cot_distill.core.validation import check_bool, check_choice, check_float, check_int
 from hf_cot_distill.models.decoder import LayerInputs, decoder_layers
 
 __all__ = [
@@ -44,14 +45,6 @@ __all__ = [
     "quantize_weight",
     "save_quantized",
 ]
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_num(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def valid_ignore_pattern(pattern: object) -> bool:
@@ -89,21 +82,22 @@ class QuantizeConfig:
             self.group_size = None
         if isinstance(self.ignore, list):
             self.ignore = tuple(self.ignore)
-        damp, ignore = self.damp, self.ignore
-        for name, ok, fix in (
-            ("bits", _is_int(self.bits) and self.bits in (4, 8), "use 4 or 8"),
-            ("group_size", self.group_size is None or _is_int(self.group_size) and self.group_size > 0,
-             "use a positive int (e.g. 128), or None / -1 for one scale per output channel"),
-            ("symmetric", isinstance(self.symmetric, bool), "use True or False"),
-            ("method", self.method in ("gptq", "rtn"), "use 'gptq' or 'rtn'"),
-            ("damp", _is_num(damp) and 0 <= damp <= 1, "use a float in [0, 1], e.g. 0.01"),
-            ("block_size", _is_int(self.block_size) and self.block_size >= 1, "use a positive int, e.g. 128"),
-            ("act_order", isinstance(self.act_order, bool), "use True or False"),
-            ("ignore", isinstance(ignore, tuple) and all(valid_ignore_pattern(p) for p in ignore),
-             "use a tuple of module-name suffixes or 're:<regex>' strings, e.g. ('lm_head',)"),
-        ):  # fmt: skip
-            if not ok:
-                raise ValueError(f"QuantizeConfig.{name}={getattr(self, name)!r} is invalid; {fix}")
+        self.bits = check_int("QuantizeConfig.bits", self.bits, fix="use 4 or 8")
+        check_choice("QuantizeConfig.bits", self.bits, (4, 8), fix="use 4 or 8")
+        if self.group_size is not None:  # None: one scale per output channel
+            fix = "use a positive int (e.g. 128), or None / -1 for one scale per output channel"
+            self.group_size = check_int("QuantizeConfig.group_size", self.group_size, minimum=1, fix=fix)
+        self.symmetric = check_bool("QuantizeConfig.symmetric", self.symmetric)
+        check_choice("QuantizeConfig.method", self.method, ("gptq", "rtn"))
+        check_float("QuantizeConfig.damp", self.damp, minimum=0.0, maximum=1.0, fix="e.g. 0.01")
+        self.block_size = check_int("QuantizeConfig.block_size", self.block_size, minimum=1, fix="e.g. 128")
+        self.act_order = check_bool("QuantizeConfig.act_order", self.act_order)
+        ignore = self.ignore
+        if not (isinstance(ignore, tuple) and all(valid_ignore_pattern(p) for p in ignore)):
+            raise ValueError(
+                f"QuantizeConfig.ignore={ignore!r}: must be a tuple of module-name suffixes or 're:<regex>' "
+                "strings; fix: e.g. ('lm_head',)."
+            )
 
     def is_ignored(self, name: str) -> bool:
         """Whether the module named ``name`` (full dotted name) stays in full precision."""
@@ -225,8 +219,7 @@ def quantize_weight(
     ``[out, n_groups]``. Symmetric: ``scale = max|w| / (2^b - 1) * 2`` and ``zero = 0``; asymmetric:
     ``scale = (max - min) / (2^b - 1)`` with ``min <= 0 <= max``. ``|W - Ŵ| <= scale / 2`` elementwise.
     """
-    if bits not in (4, 8):
-        raise ValueError(f"bits={bits} is not supported; use 4 or 8")
+    check_choice("bits", bits, (4, 8))
     out_f, in_f = W.shape
     gs = _group(in_f, group_size, "weight")
     wg = W.detach().double().reshape(out_f, in_f // gs, gs)

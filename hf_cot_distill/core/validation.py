@@ -81,7 +81,10 @@ def check_float(
     what = ("a finite number" if finite else "a number") + (f" {bound}" if bound else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise _fail(field, value, what, fix)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range (10**400): as large as inf
+        number = math.inf if value > 0 else -math.inf
     if math.isnan(number) or (finite and math.isinf(number)):
         raise _fail(field, value, what, fix)
     if minimum is not None and (number <= minimum if min_open else number < minimum):
@@ -111,9 +114,15 @@ def check_choice(
     try:
         if value in options:
             return value
-    except TypeError:  # an unhashable / incomparable value is simply not a choice
+    except (TypeError, ValueError):  # unhashable, incomparable or an array (ambiguous ==): not a choice
         pass
-    close = difflib.get_close_matches(value, [str(c) for c in options], 1) if isinstance(value, str) else []
+    close = []
+    if isinstance(value, str):
+        names = [str(c) for c in options]
+        lowered = {name.lower(): name for name in names}  # 'KEEP' -> 'keep' too
+        close = difflib.get_close_matches(value, names, 1) or [
+            lowered[m] for m in difflib.get_close_matches(value.lower(), list(lowered), 1)
+        ]
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     shown = ", ".join(repr(c) for c in options)
     raise ValueError(f"{field}={value!r}: must be one of {shown}{hint}; fix: {fix or 'use one of them'}.")

@@ -26,7 +26,7 @@ import datasets
 import pyarrow as pa
 
 from hf_cot_distill.core.resources import packaged_recipe, resolve_recipe
-from hf_cot_distill.core.validation import check_known_keys
+from hf_cot_distill.core.validation import check_choice, check_int, check_known_keys
 from hf_cot_distill.data.synthetic.cot_icl_lab import CoTICLConfig
 from hf_cot_distill.data.synthetic.generate import generate_batch
 from hf_cot_distill.data.synthetic.schedules import CoTSchedule
@@ -133,8 +133,7 @@ class CoTDatasetConfig(datasets.BuilderConfig):
             raise TypeError(
                 f"generator must be a CoTICLConfig or SymbolicConfig, got {type(self.generator).__name__}."
             )
-        if self.tasks_per_shard < 1:
-            raise ValueError(f"tasks_per_shard={self.tasks_per_shard} must be >= 1.")
+        check_int("CoTDatasetConfig.tasks_per_shard", self.tasks_per_shard, minimum=1)
 
 
 class CoTDatasetBuilder(datasets.GeneratorBasedBuilder):
@@ -202,17 +201,11 @@ def load_generator_yaml(path: str | os.PathLike) -> tuple[str, GeneratorConfig]:
     base_name = raw.pop("base", None)
     kind = raw.pop("kind", None)
     if base_name is not None:
-        if base_name not in NAMED_CONFIGS:
-            raise ValueError(
-                f"{path}: base={base_name!r} is not a named config; use one of {sorted(NAMED_CONFIGS)}."
-            )
-        base = NAMED_CONFIGS[base_name]
-    elif kind in (None, "cot_icl_lab"):
-        base = CoTICLConfig()
-    elif kind == "symbolic":
+        base = NAMED_CONFIGS[check_choice(f"{path}: base", base_name, sorted(NAMED_CONFIGS))]
+    elif kind is not None and check_choice(f"{path}: kind", kind, ("cot_icl_lab", "symbolic")) == "symbolic":
         base = SymbolicConfig()
-    else:
-        raise ValueError(f"{path}: kind={kind!r} is unknown; use 'cot_icl_lab' or 'symbolic'.")
+    else:  # kind None (the default) or "cot_icl_lab"
+        base = CoTICLConfig()
     check_known_keys(str(path), raw, (f.name for f in dataclasses.fields(base)))
     if isinstance(raw.get("cot_schedule"), dict):
         raw["cot_schedule"] = CoTSchedule.from_mapping(raw["cot_schedule"], f"{path}: cot_schedule")

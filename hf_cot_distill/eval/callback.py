@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from transformers import TrainerCallback
 
+from hf_cot_distill.core.validation import check_int
 from hf_cot_distill.data.synthetic.cot_icl_lab import CoTICLConfig
 from hf_cot_distill.eval.cot_icl import evaluate_cot_icl
 
@@ -29,8 +30,7 @@ class CoTICLEvalCallback(TrainerCallback):
         drop_mode: str = "first_k",
         batch_size: int = 16,
     ):
-        if eval_every_steps < 1:
-            raise ValueError(f"eval_every_steps={eval_every_steps} must be >= 1.")
+        check_int("eval_every_steps", eval_every_steps, minimum=1)
         if not rows:
             raise ValueError("CoTICLEvalCallback needs eval rows (the eval split of the dataset).")
         self.trainer = trainer

@@ -8,7 +8,6 @@ They compose with ``evaluate.combine`` and plug into a ``compute_metrics`` funct
 
 from __future__ import annotations
 
-import numbers
 from collections import Counter
 
 import datasets
@@ -16,6 +15,7 @@ import evaluate
 import numpy as np
 
 from hf_cot_distill.core.sections import NUM_SECTIONS
+from hf_cot_distill.core.validation import check_int
 from hf_cot_distill.eval.answers import (
     answers_equivalent,
     answers_match,
@@ -51,11 +51,14 @@ class BoxedAnswerAccuracy(evaluate.Metric):
 
     def __init__(self, math_verify: bool | None = None, **kwargs):
         super().__init__(**kwargs)
-        if math_verify is not None and not isinstance(math_verify, bool):
-            raise TypeError(f"math_verify: got {math_verify!r}; use True, False or None (auto).")
+        if math_verify is not None and not isinstance(math_verify, (bool, np.bool_)):
+            # TypeError, not ValueError: tests/test_eval.py::test_math_verify_equivalence relies on it
+            raise TypeError(
+                f"math_verify={math_verify!r}: must be true, false or None; fix: None (auto) or a bool."
+            )
         if math_verify and not math_verify_available():
             raise ImportError("math_verify=True needs math-verify; fix: pip install 'hf-cot-distill[math]'.")
-        self.math_verify = math_verify_available() if math_verify is None else math_verify
+        self.math_verify = math_verify_available() if math_verify is None else bool(math_verify)
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -187,10 +190,7 @@ def chance_baselines(answers: list[int], context_answers: list[list[int]], n_usa
         answer of the eval set), ``in_context_majority`` (predict each task's most frequent
         in-context answer; ties broken by the earliest example).
     """
-    if isinstance(n_usable, bool) or not isinstance(n_usable, numbers.Integral) or n_usable < 1:
-        raise ValueError(
-            f"n_usable: got {n_usable!r}; use the number of token ids an answer can take, an int >= 1."
-        )
+    check_int("n_usable", n_usable, minimum=1, fix="pass the number of token ids an answer can take")
     if len(answers) != len(context_answers):
         raise ValueError("answers and context_answers must have one entry per task.")
     if not answers:

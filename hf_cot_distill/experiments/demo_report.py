@@ -3,8 +3,9 @@
 Compute figures come from what training saved in each model folder (``log_history.json``: the
 trainer's cumulative tokens per section, counted FLOPs and peak memory at the last logging
 step; ``train_metrics.json``: wall time); accuracies from the demo's own evaluation.
-:func:`parse_report_table` reads the main table of ``REPORT.md`` back (the tests compare it with
-``report.json``).
+The main table of ``REPORT.md`` (header ``TABLE_COLUMNS``) is written by
+:func:`hf_cot_distill.core.tables.markdown_table`; :func:`~hf_cot_distill.core.tables.parse_markdown_table`
+with first header ``"variant"`` reads it back (the tests compare it with ``report.json``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_cot_distill.core.sections import CONTENT_SECTION_NAMES
+from hf_cot_distill.core.tables import markdown_table
 
 BASELINES = ("uniform", "marginal_majority", "in_context_majority")
 TABLE_COLUMNS = (
@@ -88,27 +90,6 @@ def _cells(r: dict[str, Any]) -> list[str]:
         f"{r['peak_memory_mb']:.1f}",
         f"{r['wall_time_s']:.1f}",
     ]
-
-
-def markdown_table(results: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in results]
-    return "\n".join(lines)
-
-
-def parse_report_table(text: str) -> list[dict[str, str]]:
-    """The main table of ``REPORT.md`` (the one whose header is ``TABLE_COLUMNS``) as rows of strings."""
-    lines = text.splitlines()
-    header = "| " + " | ".join(TABLE_COLUMNS) + " |"
-    if header not in lines:
-        raise ValueError("REPORT.md: the results table header was not found.")
-    rows = []
-    for line in lines[lines.index(header) + 2 :]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        rows.append(dict(zip(TABLE_COLUMNS, cells)))
-    return rows
 
 
 def plot_quality_vs_compute(results: list[dict[str, Any]], path: Path) -> Path:
@@ -254,8 +235,7 @@ def write_report(
         "",
         "## Results",
         "",
-        markdown_table(results),
-        "",
+        markdown_table(TABLE_COLUMNS, [_cells(r) for r in results]),  # ends with "\n": the blank line
         f"Accuracies: greedy decoding on the eval split, drop-k 0; `answer_accuracy_no_context_cot` drops "
         f"the think block from all {results[0]['drop_k_no_context_cot']} context examples. "
         "`cot_token_accuracy` = the chain token before the answer. Tokens: cumulative over training "

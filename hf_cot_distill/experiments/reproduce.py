@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from hf_cot_distill.core.validation import check_choice, check_int
 from hf_cot_distill.experiments import reproduce_report as report
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (sweep specs and reports live there)
@@ -342,16 +343,13 @@ def run_reproduction(
         smoke: seconds-long settings (8 steps, 64 tasks) for tests; the numbers mean nothing. Kept
             apart from full runs (own model folders and report names).
     """
-    if name not in SWEEP_FILES:
-        raise ValueError(f"name: {name!r} unknown; fix: one of {NAMES}.")
-    if size not in SIZES:
-        raise ValueError(f"size: {size!r} unknown; fix: one of {SIZES}.")
+    check_choice("name", name, list(SWEEP_FILES))
+    check_choice("size", size, SIZES)
     for field, value in (("eval_tasks", eval_tasks), ("threads", threads)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{field}={value!r}: must be an int >= 1 (or None for the default).")
-    for seed in seeds or ():
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-            raise ValueError(f"seeds: {seed!r} is not a seed; fix: ints in [0, 2**32).")
+        if value is not None:  # None: the default
+            check_int(field, value, minimum=1, fix="pass an int >= 1, or None for the default")
+    for i, seed in enumerate(seeds or ()):
+        check_int(f"seeds[{i}]", seed, minimum=0, maximum=2**32 - 1, fix="seeds are ints in [0, 2**32)")
     if not SWEEPS_DIR.is_dir():
         raise FileNotFoundError(
             f"{SWEEPS_DIR} is missing: reproductions run from a source checkout of hf-cot-distill (their sweep "

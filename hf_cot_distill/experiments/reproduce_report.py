@@ -6,7 +6,9 @@
 * :func:`write_r1` / :func:`write_r2` / :func:`write_r3`: from the raw per-seed records to
   ``<stem>.md`` (setup, commands, tables of mean ± CI with the chance baselines beside them,
   plain statements), ``<stem>.json`` (every raw number plus the aggregates) and ``<stem>.png``.
-* :func:`parse_md_table`: reads a table of a written report back (the tests use it).
+* Tables are written by :func:`hf_cot_distill.core.tables.markdown_table` and read back (the tests
+  do) by :func:`~hf_cot_distill.core.tables.parse_markdown_table`; :func:`parse_ci` reads a
+  ``mean ± half-width`` cell.
 * :func:`eval_fields` / :func:`compute_counts`: the per-model numbers of a record (accuracies and
   baselines of an evaluation; tokens, FLOPs, memory and wall time from a trained folder's logs).
 
@@ -24,6 +26,8 @@ import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from hf_cot_distill.core.tables import markdown_table
 
 BASELINES = ("uniform", "marginal_majority", "in_context_majority")
 SEED_NOTE = (
@@ -187,27 +191,6 @@ def compute_counts(folder: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- markdown / files
-def md_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def parse_md_table(md: str, first_header: str) -> list[dict[str, str]]:
-    """The rows (header -> cell text) of the first markdown table whose first header cell matches."""
-    lines = md.splitlines()
-    for i, line in enumerate(lines):
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells[0] == first_header:
-            rows = []
-            for row in lines[i + 2 :]:
-                if not row.startswith("|"):
-                    break
-                rows.append(dict(zip(cells, (c.strip() for c in row.strip().strip("|").split("|")))))
-            return rows
-    raise ValueError(f"no table with first header {first_header!r}.")
-
-
 def parse_ci(cell: str) -> tuple[float, float | None]:
     """``"0.412 ± 0.031"`` -> ``(0.412, 0.031)``; ``"0.412"`` -> ``(0.412, None)``."""
     m = re.fullmatch(r"\s*(-?[\d.]+)(?:\s*±\s*([\d.]+))?\s*", cell)
@@ -382,7 +365,7 @@ def write_r1(report_dir: Path, stem: str, records: list[dict], meta: dict[str, A
                 f"first checkpoint clear of the best chance baseline ({base:.3f}): step {_first_clear(curves[st], base)}."
             )
     statements += meta.get("notes", [])
-    md = _header(meta) + "## Answer accuracy vs training steps\n\n" + md_table(head, rows) + "\n"
+    md = _header(meta) + "## Answer accuracy vs training steps\n\n" + markdown_table(head, rows) + "\n"
     md += f"![answer accuracy vs steps]({stem}.png)\n\n" + _statements(statements)
 
     def plot(ax: Any) -> None:
@@ -485,7 +468,7 @@ def write_r2(report_dir: Path, stem: str, records: list[dict], meta: dict[str, A
         + "."
     )
     statements += meta.get("notes", [])
-    md = _header(meta) + "## Answer accuracy by alpha and drop level\n\n" + md_table(head, rows) + "\n"
+    md = _header(meta) + "## Answer accuracy by alpha and drop level\n\n" + markdown_table(head, rows) + "\n"
     md += f"![accuracy vs drop level]({stem}.png)\n\n" + _statements(statements)
 
     def plot(ax: Any) -> None:
@@ -567,7 +550,7 @@ def write_r3(report_dir: Path, stem: str, records: list[dict], meta: dict[str, A
             "(the one teacher's own sampling error on the eval tasks is not in it). answer_parsed = share of "
             "generations in which the parser finds an answer token at all.\n\n"
         )
-    md += "## Quality retained vs compute\n\n" + md_table(head, rows) + "\n"
+    md += "## Quality retained vs compute\n\n" + markdown_table(head, rows) + "\n"
     if control:
         c_rows = []
         for (alloc, ce), rs in _group(control, ("allocation", "ce_sections")).items():
@@ -580,7 +563,7 @@ def write_r3(report_dir: Path, stem: str, records: list[dict], meta: dict[str, A
             )
         md += "### Control: CE on the same sections as KD\n\n"
         md += (
-            md_table(
+            markdown_table(
                 ["KD allocation", "CE sections", "lead span", "seeds", "answer_accuracy", "quality_retained"]
                 + ["answer_parsed"],
                 c_rows,

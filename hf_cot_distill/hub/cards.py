@@ -14,7 +14,6 @@ import dataclasses
 import math
 import numbers
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
 from hf_cot_distill.core.sections import CONTENT_SECTION_NAMES
+from hf_cot_distill.core.tables import code_cell, escape_cell
 
 # ``hf_cot_distill/hub/templates`` is a link to the top-level ``hub_cards/`` folder, shipped as
 # package data, so the same templates serve a source checkout and an installed wheel.
@@ -162,7 +162,7 @@ def render_dataset_card(entries: list[dict[str, Any]], repo_or_path: str) -> Dat
         card_data,
         template_path=str(template_path("dataset_card.md.j2")),
         pretty_name="hf_cot_distill synthetic CoT tasks",
-        generator_configs=ordered,
+        generator_configs=[{**e, "fields": _cells(e["fields"])} for e in ordered],  # cells for the table
         repo_or_path=repo_or_path,
         has_cot_icl=any(e["kind"] == "cot_icl_lab" for e in ordered),
         has_symbolic=any(e["kind"] == "symbolic" for e in ordered),
@@ -208,30 +208,16 @@ def dataset_card_for_repo(root: str | os.PathLike, repo_id: str) -> DatasetCard 
 MODEL_CARD_TAGS = ("hf-cot-distill", "chain-of-thought", "distillation")
 
 
-def _cell(value: Any) -> str:
-    """Text for a markdown table cell: ``|`` escaped (it would end the cell and break the table)."""
-    return str(value).replace("|", "\\|")
-
-
-def _code(value: Any) -> str:
-    """A table cell holding ``value`` as inline code: fenced with one backtick more than the
-    longest backtick run inside it (a value with a backtick would otherwise end the span)."""
-    text = _cell(value)
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence, pad = "`" * (longest + 1), " " if longest else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
 def _cells(table: Mapping[str, Any]) -> dict[str, str]:
     """A ``{setting: value}`` table with every key and value as an inline-code cell."""
-    return {_code(k): _code(v) for k, v in table.items()}
+    return {code_cell(k): code_cell(v) for k, v in table.items()}
 
 
 def _number(value: Any) -> str:
     """A table cell: ints with thousands separators, floats to 4 significant digits."""
     value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return _cell(value)
+        return escape_cell(value)
     if isinstance(value, numbers.Integral):
         return f"{int(value):,}"
     return f"{float(value):.4g}"
@@ -243,9 +229,9 @@ def _compute_value(name: str, value: Any) -> str:
     section) -> ``key value, ...``; anything else through :func:`_number`."""
     value = _scalar(value)
     if isinstance(value, Mapping):
-        return ", ".join(f"{_cell(k)} {_number(v)}" for k, v in value.items())
+        return ", ".join(f"{escape_cell(k)} {_number(v)}" for k, v in value.items())
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        return _cell(value)
+        return escape_cell(value)
     key = name.lower()
     if "flops" in key:
         return f"{float(value):.3e}"
@@ -314,7 +300,9 @@ def _eval_table(eval_results: Any) -> tuple[list[str], list[list[str]]]:
     columns: list[str] = []
     for row in eval_results:
         columns += [k for k in row if k not in columns]
-    return [_cell(c) for c in columns], [[_number(row.get(c, "")) for c in columns] for row in eval_results]
+    return [escape_cell(c) for c in columns], [
+        [_number(row.get(c, "")) for c in columns] for row in eval_results
+    ]
 
 
 def _summary(model_name: str, base_model: str | None, teacher: str | None, datasets: Sequence[str]) -> str:
@@ -413,8 +401,8 @@ def render_model_card(
         template_path=str(template_path("model_card.md.j2")),
         model_name=model_name,
         summary=_summary(model_name, base_model, teacher, datasets),
-        teacher=_cell(teacher) if teacher else None,
-        base_model=_cell(base_model) if base_model else None,
+        teacher=code_cell(teacher) if teacher else None,
+        base_model=code_cell(base_model) if base_model else None,
         datasets=list(datasets),
         recipe_name=recipe_name,
         recipe=_cells(_plain(recipe or {})),
@@ -427,7 +415,9 @@ def render_model_card(
         truncation_rows=truncation_rows,
         truncation_text=truncation_accounting if isinstance(truncation_accounting, str) else None,
         truncation_counters=truncation_counters,
-        compute_rows=[{"name": _cell(k), "value": _compute_value(k, v)} for k, v in (compute or {}).items()],
+        compute_rows=[
+            {"name": escape_cell(k), "value": _compute_value(k, v)} for k, v in (compute or {}).items()
+        ],
         eval_columns=eval_columns,
         eval_rows=eval_rows,
         repo_or_path=repo_id or model_name,

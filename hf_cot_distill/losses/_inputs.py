@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from hf_cot_distill.core.validation import check_int
 from hf_cot_distill.losses.divergences import check_weights
 
 
@@ -95,15 +95,13 @@ def check_fused_inputs(
                 "tokenizer length (len(tokenizer)) so padded rows are excluded."
             )
         vocab_size = vs
-    if (
-        not isinstance(vocab_size, numbers.Integral)
-        or isinstance(vocab_size, bool)
-        or not 1 <= vocab_size <= min(vs, vt)
-    ):
-        raise ValueError(
-            f"vocab_size: got {vocab_size!r}; use an int in [1, {min(vs, vt)}] (len(tokenizer))."
-        )
-    vocab_size = int(vocab_size)  # numpy integers too (np.bool_ is not Integral)
+    vocab_size = check_int(
+        "vocab_size",
+        vocab_size,
+        minimum=1,
+        maximum=min(vs, vt),
+        fix="pass the tokenizer length, len(tokenizer)",
+    )
     check_weights("kd_weights", kd_weights, positions)
     n = student_hidden[..., 0].numel()
     if ce_labels is None:

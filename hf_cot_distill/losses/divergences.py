@@ -33,6 +33,25 @@ values and gradients stay finite, except where one side has mass on a token the 
 masks and the divergence weighs that token by the first side's log-ratio (reverse KL with a
 teacher-masked token, forward KL with a student-masked one): that is ``+inf``, the true value.
 
+Two forms of each divergence, side by side: each is one :class:`Divergence` subclass with
+
+* ``rows``: the value, out of place, differentiated by autograd w.r.t. both logits, any leading
+  shape, ``-inf``-safe as above. :func:`divergence_loss` uses it, and the fused KD pass
+  (:mod:`chunked`) on inputs with masked logits.
+* ``rows_and_grad``: the same value and its closed-form gradient w.r.t. the student logits, in
+  the fused pass's preallocated ``(n, V)`` buffers, finite inputs only. Autograd through ``rows``
+  would keep up to 7 such tensors per chunk for ``jsd`` and allocate new ones on every chunk
+  (``chunked.MASKED_BUFFERS`` is 16 where this needs 2 + ``n_scratch``): smaller chunks, page
+  faults and a slower pass at ``V = 151,936``.
+
+Both forms call the same primitives (``_log_mixture``, ``_kl_rows``, ``_tv_rows``): out of place
+without buffers, in place with them. For ``D(q)``, ``q = softmax(z)``, the gradient is
+``dD/dz = q (g - <q, g>)`` with ``g = dD/dq``; each class states its ``g`` and the tests compare
+``rows_and_grad`` with autograd through ``rows`` in float64 for every entry. Row sums are
+``(x * y).sum(-1)``, never a BLAS dot (``einsum``): PyTorch's sum accumulates in a cascade, a long
+fp32 dot over 151,936 terms does not, and the divergences are small differences of large sums
+(relative error 1e-4 in fp32 otherwise).
+
 Reductions return :class:`LossSum` ``(sum, count)``: ``sum = sum_i w_i D_i`` over positions with
 ``w_i > 0`` and ``count`` = the number of such positions (int64). Summing sums and counts over
 micro-batches and ranks, then dividing once, gives the exact global mean (what transformers 5
@@ -43,14 +62,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
-
-from hf_cot_distill.losses import divergence_grads as _grads
 
 
 class LossSum(NamedTuple):
@@ -75,94 +92,246 @@ def merge_loss_sums(parts: Sequence[LossSum]) -> LossSum:
     return LossSum(torch.stack([p.sum for p in parts]).sum(), torch.stack([p.count for p in parts]).sum())
 
 
-# ---- per-row math on log-probs (autograd-friendly); vocabulary on the last dim ------------
+# ---- the divergences: each one class, its value and its analytic gradient side by side -----
+
+# The primitives serve both forms. Without buffers (``rows``, autograd) they follow 0 log 0 = 0
+# where logits are masked (-inf): such a column adds 0 to the value and 0 to the gradient, where
+# a naive p * (log p - log q) is 0 * -inf = NaN; finite inputs pass the masks unchanged. With
+# buffers (``rows_and_grad``, finite inputs) they run in place and mask nothing.
 
 
-def _log(x: float) -> float:
-    # log(0) = -inf is the right value here: logaddexp(-inf, y) == y drops that mixture term.
-    return math.log(x) if x > 0 else -math.inf
+def _log_mixture(la: Tensor, wa: float, lb: Tensor, wb: float, *, out: Tensor | None = None) -> Tensor:
+    """``log(wa exp(la) + wb exp(lb))`` for ``0 < wa, wb < 1``, in log space.
+
+    Summing probabilities instead underflows: at low temperature a token whose ``exp(la)`` and
+    ``exp(lb)`` are both below the smallest float gives ``m = 0``, ``log m = -inf`` and then
+    ``0 * inf = NaN`` in the terms weighted by ``p`` or ``q``. With finite log-probs ``log m``
+    is finite, every ``log(x / m)`` is bounded above by ``-log w``, and a term whose weight
+    underflows to 0 adds exactly 0. Computed as ``log wb + logaddexp(la + log(wa / wb), lb)``:
+    one shift (none for ``wa == wb``, JSD's default), one ``logaddexp`` and one shift back.
+
+    Without ``out``: out of place, ``-inf`` where both terms are 0, with a 0 (not NaN) gradient
+    (``logaddexp``'s is NaN at ``(-inf, -inf)``). With ``out`` (not ``la`` or ``lb``): in place.
+    """
+    empty = None
+    if out is None:
+        empty = (la == -math.inf) & (lb == -math.inf)
+        la, lb = la.masked_fill(empty, 0.0), lb.masked_fill(empty, 0.0)
+    m = la if wa == wb else torch.add(la, math.log(wa / wb), out=out)
+    m = torch.add(torch.logaddexp(m, lb, out=out), math.log(wb), out=out)
+    return m if empty is None else m.masked_fill(empty, -math.inf)
 
 
-# Masked logits (-inf, e.g. a vocabulary mask) give probabilities that are exactly 0. Every
-# term below follows 0 log 0 = 0: a column where the weighting distribution is 0 adds 0 to the
-# value and 0 to the gradient, so finite divergences stay finite (a naive p * (log p - log q)
-# is 0 * -inf = NaN there). Finite inputs pass through the masks unchanged.
+def _kl_rows(
+    la: Tensor,
+    lb: Tensor,
+    *,
+    prob: Tensor | None = None,
+    diff: Tensor | None = None,
+    out: Tensor | None = None,
+) -> Tensor:
+    """``KL(a || b) = sum exp(la) (la - lb)`` over the last dim.
+
+    Without buffers: out of place; a column with ``la == -inf`` adds exactly 0 (both inputs are
+    filled with 0 there, so the product ``1 * 0`` and its gradient are finite). With buffers, in
+    place: ``diff = la - lb``, ``prob = exp(la)``, ``out = prob * diff``. ``diff`` may be ``la``
+    (the exp then runs first, into a spare ``prob``), or ``prob`` may be ``la`` or ``lb`` (the
+    difference then runs first, into a spare ``diff``); ``out`` may be any buffer.
+    """
+    if prob is None:
+        zero = la == -math.inf
+        la, lb = la.masked_fill(zero, 0.0), lb.masked_fill(zero, 0.0)
+    if diff is la:
+        p = torch.exp(la, out=prob)
+        d = torch.sub(la, lb, out=diff)
+    else:
+        d = torch.sub(la, lb, out=diff)
+        p = torch.exp(la, out=prob)
+    return torch.mul(p, d, out=out).sum(-1)
 
 
-def _kl_rows(la: Tensor, lb: Tensor) -> Tensor:
-    """``sum exp(la) (la - lb)`` over the last dim, a column with ``la == -inf`` adding exactly 0."""
-    zero = la == -math.inf
-    # Both inputs are filled with 0 there, so the product (1 * 0) and its gradient are finite.
-    la0, lb0 = la.masked_fill(zero, 0.0), lb.masked_fill(zero, 0.0)
-    return (la0.exp() * (la0 - lb0)).sum(-1)
+def _tv_rows(
+    lq: Tensor, lp: Tensor, *, q: Tensor | None = None, diff: Tensor | None = None, sign: Tensor | None = None
+) -> Tensor:
+    """``0.5 sum |q - p|`` over the last dim, ``|x|`` as ``x sign(x)`` (the same value, and the
+    same gradient ``sign(x)`` with ``sign(0) = 0`` as autograd's ``abs``; a cascaded sum, more
+    exact than ``vector_norm``). With buffers: ``q = exp(lq)``, ``sign = sign(q - p)``, ``diff``
+    (may be ``lp``) ``= |q - p|``.
+    """
+    x = torch.sub(torch.exp(lq, out=q), torch.exp(lp, out=diff), out=diff)
+    return 0.5 * torch.mul(x, torch.sign(x, out=sign), out=diff).sum(-1)
 
 
-def _log_mixture(la: Tensor, wa: float, lb: Tensor, wb: float) -> Tensor:
-    """``log(wa exp(la) + wb exp(lb))``; ``-inf`` where both terms are 0, with a 0 (not NaN) gradient."""
-    a, b = la + _log(wa), lb + _log(wb)
-    empty = (a == -math.inf) & (b == -math.inf)  # logaddexp's gradient is NaN at (-inf, -inf)
-    return torch.logaddexp(a.masked_fill(empty, 0.0), b.masked_fill(empty, 0.0)).masked_fill(empty, -math.inf)
+def _through_softmax(qg: Tensor, q: Tensor, mean: Tensor) -> Tensor:
+    """``dD/dz = q (g - <q, g>)`` for ``q = softmax(z)``, ``g = dD/dq``: ``qg`` holds ``q g`` and is
+    overwritten with the result; ``mean`` ``(n,)`` is ``<q, g>``."""
+    return qg.addcmul_(q, mean.neg().unsqueeze(-1))
 
 
-def _forward_kl_rows(lq: Tensor, lp: Tensor, param: float) -> Tensor:
-    return _kl_rows(lp, lq)
+Scratch = Sequence[Tensor]
+ChunkResult = tuple[Tensor, Tensor, Tensor]
 
 
-def _reverse_kl_rows(lq: Tensor, lp: Tensor, param: float) -> Tensor:
-    return _kl_rows(lq, lp)
+class Divergence(ABC):
+    """One registry entry: a divergence's value per position and, beside it, the same value with
+    its analytic gradient (see "Two forms" in the module docstring).
 
+    ``rows(lq, lp, param)``: from student/teacher log-probs ``(..., V)`` -> ``(...)``,
+    differentiable by autograd w.r.t. both, ``0 log 0 = 0`` at masked (``-inf``) tokens.
 
-def _jsd_rows(lq: Tensor, lp: Tensor, beta: float) -> Tensor:
-    if beta == 0.0:
-        return _forward_kl_rows(lq, lp, beta)
-    if beta == 1.0:
-        return _reverse_kl_rows(lq, lp, beta)
-    lm = _log_mixture(lp, beta, lq, 1.0 - beta)
-    return beta * _kl_rows(lp, lm) + (1.0 - beta) * _kl_rows(lq, lm)
+    ``rows_and_grad(lq, lp, scratch, param)``: for finite ``(n, V)`` log-probs, the same rows and
+    their gradient w.r.t. the (temperature-scaled) student logits ``z``, in place: ``lq`` is read
+    only (the caller reuses it for CE), ``lp`` and the first ``n_scratch`` buffers of ``scratch``
+    (same shape and dtype) are overwritten. Returns ``(rows, grad, free)``: ``grad`` and ``free``
+    are two distinct ones of those buffers, ``free`` for the caller to reuse. Working in place is
+    the point: at ``V = 151,936`` each fp32 buffer of 128 rows is 78 MB, and allocating fresh ones
+    every chunk costs page faults.
 
-
-def _total_variation_rows(lq: Tensor, lp: Tensor, param: float) -> Tensor:
-    return 0.5 * (lq.exp() - lp.exp()).abs().sum(-1)
-
-
-def _skew_kl_rows(lq: Tensor, lp: Tensor, alpha: float) -> Tensor:
-    return _kl_rows(lp, _log_mixture(lp, alpha, lq, 1.0 - alpha))
-
-
-def _skew_reverse_kl_rows(lq: Tensor, lp: Tensor, alpha: float) -> Tensor:
-    return _kl_rows(lq, _log_mixture(lp, 1.0 - alpha, lq, alpha))
-
-
-RowFn = Callable[[Tensor, Tensor, float], Tensor]
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """One registry entry.
-
-    ``rows(lq, lp, param)``: per-position value from student/teacher log-probs ``(N, V)`` -> ``(N,)``,
-    differentiable by autograd. ``rows_and_grad``: the same value plus its analytic gradient with
-    respect to the (temperature-scaled) student logits, computed in place in preallocated
-    buffers (see :mod:`divergence_grads`); ``n_scratch`` buffers of the chunk's shape it needs.
-    ``param_name``: ``"beta"``, ``"alpha"`` or ``None``.
+    ``param_name``: ``"beta"``, ``"alpha"`` or ``None``. ``endpoints``: parameter values at which
+    the divergence *is* another entry (jsd at beta 0 and 1, the skews at alpha 0), computed as
+    that entry in both forms (its own formulas assume weights strictly inside ``(0, 1)``).
     """
 
-    name: str
-    rows: RowFn
-    rows_and_grad: _grads.ChunkGradFn
-    n_scratch: int
-    param_name: str | None = None
+    name: ClassVar[str]
+    n_scratch: ClassVar[int]
+    param_name: ClassVar[str | None] = None
+    endpoints: ClassVar[Mapping[float, str]] = {}
+
+    def rows(self, lq: Tensor, lp: Tensor, param: float = 0.0) -> Tensor:
+        return self._at(param)._rows(lq, lp, param)
+
+    def rows_and_grad(self, lq: Tensor, lp: Tensor, scratch: Scratch, param: float = 0.0) -> ChunkResult:
+        return self._at(param)._rows_and_grad(lq, lp, scratch, param)
+
+    def _at(self, param: float) -> Divergence:
+        plain = self.endpoints.get(param)
+        return self if plain is None else DIVERGENCES[plain]
+
+    @abstractmethod
+    def _rows(self, lq: Tensor, lp: Tensor, param: float) -> Tensor: ...
+
+    @abstractmethod
+    def _rows_and_grad(self, lq: Tensor, lp: Tensor, scratch: Scratch, param: float) -> ChunkResult: ...
+
+    def __repr__(self) -> str:
+        return f"DIVERGENCES[{self.name!r}]"
+
+
+class _ForwardKL(Divergence):
+    """``KL(p || q)``; ``dD/dz = q - p``."""
+
+    name, n_scratch = "forward_kl", 1
+
+    def _rows(self, lq: Tensor, lp: Tensor, param: float) -> Tensor:
+        return _kl_rows(lp, lq)
+
+    def _rows_and_grad(self, lq: Tensor, lp: Tensor, scratch: Scratch, param: float) -> ChunkResult:
+        c = scratch[0]
+        rows = _kl_rows(lp, lq, diff=c, prob=lp, out=c)  # lp = p
+        return rows, torch.exp(lq, out=c).sub_(lp), lp
+
+
+class _ReverseKL(Divergence):
+    """``KL(q || p)``; ``dD/dz = q (log q - log p - D)``."""
+
+    name, n_scratch = "reverse_kl", 1
+
+    def _rows(self, lq: Tensor, lp: Tensor, param: float) -> Tensor:
+        return _kl_rows(lq, lp)
+
+    def _rows_and_grad(self, lq: Tensor, lp: Tensor, scratch: Scratch, param: float) -> ChunkResult:
+        c = scratch[0]
+        rows = _kl_rows(lq, lp, diff=c, prob=lp, out=c)  # lp = q, c = q (log q - log p)
+        return rows, _through_softmax(c, lp, rows), lp
+
+
+class _JSD(Divergence):
+    """``beta KL(p || m) + (1 - beta) KL(q || m)``, ``m = beta p + (1 - beta) q``;
+    ``dD/dz = (1 - beta) q (log q - log m - KL(q || m))``.
+
+    ``dD/dq = (1 - beta) log(q / m)`` (the ``p / m`` and ``q / m`` terms cancel), hence the
+    compact form. ``beta`` 0 and 1 are forward and reverse KL (TRL's convention).
+    """
+
+    name, n_scratch, param_name = "jsd", 2, "beta"
+    endpoints = {0.0: "forward_kl", 1.0: "reverse_kl"}
+
+    def _rows(self, lq: Tensor, lp: Tensor, beta: float) -> Tensor:
+        lm = _log_mixture(lp, beta, lq, 1.0 - beta)
+        return beta * _kl_rows(lp, lm) + (1.0 - beta) * _kl_rows(lq, lm)
+
+    def _rows_and_grad(self, lq: Tensor, lp: Tensor, scratch: Scratch, beta: float) -> ChunkResult:
+        c, d = scratch[0], scratch[1]
+        lm = _log_mixture(lp, beta, lq, 1.0 - beta, out=c)
+        kl_p = _kl_rows(lp, lm, diff=lp, prob=d, out=lp)
+        kl_q = _kl_rows(lq, lm, diff=d, prob=c, out=d)  # c = q, d = q (log q - log m)
+        grad = _through_softmax(d, c, kl_q).mul_(1.0 - beta)
+        return beta * kl_p + (1.0 - beta) * kl_q, grad, lp
+
+
+class _TotalVariation(Divergence):
+    """``0.5 sum |q - p|``; ``g = 0.5 sign(q - p)``."""
+
+    name, n_scratch = "total_variation", 2
+
+    def _rows(self, lq: Tensor, lp: Tensor, param: float) -> Tensor:
+        return _tv_rows(lq, lp)
+
+    def _rows_and_grad(self, lq: Tensor, lp: Tensor, scratch: Scratch, param: float) -> ChunkResult:
+        c, d = scratch[0], scratch[1]
+        rows = _tv_rows(lq, lp, q=c, diff=lp, sign=d)
+        qg = d.mul_(c)  # q sign(q - p)
+        return rows, _through_softmax(qg, c, qg.sum(-1)).mul_(0.5), lp
+
+
+class _SkewKL(Divergence):
+    """``KL(p || m)``, ``m = alpha p + (1 - alpha) q``; ``g = -(1 - alpha) p / m``.
+
+    ``alpha`` 0 is forward KL exactly (``m = q``; ``p / q`` itself could overflow where ``q``
+    underflows).
+    """
+
+    name, n_scratch, param_name = "skew_kl", 2, "alpha"
+    endpoints = {0.0: "forward_kl"}
+
+    def _rows(self, lq: Tensor, lp: Tensor, alpha: float) -> Tensor:
+        return _kl_rows(lp, _log_mixture(lp, alpha, lq, 1.0 - alpha))
+
+    def _rows_and_grad(self, lq: Tensor, lp: Tensor, scratch: Scratch, alpha: float) -> ChunkResult:
+        c, d = scratch[0], scratch[1]
+        lm = _log_mixture(lp, alpha, lq, 1.0 - alpha, out=c)
+        rows = _kl_rows(lp, lm, diff=lp, prob=d, out=d)  # lp = log p - log m (<= -log alpha)
+        p_m = lp.exp_()  # p / m, at most 1 / alpha
+        q = torch.exp(lq, out=c)
+        qg = torch.mul(q, p_m, out=d)  # up to the factor -(1 - alpha)
+        return rows, _through_softmax(qg, q, qg.sum(-1)).mul_(-(1.0 - alpha)), lp
+
+
+class _SkewReverseKL(Divergence):
+    """``KL(q || m)``, ``m = (1 - alpha) p + alpha q``;
+    ``dD/dz = q (log q - log m - D - alpha (q/m - <q, q/m>))``.
+
+    ``alpha`` 0 is reverse KL exactly (``m = p``; ``q^2 / p`` could overflow where ``p`` underflows).
+    """
+
+    name, n_scratch, param_name = "skew_reverse_kl", 2, "alpha"
+    endpoints = {0.0: "reverse_kl"}
+
+    def _rows(self, lq: Tensor, lp: Tensor, alpha: float) -> Tensor:
+        return _kl_rows(lq, _log_mixture(lp, 1.0 - alpha, lq, alpha))
+
+    def _rows_and_grad(self, lq: Tensor, lp: Tensor, scratch: Scratch, alpha: float) -> ChunkResult:
+        c, d = scratch[0], scratch[1]
+        lm = _log_mixture(lp, 1.0 - alpha, lq, alpha, out=c)
+        # lp = log q - log m (<= -log alpha), c = q, d = q (log q - log m)
+        rows = _kl_rows(lq, lm, diff=lp, prob=c, out=d)
+        q2_m = torch.add(lp, lq, out=lp).exp_()  # q^2 / m = exp(2 log q - log m), at most q / alpha
+        qg = d.add_(q2_m, alpha=-alpha)  # q (log q - log m - alpha q / m)
+        return rows, _through_softmax(qg, c, rows - alpha * q2_m.sum(-1)), lp
 
 
 DIVERGENCES: dict[str, Divergence] = {
-    "forward_kl": Divergence("forward_kl", _forward_kl_rows, _grads.forward_kl, 1),
-    "reverse_kl": Divergence("reverse_kl", _reverse_kl_rows, _grads.reverse_kl, 1),
-    "jsd": Divergence("jsd", _jsd_rows, _grads.jsd, 2, "beta"),
-    "total_variation": Divergence("total_variation", _total_variation_rows, _grads.total_variation, 2),
-    "skew_kl": Divergence("skew_kl", _skew_kl_rows, _grads.skew_kl, 2, "alpha"),
-    "skew_reverse_kl": Divergence(
-        "skew_reverse_kl", _skew_reverse_kl_rows, _grads.skew_reverse_kl, 2, "alpha"
-    ),
+    d.name: d for d in (_ForwardKL(), _ReverseKL(), _JSD(), _TotalVariation(), _SkewKL(), _SkewReverseKL())
 }
 """Registry by name. Parametrised entries read ``beta`` (jsd) or ``alpha`` (skew_*)."""
 

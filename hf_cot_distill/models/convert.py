@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from hf_cot_distill.core.validation import check_choice
 from hf_cot_distill.models.student_init import check_out_dir
 
 GGUF_MAGIC = b"GGUF"
@@ -40,9 +41,7 @@ _GGUF_INSTALL_HINT = "install it with `pip install 'hf-cot-distill[assets]'` or 
 def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
-    raise ValueError(f"dtype: {dtype!r} is not supported; fix: use one of {sorted(DTYPES)}.")
+    return DTYPES[check_choice("dtype", dtype, sorted(DTYPES))]
 
 
 def _check_gguf_file(gguf_path: Path) -> None:

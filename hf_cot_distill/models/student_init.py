@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from hf_cot_distill.core.validation import check_int, is_int
 from hf_cot_distill.models.decoder import decoder_layers
 
 #: SmolLM2-135M (30 layers) -> 4 layers: first, last and two evenly spaced between.
@@ -43,14 +44,11 @@ def _check_layers(layers: Sequence[int], depth: int) -> list[int]:
     picked = list(layers)
     if not picked:
         raise ValueError("layers: empty; fix: keep at least one teacher layer, e.g. [0, 10, 20, 29].")
-    for index in picked:
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise TypeError(f"layers: {index!r} is not an int; fix: pass integer layer indices.")
-        if not 0 <= index < depth:
-            raise ValueError(
-                f"layers: index {index} is out of range for a teacher with {depth} decoder layers; "
-                f"fix: use indices in [0, {depth - 1}] (negative indices are not accepted)."
-            )
+    fix = f"the teacher has {depth} decoder layers: use indices in [0, {depth - 1}] (negative ones are not accepted)"
+    for i, index in enumerate(picked):
+        if not is_int(index):  # TypeError, not ValueError: tests/test_student_init.py relies on it
+            raise TypeError(f"layers[{i}]={index!r}: must be an int; fix: pass integer layer indices.")
+        picked[i] = check_int(f"layers[{i}]", index, minimum=0, maximum=depth - 1, fix=fix)
     if any(b <= a for a, b in zip(picked, picked[1:])):
         raise ValueError(
             f"layers: {picked} must be strictly increasing (no repeats, teacher order kept); "

@@ -30,9 +30,10 @@ comparison, no vocabulary walk.
 from __future__ import annotations
 
 import hashlib
-import numbers
 from dataclasses import dataclass
 from typing import Any
+
+from hf_cot_distill.core.validation import check_int
 
 SPECIAL_TOKEN_ROLES: tuple[str, ...] = ("bos_token", "eos_token", "pad_token", "unk_token")
 _SHOW = 6  # how many differing ids / tokens a message lists
@@ -283,10 +284,7 @@ def check_tokenizer_compatibility(
         ("teacher_vocab_rows", teacher_vocab_rows),
         ("student_vocab_rows", student_vocab_rows),
     ):
-        if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows <= 0:
-            raise ValueError(
-                f"{name}: {rows!r} is not a positive int; fix: pass the embedding matrix's row count."
-            )
+        check_int(name, rows, minimum=1, fix="pass the embedding matrix's row count")
     teacher_vocab_rows, student_vocab_rows = int(teacher_vocab_rows), int(student_vocab_rows)
     problems: list[str] = []
     notes: list[str] = []

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from hf_cot_distill.core.tables import markdown_table
+from hf_cot_distill.core.validation import check_choice, check_float, check_int
 
 PRUNE_CRITERIA = ("reconstruction", "magnitude")
 QUANT_METHODS = ("gptq", "rtn")
@@ -97,27 +98,33 @@ class CompressArguments:
     )
 
     def __post_init__(self) -> None:
-        if not 0 < self.prune_mlp_keep_ratio <= 1:
-            raise ValueError(f"prune_mlp_keep_ratio={self.prune_mlp_keep_ratio}: use a value in (0, 1].")
-        if self.prune_criterion not in PRUNE_CRITERIA:
-            raise ValueError(f"prune_criterion={self.prune_criterion!r}: use one of {PRUNE_CRITERIA}.")
-        if self.quantize_bits not in (None, 4, 8):
-            raise ValueError(f"quantize_bits={self.quantize_bits}: use 4 or 8 (or leave it unset).")
-        if self.quantize_method not in QUANT_METHODS:
-            raise ValueError(f"quantize_method={self.quantize_method!r}: use one of {QUANT_METHODS}.")
-        if self.quantize_group_size == 0 or self.quantize_group_size < -1:
-            raise ValueError(f"quantize_group_size={self.quantize_group_size}: use a positive size or -1.")
-        if self.eval_samples < 0:
-            raise ValueError(f"eval_samples={self.eval_samples}: must be >= 0.")
+        check_float(
+            "prune_mlp_keep_ratio",
+            self.prune_mlp_keep_ratio,
+            minimum=0,
+            maximum=1,
+            min_open=True,
+            fix="e.g. 0.5",
+        )
+        check_choice("prune_criterion", self.prune_criterion, PRUNE_CRITERIA)
+        if self.quantize_bits is not None:  # None: no quantization
+            fix = "use 4 or 8 (or leave it unset)"
+            check_int("quantize_bits", self.quantize_bits, fix=fix)
+            check_choice("quantize_bits", self.quantize_bits, (4, 8), fix=fix)
+        check_choice("quantize_method", self.quantize_method, QUANT_METHODS)
+        if self.quantize_group_size != -1:  # -1: one scale per output row
+            fix = "use a positive size, or -1 for one scale per output row"
+            check_int("quantize_group_size", self.quantize_group_size, minimum=1, fix=fix)
+        check_int(
+            "eval_samples", self.eval_samples, minimum=0, fix="use an int >= 0 (0 skips the held-out CE)"
+        )
         for name in ("prune_kv_heads_keep", "prune_q_heads_per_kv_keep"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(
-                    f"{name}={getattr(self, name)}: keep at least 1 (or leave it unset to keep all)."
-                )
+            if getattr(self, name) is not None:  # None: keep all
+                fix = "keep at least 1 (or leave it unset to keep all)"
+                check_int(name, getattr(self, name), minimum=1, fix=fix)
         self._check_quantize_ignore()
         for name in ("calibration_samples", "calibration_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1.")
+            check_int(name, getattr(self, name), minimum=1)
         if not self.prune and self.quantize_bits is None:
             raise ValueError("nothing to do: set prune: true and/or quantize_bits: 4|8.")
 

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from hf_cot_distill.core.resources import resolve_recipe
+from hf_cot_distill.core.validation import check_choice, check_int
 
 
 @dataclass
@@ -88,8 +89,7 @@ class ModelArguments:
     def __post_init__(self) -> None:
         # `--model_name_or_path ""` on the command line removes a recipe's student path.
         self.model_name_or_path = self.model_name_or_path or None
-        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
-            raise ValueError(f"dtype={self.dtype!r}: use float32, bfloat16, float16 or auto.")
+        check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
         if self.init_from_scratch and not self.model_config:
             raise ValueError("init_from_scratch=true needs model_config (a transformers config mapping).")
         if not self.init_from_scratch and self.model_config:
@@ -103,8 +103,7 @@ class ModelArguments:
                 "student_from_teacher_layers builds the student from the teacher; remove "
                 "model_name_or_path / init_from_scratch, or remove student_from_teacher_layers."
             )
-        if self.lora_r < 1:
-            raise ValueError(f"lora_r={self.lora_r} must be >= 1.")
+        check_int("lora_r", self.lora_r, minimum=1)
 
     def model_config_dict(self) -> dict[str, Any]:
         if not self.model_config:
@@ -184,10 +183,8 @@ class DataArguments:
     dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for Dataset.map."})
 
     def __post_init__(self) -> None:
-        if self.dataset_format not in DATASET_FORMATS:
-            raise ValueError(f"dataset_format={self.dataset_format!r}: use one of {DATASET_FORMATS}.")
-        if self.max_length < 8:
-            raise ValueError(f"max_length={self.max_length} is too small; use at least 8 tokens.")
+        check_choice("dataset_format", self.dataset_format, DATASET_FORMATS)
+        check_int("max_length", self.max_length, minimum=8, fix="use at least 8 tokens")
         from hf_cot_distill.data.traces.formats import MARKER_PRESETS
 
         choices = {
@@ -198,8 +195,7 @@ class DataArguments:
             "on_empty_answer": ("refuse", "keep"),
         }
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r}: use one of {allowed}.")
+            check_choice(name, getattr(self, name), allowed)
 
 
 def train_config_types() -> tuple[type, ...]:

@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from hf_cot_distill.core.resources import resolve_recipe
+from hf_cot_distill.core.tables import markdown_table
 from hf_cot_distill.pipelines.recipe import (
     load_recipe_yaml,
     parse_recipe,
@@ -245,17 +246,17 @@ def run_sweep(path: str | os.PathLike, extra_overrides: list[str] | None = None)
         metrics = json.loads((out / "train_metrics.json").read_text())
         summary.append({"point": point, "output_dir": str(out), "metrics": metrics})
     (root / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-    (root / "summary.md").write_text(summary_table(summary))
+    table = markdown_table(*_summary_cells(summary)) if summary else "(empty sweep)\n"
+    (root / "summary.md").write_text(table)
     return summary
 
 
-def summary_table(summary: list[dict[str, Any]]) -> str:
-    if not summary:
-        return "(empty sweep)\n"
+def _summary_cells(summary: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of ``summary.md``: one row per grid point, its grid values then its
+    numeric metrics."""
     grid_keys = list(summary[0]["point"])
     metric_keys = sorted({k for s in summary for k, v in s["metrics"].items() if isinstance(v, (int, float))})
-    head = grid_keys + metric_keys
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for s in summary:
         cells = [
             json.dumps(s["point"][k]) if isinstance(s["point"][k], dict) else str(s["point"][k])
@@ -264,5 +265,5 @@ def summary_table(summary: list[dict[str, Any]]) -> str:
         for k in metric_keys:
             v = s["metrics"].get(k)
             cells.append(f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v)))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return grid_keys + metric_keys, rows

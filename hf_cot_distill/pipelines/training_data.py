@@ -20,6 +20,7 @@ from typing import Any
 
 import datasets
 
+from hf_cot_distill.core.validation import check_choice
 from hf_cot_distill.models.loading import TOKENIZER_FILES
 from hf_cot_distill.pipelines.recipe import DataArguments
 from hf_cot_distill.trainers.kd_config import SectionKDConfig
@@ -147,16 +148,11 @@ def _encoded(data_args: DataArguments, tokenizer: Any, tokenizer_source: str | N
     from hf_cot_distill.data.traces.formats import MARKER_PRESETS, detect_format
 
     raw = _load_raw(data_args)
-    if data_args.dataset_train_split not in raw:
-        raise ValueError(
-            f"dataset_train_split={data_args.dataset_train_split!r} is not in {data_args.dataset_name} "
-            f"(splits: {list(raw)}); set dataset_train_split."
-        )
-    if data_args.dataset_eval_split is not None and data_args.dataset_eval_split not in raw:
-        raise ValueError(
-            f"dataset_eval_split={data_args.dataset_eval_split!r} is not in {data_args.dataset_name} "
-            f"(splits: {list(raw)}); set dataset_eval_split or remove it."
-        )
+    fix = f"use a split of {data_args.dataset_name}"
+    check_choice("dataset_train_split", data_args.dataset_train_split, list(raw), fix=fix)
+    if data_args.dataset_eval_split is not None:  # None: no eval split
+        fix = f"use a split of {data_args.dataset_name}, or remove dataset_eval_split"
+        check_choice("dataset_eval_split", data_args.dataset_eval_split, list(raw), fix=fix)
     train = raw[data_args.dataset_train_split]
     evals = raw[data_args.dataset_eval_split] if data_args.dataset_eval_split else None
     fmt = data_args.dataset_format

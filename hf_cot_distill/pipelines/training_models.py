@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from hf_cot_distill.core.validation import check_int
 from hf_cot_distill.models.loading import has_tokenizer_files
 from hf_cot_distill.pipelines.recipe import ModelArguments
 from hf_cot_distill.pipelines.training_data import PreparedData
@@ -82,11 +83,13 @@ def build_student(
         cfg = dict(model_args.model_config_dict())
         gen = data.generator_config
         if gen is not None and hasattr(gen, "vocab_size"):
-            vocab = cfg.setdefault("vocab_size", gen.vocab_size)
-            if vocab < gen.vocab_size:
-                raise ValueError(
-                    f"model_config.vocab_size={vocab} < the generator's vocab_size={gen.vocab_size}; raise it."
-                )
+            fix = f"raise it to at least the generator's vocab_size={gen.vocab_size}, or leave it unset"
+            check_int(
+                "model_config.vocab_size",
+                cfg.setdefault("vocab_size", gen.vocab_size),
+                minimum=gen.vocab_size,
+                fix=fix,
+            )
             special = gen.special_tokens
             cfg.setdefault("pad_token_id", special.pad if special else 0)
             if special is not None:

@@ -21,7 +21,6 @@ CE elsewhere, e.g. ``"answer"``, or ``ce_weight=0`` for pure KD).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from hf_cot_distill.core.sections import CONTENT_SECTION_NAMES, NUM_SECTIONS, SECTION_NAMES, Section
+from hf_cot_distill.core.validation import check_choice, check_float
 
 IGNORE_INDEX = -100
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
@@ -53,12 +53,11 @@ class SectionSupervision:
 
     def __post_init__(self) -> None:
         for name in ("ce_weight", "kd_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}: {value!r} must be a finite number >= 0; fix: e.g. 0.5.")
-        t = self.kd_temperature
-        if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-            raise ValueError(f"kd_temperature: {t!r} must be > 0 or None; fix: e.g. 1.0.")
+            check_float(name, getattr(self, name), minimum=0.0, fix="e.g. 0.5")
+        if self.kd_temperature is not None:  # None: the trainer's default temperature
+            check_float(
+                "kd_temperature", self.kd_temperature, minimum=0.0, min_open=True, fix="e.g. 1.0, or None"
+            )
 
 
 _NONE = SectionSupervision()
@@ -121,9 +120,9 @@ class SupervisionPolicy:
         ce_sections: str | None = None,
     ) -> SupervisionPolicy:
         """KD (and CE, unless ``ce_sections`` names another preset) on the sections of ``name``."""
-        for key in (name, ce_sections):
-            if key is not None and key not in SUPERVISION_PRESETS:
-                raise ValueError(f"preset: {key!r} unknown; fix: one of {sorted(SUPERVISION_PRESETS)}.")
+        check_choice("preset", name, sorted(SUPERVISION_PRESETS))
+        if ce_sections is not None:
+            check_choice("ce_sections", ce_sections, sorted(SUPERVISION_PRESETS))
         kd = SUPERVISION_PRESETS[name]
         ce = SUPERVISION_PRESETS[ce_sections or name]
         per = {

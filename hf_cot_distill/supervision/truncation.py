@@ -28,7 +28,6 @@ counted (``samples_dropped``).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -44,6 +43,7 @@ from hf_cot_distill.core.sections import (
     section_counts,
     section_runs,
 )
+from hf_cot_distill.core.validation import check_bool, check_choice, check_float, check_int
 
 
 class TruncationPolicy(Protocol):
@@ -53,20 +53,18 @@ class TruncationPolicy(Protocol):
 
 
 def _check_proportion(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
-        raise ValueError(f"{name}: {value!r} must lie in (0, 1]; fix: e.g. 0.5 keeps half of each sequence.")
+    check_float(
+        name, value, minimum=0.0, maximum=1.0, min_open=True, fix="e.g. 0.5 keeps half of each sequence"
+    )
 
 
 def _set_int(policy: object, name: str, fix: str) -> None:
     """Check that ``policy.<name>`` is an int >= 1 (numpy ints too) and store it as ``int``."""
-    value = getattr(policy, name)
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"{name}: {value!r} must be an int >= 1; fix: {fix}")
-    object.__setattr__(policy, name, int(value))  # frozen dataclass
+    object.__setattr__(policy, name, check_int(name, getattr(policy, name), minimum=1, fix=fix))  # frozen
 
 
 def _check_budget(policy: object) -> None:
-    _set_int(policy, "max_tokens", "e.g. 4096.")
+    _set_int(policy, "max_tokens", "e.g. 4096")
 
 
 def proportion_length(length: int, proportion: float) -> int:
@@ -114,8 +112,7 @@ class KeepWindow:
     max_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        if self.position not in ("left", "middle", "right"):
-            raise ValueError(f"position: {self.position!r}; fix: one of 'left', 'middle', 'right'.")
+        check_choice("position", self.position, ("left", "middle", "right"))
         if (self.window_proportion is None) == (self.max_tokens is None):
             raise ValueError(
                 f"window_proportion/max_tokens: got {self.window_proportion!r}/{self.max_tokens!r}; "
@@ -167,14 +164,13 @@ class SectionPreserving:
 
     def __post_init__(self) -> None:
         _check_budget(self)
-        if not isinstance(self.keep_cot_close, bool):
-            raise ValueError(f"keep_cot_close: {self.keep_cot_close!r}; fix: True or False.")
+        object.__setattr__(self, "keep_cot_close", check_bool("keep_cot_close", self.keep_cot_close))
         for name in ("cot_open_tokens", "cot_close_tokens"):
             _set_int(
                 self,
                 name,
                 "the CoT marker's length in tokens, e.g. 1 for a marker that is one token, or build the "
-                "policy with SectionPreserving.for_tokenizer(max_tokens, tokenizer).",
+                "policy with SectionPreserving.for_tokenizer(max_tokens, tokenizer)",
             )
         if not self.keep_cot_close and self.cot_close_tokens != 1:
             raise ValueError(
@@ -260,7 +256,7 @@ def cot_marker_token_counts(tokenizer: Any, markers: Any = None) -> tuple[int, i
     separator = getattr(markers, "answer_separator", "\n\n")
     for name, marker in (("think_open", think_open), ("think_close", think_close)):
         if not (isinstance(marker, str) and marker):
-            raise ValueError(f"markers.{name}: {marker!r} must be a non-empty string; fix: e.g. '<think>'.")
+            raise ValueError(f"markers.{name}={marker!r}: must be a non-empty string; fix: e.g. '<think>'.")
     texts, spans = [], []
     for before in _PROBE_BEFORE:
         for reasoning in _PROBE_REASONING:
@@ -390,8 +386,7 @@ def truncate_sample(
         left at all (an empty sequence cannot be batched). Dropped samples add nothing to
         ``tokens_kept`` / ``supervised_kept``: those count what is trained on.
     """
-    if on_supervision_lost not in ("keep", "drop"):
-        raise ValueError(f"on_supervision_lost: {on_supervision_lost!r}; fix: 'keep' or 'drop'.")
+    check_choice("on_supervision_lost", on_supervision_lost, ("keep", "drop"))
     section_ids = np.asarray(features["section_ids"], dtype=np.int64)
     n = len(section_ids)
     keep = np.arange(n, dtype=np.int64) if policy is None else policy.keep_indices(section_ids)

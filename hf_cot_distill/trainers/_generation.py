@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from hf_cot_distill.core.sections import Section
+from hf_cot_distill.core.validation import is_int
 from hf_cot_distill.supervision.policy import IGNORE_INDEX, SupervisionPolicy
 
 
@@ -69,13 +70,7 @@ def generate_completions(
         **sampling,
     )
     completions = seqs[:, width:]
-    eos = (
-        []
-        if eos_token_id is None
-        else [eos_token_id]
-        if isinstance(eos_token_id, int)
-        else list(eos_token_id)
-    )
+    eos = [] if eos_token_id is None else [eos_token_id] if is_int(eos_token_id) else list(eos_token_id)
     out = []
     for row in completions:
         hit = (

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
+from hf_cot_distill.core.validation import check_choice, check_int
 from hf_cot_distill.data.synthetic.cot_icl_lab import CoTICLConfig
 from hf_cot_distill.trainers.kd_config import SectionKDConfig
 from hf_cot_distill.trainers.kd_trainer import SectionKDTrainer
@@ -51,11 +52,13 @@ def cot_icl_model(
     strategy's reserved pad id (``V - 1``) for ``*_special_token`` strategies, else 0 (padding is
     masked either way).
     """
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture: {architecture!r} unknown; fix: one of {sorted(ARCHITECTURES)}.")
-    for name, value in (("num_layers", num_layers), ("hidden_size", hidden_size)):
-        if not (isinstance(value, int) and value >= 1):
-            raise ValueError(f"{name}: {value!r}; fix: a positive int.")
+    check_choice("architecture", architecture, sorted(ARCHITECTURES))
+    for name, value in (
+        ("num_layers", num_layers),
+        ("hidden_size", hidden_size),
+        ("num_attention_heads", num_attention_heads),
+    ):
+        check_int(name, value, minimum=1)
     if hidden_size % num_attention_heads:
         raise ValueError(
             f"hidden_size: {hidden_size} is not a multiple of num_attention_heads={num_attention_heads}; fix: make it one."

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 
 from hf_cot_distill.core.sections import CONTENT_SECTION_NAMES, Section
+from hf_cot_distill.core.validation import check_bool, check_choice, check_float, check_int, check_known_keys
 from hf_cot_distill.losses import DIVERGENCES
 from hf_cot_distill.supervision.policy import SUPERVISION_PRESETS, SupervisionPolicy
 from hf_cot_distill.supervision.truncation import (
@@ -39,10 +39,6 @@ from hf_cot_distill.supervision.truncation import (
 KD_MODES: tuple[str, ...] = ("supervised", "on_policy", "sequence_level")
 TEACHER_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 GENERATED_SECTIONS: dict[str, Section] = {"cot": Section.COT, "answer": Section.ANSWER}
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -222,7 +218,7 @@ class SectionKDConfig(TrainingArguments):
                     setattr(self, name, json.loads(value))
                 except json.JSONDecodeError as err:
                     raise ValueError(
-                        f"{name}: {value!r} is not a JSON object ({err}); fix: e.g. '{{\"max_tokens\": 4096}}'."
+                        f"{name}={value!r}: must be a JSON object ({err}); fix: e.g. '{{\"max_tokens\": 4096}}'."
                     ) from err
         if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in (
             "true",
@@ -235,8 +231,8 @@ class SectionKDConfig(TrainingArguments):
         self._validate()
 
     def _validate(self) -> None:
-        def bad(name: str, fix: str) -> ValueError:
-            return ValueError(f"{name}: got {getattr(self, name)!r}; {fix}")
+        def bad(name: str, what: str, fix: str) -> ValueError:
+            return ValueError(f"{name}={getattr(self, name)!r}: must be {what}; fix: {fix}.")
 
         for name in (
             "scale_by_temperature_squared",
@@ -245,71 +241,84 @@ class SectionKDConfig(TrainingArguments):
             "disable_dropout",
             "remove_unused_columns",
         ):
-            if not isinstance(getattr(self, name), bool):
-                raise bad(name, "use True or False (a string such as 'no' would count as True).")
+            fix = "pass True or False (a string such as 'no' would count as True)"
+            setattr(self, name, check_bool(name, getattr(self, name), fix=fix))
         if self.max_steps == -1:  # train num_train_epochs epochs
-            if not (_finite(self.num_train_epochs) and self.num_train_epochs > 0):
-                raise bad("num_train_epochs", "use a number > 0 (or max_steps > 0): it would train 0 steps.")
-        elif isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
-            raise bad("max_steps", "use an int > 0, or -1 to train num_train_epochs epochs.")
-        if self.divergence not in DIVERGENCES:
-            raise bad("divergence", f"use one of {sorted(DIVERGENCES)}.")
-        if not (_finite(self.beta) and 0.0 <= self.beta <= 1.0):
-            raise bad("beta", "use a number in [0, 1] (0 = forward KL, 1 = reverse KL).")
-        if not (_finite(self.alpha) and 0.0 <= self.alpha < 1.0):
-            raise bad("alpha", "use a number in [0, 1).")
-        if not (_finite(self.temperature) and self.temperature > 0):
-            raise bad("temperature", "use a number > 0 (1.0 = the paper's setting).")
-        if self.teacher_dtype not in TEACHER_DTYPES:
-            raise bad("teacher_dtype", f"use one of {TEACHER_DTYPES}.")
+            fix = "use a number > 0 (or max_steps > 0): it would train 0 steps"
+            check_float("num_train_epochs", self.num_train_epochs, minimum=0, min_open=True, fix=fix)
+        else:
+            fix = "use an int > 0, or -1 to train num_train_epochs epochs"
+            self.max_steps = check_int("max_steps", self.max_steps, minimum=1, fix=fix)
+        check_choice("divergence", self.divergence, sorted(DIVERGENCES))
+        check_float(
+            "beta",
+            self.beta,
+            minimum=0,
+            maximum=1,
+            fix="use a number in [0, 1] (0 = forward KL, 1 = reverse KL)",
+        )
+        check_float(
+            "alpha",
+            self.alpha,
+            minimum=0,
+            maximum=1,
+            max_open=True,
+            fix="use a number in [0, 1) (0 = plain KL)",
+        )
+        check_float(
+            "temperature",
+            self.temperature,
+            minimum=0,
+            min_open=True,
+            fix="use a number > 0 (1.0 = the paper's setting)",
+        )
+        check_choice("teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
         if self.teacher_model_init_kwargs is not None and not isinstance(
             self.teacher_model_init_kwargs, dict
         ):
-            raise bad("teacher_model_init_kwargs", "use a dict (or a JSON object string) or None.")
-        for name in ("supervision_preset", "ce_sections"):
-            value = getattr(self, name)
-            if (value is not None or name == "supervision_preset") and value not in SUPERVISION_PRESETS:
-                raise bad(name, f"use one of {sorted(SUPERVISION_PRESETS)}.")
+            raise bad("teacher_model_init_kwargs", "a dict", "a dict, a JSON object string or None")
+        check_choice("supervision_preset", self.supervision_preset, sorted(SUPERVISION_PRESETS))
+        if self.ce_sections is not None:  # None: CE on the supervision_preset sections
+            check_choice("ce_sections", self.ce_sections, sorted(SUPERVISION_PRESETS))
         for name in ("ce_weight", "kd_weight"):
-            if not (_finite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise bad(name, "use a finite number >= 0 (paper default 0.5).")
+            check_float(
+                name, getattr(self, name), minimum=0, fix="use a finite number >= 0 (paper default 0.5)"
+            )
         if self.ce_weight == 0 and self.kd_weight == 0:
             raise ValueError(
                 "ce_weight/kd_weight: both 0, the policy supervises no token; fix: set ce_weight and/or kd_weight > 0."
             )
-        if self.truncation_policy is not None and self.truncation_policy not in TRUNCATION_POLICIES:
-            raise bad("truncation_policy", f"use None or one of {sorted(TRUNCATION_POLICIES)}.")
+        if self.truncation_policy is not None:  # None: no truncation
+            check_choice("truncation_policy", self.truncation_policy, sorted(TRUNCATION_POLICIES))
         if self.truncation_kwargs is not None and not isinstance(self.truncation_kwargs, dict):
-            raise bad("truncation_kwargs", "use a dict (or a JSON object string) or None.")
+            raise bad("truncation_kwargs", "a dict", "a dict, a JSON object string or None")
         if self.truncation_policy is None and self.truncation_kwargs:
-            raise bad("truncation_kwargs", "set truncation_policy too, or drop truncation_kwargs.")
+            raise bad("truncation_kwargs", "empty without a truncation_policy", "set truncation_policy too")
         self.build_truncation()  # raises the policy's own ValueError on bad parameters
-        if self.on_supervision_lost not in ("keep", "drop"):
-            raise bad("on_supervision_lost", "use 'keep' or 'drop'.")
-        if self.pad_to_multiple_of is not None and not (
-            isinstance(self.pad_to_multiple_of, int) and self.pad_to_multiple_of >= 1
-        ):
-            raise bad("pad_to_multiple_of", "use an int >= 1 or None.")
-        if self.chunk_size is not None and (
-            not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size < 1
-        ):
-            raise bad("chunk_size", "use a positive int or None (automatic).")
-        if self.kd_mode not in KD_MODES:
-            raise bad("kd_mode", f"use one of {KD_MODES}.")
+        check_choice("on_supervision_lost", self.on_supervision_lost, ("keep", "drop"))
+        if self.pad_to_multiple_of is not None:  # None: no rounding
+            fix = "pass an int >= 1, or None"
+            self.pad_to_multiple_of = check_int(
+                "pad_to_multiple_of", self.pad_to_multiple_of, minimum=1, fix=fix
+            )
+        if self.chunk_size is not None:  # None: automatic
+            fix = "pass an int >= 1, or None (automatic)"
+            self.chunk_size = check_int("chunk_size", self.chunk_size, minimum=1, fix=fix)
+        check_choice("kd_mode", self.kd_mode, KD_MODES)
         if self.kd_mode != "supervised" and self.padding_free:
             raise bad(
-                "padding_free", f"generation (kd_mode={self.kd_mode!r}) needs padded batches; set it False."
+                "padding_free",
+                f"False with kd_mode={self.kd_mode!r}",
+                "set it False: generation needs padded batches",
             )
-        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
-            raise bad("max_new_tokens", "use an int >= 1.")
-        if not (_finite(self.generation_temperature) and self.generation_temperature > 0):
-            raise bad("generation_temperature", "use a number > 0.")
-        if self.generated_section not in GENERATED_SECTIONS:
-            raise bad("generated_section", f"use one of {sorted(GENERATED_SECTIONS)}.")
+        self.max_new_tokens = check_int("max_new_tokens", self.max_new_tokens, minimum=1)
+        check_float("generation_temperature", self.generation_temperature, minimum=0, min_open=True)
+        check_choice("generated_section", self.generated_section, sorted(GENERATED_SECTIONS))
         if self.remove_unused_columns:
             raise bad(
                 "remove_unused_columns",
-                "set it False: the collator needs section_ids and the model drops them.",
+                "False",
+                "set it False: the collator needs section_ids and the model drops them",
             )
 
     # ---- builders ---------------------------------------------------------------------
@@ -331,8 +340,8 @@ class SectionKDConfig(TrainingArguments):
         )
         if not policy.supervised_sections:
             raise ValueError(
-                f"ce_weight: {self.ce_weight!r} with no teacher (KD off): the policy selects no token anywhere; "
-                "fix: set ce_weight > 0 for plain CE training, or pass a teacher for KD."
+                f"ce_weight={self.ce_weight!r}: must be > 0 with no teacher (KD off), else the policy selects no "
+                "token anywhere; fix: set ce_weight > 0 for plain CE training, or pass a teacher for KD."
             )
         return policy
 
@@ -393,14 +402,9 @@ def apply_section_temperatures(
     """``policy`` with per-section KD temperatures set (``None``: unchanged)."""
     if not temperatures:
         return policy
-    unknown = sorted(set(temperatures) - set(CONTENT_SECTION_NAMES))
-    if unknown:
-        raise ValueError(
-            f"section_kd_temperatures: unknown sections {unknown}; fix: use keys among {list(CONTENT_SECTION_NAMES)}."
-        )
+    check_known_keys("section_kd_temperatures", temperatures, CONTENT_SECTION_NAMES)
     changes = {}
     for name, t in temperatures.items():
-        if not isinstance(t, (int, float)) or isinstance(t, bool) or not t > 0:
-            raise ValueError(f"section_kd_temperatures[{name!r}]: {t!r} must be a number > 0.")
-        changes[name] = dataclasses.replace(getattr(policy, name), kd_temperature=float(t))
+        t = check_float(f"section_kd_temperatures[{name!r}]", t, minimum=0, min_open=True, fix="e.g. 2.0")
+        changes[name] = dataclasses.replace(getattr(policy, name), kd_temperature=t)
     return dataclasses.replace(policy, **changes)

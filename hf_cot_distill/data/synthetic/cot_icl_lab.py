@@ -22,13 +22,12 @@ float64 one-token-at-a-time reference.
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from hf_cot_distill.core.validation import check_int
+from hf_cot_distill.core.validation import check_choice, check_float, check_int, check_probability, is_int
 from hf_cot_distill.data.synthetic import _random
 from hf_cot_distill.data.synthetic.schedules import CoTSchedule
 
@@ -86,16 +85,12 @@ class SpecialTokens:
 
 
 def _as_choices(name: str, value: object) -> tuple[int, ...]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value),)
+    field = f"CoTICLConfig.{name}"
+    if is_int(value):
+        value = (value,)
     if not isinstance(value, (tuple, list)) or not value:
-        raise ValueError(f"{name}={value!r} must be a non-empty list of positive ints, e.g. [3, 4].")
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} contains {v!r}; every choice must be a positive int.")
-        out.append(int(v))
-    return tuple(out)
+        raise ValueError(f"{field}={value!r}: must be a non-empty list of ints >= 1; fix: e.g. [3, 4].")
+    return tuple(check_int(f"{field}[{i}]", v, minimum=1) for i, v in enumerate(value))
 
 
 @dataclass(frozen=True)
@@ -146,24 +141,17 @@ class CoTICLConfig:
             object.__setattr__(self, name, _as_choices(name, getattr(self, name)))
         if isinstance(self.cot_schedule, dict):
             object.__setattr__(self, "cot_schedule", CoTSchedule.from_mapping(self.cot_schedule))
-        if self.prompt_strategy not in PROMPT_STRATEGIES:
-            raise ValueError(
-                f"prompt_strategy={self.prompt_strategy!r} is unknown; use one of {PROMPT_STRATEGIES}."
-            )
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation={self.activation!r} is unknown; use one of {ACTIVATIONS}.")
-        for name in ("vocab_size", "n_dims", "h_num_layers", "num_tasks"):
+        check_choice("CoTICLConfig.prompt_strategy", self.prompt_strategy, PROMPT_STRATEGIES)
+        check_choice("CoTICLConfig.activation", self.activation, ACTIVATIONS)
+        check_int("CoTICLConfig.vocab_size", self.vocab_size, minimum=1, maximum=2**31 - 1)
+        for name in ("n_dims", "h_num_layers", "num_tasks"):
             check_int(f"CoTICLConfig.{name}", getattr(self, name), minimum=1)
         for name in ("num_eval_tasks", "seed"):
             check_int(f"CoTICLConfig.{name}", getattr(self, name), minimum=0)
-        if not (
-            isinstance(self.data_std, (int, float)) and math.isfinite(self.data_std) and self.data_std > 0
-        ):
-            raise ValueError(f"data_std={self.data_std!r} must be a finite number > 0.")
+        check_float("CoTICLConfig.data_std", self.data_std, minimum=0.0, min_open=True)
         if self.num_unique_h is not None:  # a pool size, or None for fresh processors per task
             check_int("CoTICLConfig.num_unique_h", self.num_unique_h, minimum=1)
-        if not 0.0 <= self.cot_example_prob <= 1.0:
-            raise ValueError(f"cot_example_prob={self.cot_example_prob} must be a probability in [0, 1].")
+        check_probability("CoTICLConfig.cot_example_prob", self.cot_example_prob)
         if self.cot_schedule is not None and self.prompt_strategy != "hybrid_special_token":
             raise ValueError(
                 f"cot_schedule is set but prompt_strategy={self.prompt_strategy!r}; a CoT-Recipe "
@@ -175,8 +163,6 @@ class CoTICLConfig:
                 f"vocab_size={self.vocab_size} leaves {self.vocab_size - self.n_reserved} usable ids after "
                 f"{self.n_reserved} reserved ones; use vocab_size >= {self.n_reserved + min_usable}."
             )
-        if self.vocab_size >= 2**31:
-            raise ValueError(f"vocab_size={self.vocab_size} must be < 2**31.")
 
     @property
     def uses_special_tokens(self) -> bool:
@@ -214,6 +200,7 @@ class CoTICLConfig:
 
 def activation_fn(name: str):
     """The activation by name, as a numpy function (float32 in, float32 out)."""
+    check_choice("activation", name, ACTIVATIONS)
     if name == "leaky_relu":
         # max(x, 0.5 x) == leaky_relu(x, 0.5) for a slope in (0, 1); one pass, no mask.
         return lambda x: np.maximum(x, x * np.float32(0.5))
@@ -221,9 +208,7 @@ def activation_fn(name: str):
         return lambda x: np.maximum(x, np.float32(0.0))
     if name == "silu":
         return lambda x: x / (np.float32(1.0) + np.exp(-x))
-    if name == "identity":
-        return lambda x: x
-    raise ValueError(f"activation={name!r} is unknown; use one of {ACTIVATIONS}.")
+    return lambda x: x  # identity
 
 
 @functools.lru_cache(maxsize=8)
@@ -389,8 +374,7 @@ def generate_groups(
     config: CoTICLConfig, task_indices: np.ndarray | list[int], split: str = "train"
 ) -> list[TaskGroup]:
     """Generate tasks by index, grouped by shape. The order of groups is deterministic."""
-    if split not in _random.SPLITS:
-        raise ValueError(f"split={split!r} is unknown; use one of {sorted(_random.SPLITS)}.")
+    check_choice("split", split, sorted(_random.SPLITS))
     task_indices = np.asarray(task_indices, dtype=np.int64).reshape(-1)
     if task_indices.size and task_indices.min() < 0:
         raise ValueError(f"task indices must be >= 0, got {int(task_indices.min())}.")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hf_cot_distill.core.sections import Section
+from hf_cot_distill.core.validation import check_choice
 from hf_cot_distill.data.synthetic.cot_icl_lab import SpecialTokens
 
 IGNORE_INDEX = -100
@@ -136,9 +137,7 @@ STRATEGIES: dict[str, PromptStrategy] = {
 
 
 def get_strategy(name: str) -> PromptStrategy:
-    if name not in STRATEGIES:
-        raise ValueError(f"prompt_strategy={name!r} is unknown; use one of {sorted(STRATEGIES)}.")
-    return STRATEGIES[name]
+    return STRATEGIES[check_choice("prompt_strategy", name, sorted(STRATEGIES))]
 
 
 @dataclass

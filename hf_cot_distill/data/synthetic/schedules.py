@@ -26,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from hf_cot_distill.core.validation import check_known_keys
+from hf_cot_distill.core.validation import (
+    check_choice,
+    check_float,
+    check_int,
+    check_known_keys,
+    check_probability,
+)
 from hf_cot_distill.data.synthetic import _random
 
 SCHEDULE_KINDS = ("constant", "power_law", "linear", "step", "cosine")
@@ -54,18 +60,16 @@ class CoTSchedule:
     step_at: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.kind not in SCHEDULE_KINDS:
-            raise ValueError(f"CoTSchedule.kind={self.kind!r} is unknown; use one of {SCHEDULE_KINDS}.")
+        check_choice("CoTSchedule.kind", self.kind, SCHEDULE_KINDS)
         for name in ("p_initial", "p_final"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"CoTSchedule.{name}={value} must be a probability in [0, 1].")
-        if math.isnan(self.alpha) or self.alpha < 0:
-            raise ValueError(f"CoTSchedule.alpha={self.alpha} must be >= 0 (math.inf allowed).")
-        if not math.isfinite(self.scale) or self.scale < 0:
-            raise ValueError(f"CoTSchedule.scale={self.scale} must be a finite number >= 0.")
-        if not 0.0 <= self.step_at <= 1.0:
-            raise ValueError(f"CoTSchedule.step_at={self.step_at} must be a fraction in [0, 1].")
+            check_probability(f"CoTSchedule.{name}", getattr(self, name))
+        check_float(
+            "CoTSchedule.alpha", self.alpha, minimum=0.0, finite=False, fix="use >= 0 (math.inf allowed)"
+        )
+        check_float("CoTSchedule.scale", self.scale, minimum=0.0)
+        check_float(
+            "CoTSchedule.step_at", self.step_at, minimum=0.0, maximum=1.0, fix="use a fraction in [0, 1]"
+        )
 
     @classmethod
     def from_mapping(cls, fields: Mapping[str, Any], where: str = "cot_schedule") -> CoTSchedule:
@@ -75,8 +79,7 @@ class CoTSchedule:
 
     def __call__(self, index: np.ndarray | int, n: int) -> np.ndarray:
         """``p(index)`` for prompt indices in ``[0, n)``; returns a float64 array (0-d for ints)."""
-        if n <= 0:
-            raise ValueError(f"The number of prompts n={n} must be positive.")
+        check_int("n", n, minimum=1, fix="pass the number of prompts (num_tasks)")
         x = np.asarray(index, dtype=np.float64) / float(n)
         if self.kind == "constant":
             p = np.full_like(x, self.p_initial)
@@ -115,14 +118,11 @@ def select_drop_examples(
     Returns:
         int64 array ``(k,)`` of example indices, ascending.
     """
-    if mode not in DROP_MODES:
-        raise ValueError(f"drop mode {mode!r} is unknown; use one of {DROP_MODES}.")
+    check_choice("drop_mode", mode, DROP_MODES)
     candidates = np.flatnonzero(np.asarray(has_cot, dtype=bool))
-    if k < 0 or k > len(candidates):
-        raise ValueError(
-            f"drop_k={k} but only {len(candidates)} in-context examples carry a think block; "
-            f"use 0 <= drop_k <= {len(candidates)}."
-        )
+    n = len(candidates)
+    fix = f"only {n} in-context examples carry a think block; use 0 <= drop_k <= {n}"
+    check_int("drop_k", k, minimum=0, maximum=n, fix=fix)
     if mode == "first_k":
         chosen = candidates[:k]
     elif mode == "last_k":

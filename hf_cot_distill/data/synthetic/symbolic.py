@@ -14,13 +14,12 @@ CoT-Recipe probability. The last assistant turn is the target. Plain strings: no
 
 from __future__ import annotations
 
-import numbers
 import string
 from dataclasses import dataclass
 
 import numpy as np
 
-from hf_cot_distill.core.validation import check_int
+from hf_cot_distill.core.validation import check_choice, check_int, check_probability
 from hf_cot_distill.data.synthetic import _random
 from hf_cot_distill.data.synthetic.schedules import CoTSchedule
 
@@ -56,20 +55,19 @@ class SymbolicConfig:
     def __post_init__(self) -> None:
         if isinstance(self.cot_schedule, dict):
             object.__setattr__(self, "cot_schedule", CoTSchedule.from_mapping(self.cot_schedule))
-        for name in ("word_length", "n_inputs", "n_parents", "chain_length", "n_examples", "num_tasks"):
+        fix = "use >= 2 so that a word has a second half"
+        check_int("SymbolicConfig.word_length", self.word_length, minimum=2, fix=fix)
+        for name in ("n_inputs", "n_parents", "chain_length", "n_examples", "num_tasks"):
             check_int(f"SymbolicConfig.{name}", getattr(self, name), minimum=1)
         for name in ("num_eval_tasks", "seed"):
             check_int(f"SymbolicConfig.{name}", getattr(self, name), minimum=0)
         check_int("SymbolicConfig.shift", self.shift)
-        if self.word_length < 2:
-            raise ValueError(f"word_length={self.word_length} must be >= 2 so that a word has a second half.")
         if self.n_parents > self.n_inputs:
             raise ValueError(
                 f"n_parents={self.n_parents} > n_inputs={self.n_inputs}: every chain word needs distinct "
                 "parents among the words available; use n_parents <= n_inputs."
             )
-        if not 0.0 <= self.cot_example_prob <= 1.0:
-            raise ValueError(f"cot_example_prob={self.cot_example_prob} must be a probability in [0, 1].")
+        check_probability("SymbolicConfig.cot_example_prob", self.cot_example_prob)
 
     def cot_prob(self, task_index: int, split: str) -> float:
         if self.cot_schedule is None or split != "train":
@@ -98,10 +96,8 @@ def sample_dag(config: SymbolicConfig, task_index: int, split: str) -> list[list
 
 def generate_symbolic_task(config: SymbolicConfig, task_index: int, split: str = "train") -> dict:
     """One symbolic task: words, DAG and the chat ``messages`` (a pure function of its index)."""
-    if split not in _random.SPLITS:
-        raise ValueError(f"split={split!r} is unknown; use one of {sorted(_random.SPLITS)}.")
-    if isinstance(task_index, bool) or not isinstance(task_index, numbers.Integral) or task_index < 0:
-        raise ValueError(f"task_index={task_index!r} must be an int >= 0.")
+    check_choice("split", split, sorted(_random.SPLITS))
+    check_int("task_index", task_index, minimum=0)
     n, c, k = config.n_inputs, config.chain_length, config.n_examples
     dag = sample_dag(config, task_index, split)
     sid = _random.SPLITS[split]

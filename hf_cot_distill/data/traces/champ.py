@@ -43,6 +43,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from hf_cot_distill.core.validation import check_choice
+
 TRACE_FORMATS: tuple[str, ...] = ("messages", "conversations", "prompt_completion", "reasoning_content")
 SOURCES: tuple[str, ...] = ("solution", "model")
 #: The four models of CHAMP's conversations, in file order.
@@ -166,12 +168,13 @@ def _model_trace(problem: dict[str, Any], key: str, messages: list[dict[str, Any
     )
 
 
-def _check_choice(name: str, values: Sequence[str], allowed: Sequence[str]) -> None:
-    if isinstance(values, str):
-        raise TypeError(f"{name}: got the string {values!r}; fix: pass a tuple, e.g. ({values!r},).")
-    for value in values:
-        if value not in allowed:
-            raise ValueError(f"{name}: {value!r} is not one of {tuple(allowed)}; fix: pick from those.")
+def _check_choices(name: str, values: Sequence[str], allowed: Sequence[str]) -> None:
+    if isinstance(values, str):  # TypeError: tests/test_champ.py::test_errors relies on it
+        raise TypeError(
+            f"{name}={values!r}: must be a tuple of strings; fix: pass a tuple, e.g. ({values!r},)."
+        )
+    for i, value in enumerate(values):
+        check_choice(f"{name}[{i}]", value, allowed)
 
 
 def champ_traces(
@@ -188,9 +191,9 @@ def champ_traces(
         settings: which of :data:`PROBLEM_ONLY_SETTINGS` to take conversations from.
         path: another copy of ``v0.json``; default: the installed package's.
     """
-    _check_choice("sources", sources, SOURCES)
-    _check_choice("models", models, CHAMP_MODELS)
-    _check_choice("settings", settings, PROBLEM_ONLY_SETTINGS)
+    _check_choices("sources", sources, SOURCES)
+    _check_choices("models", models, CHAMP_MODELS)
+    _check_choices("settings", settings, PROBLEM_ONLY_SETTINGS)
     traces: list[ChampTrace | None] = []
     for problem in load_champ_problems(path).values():
         if "solution" in sources:
@@ -215,6 +218,7 @@ def _think_block(trace: ChampTrace) -> str:
 
 def to_format(trace: ChampTrace, fmt: str = "messages") -> dict[str, Any]:
     """One record of layout ``fmt`` (one of :data:`TRACE_FORMATS`) plus the metadata columns."""
+    check_choice("fmt", fmt, TRACE_FORMATS)
     if fmt == "messages":
         body: dict[str, Any] = {
             "messages": [
@@ -233,10 +237,8 @@ def to_format(trace: ChampTrace, fmt: str = "messages") -> dict[str, Any]:
         }
     elif fmt == "prompt_completion":
         body = {"prompt": trace.prompt, "completion": _think_block(trace)}
-    elif fmt == "reasoning_content":
+    else:  # reasoning_content
         body = {"prompt": trace.prompt, "reasoning_content": trace.reasoning, "content": trace.answer}
-    else:
-        raise ValueError(f"fmt: {fmt!r} is not one of {TRACE_FORMATS}; fix: pick one of them.")
     return {
         **body,
         "id": trace.id,
@@ -248,8 +250,7 @@ def to_format(trace: ChampTrace, fmt: str = "messages") -> dict[str, Any]:
 
 def champ_records(fmt: str = "messages", **trace_kwargs: Any) -> list[dict[str, Any]]:
     """:func:`champ_traces` (``trace_kwargs``) written in layout ``fmt`` as plain dicts."""
-    if fmt not in TRACE_FORMATS:
-        raise ValueError(f"fmt: {fmt!r} is not one of {TRACE_FORMATS}; fix: pick one of them.")
+    check_choice("fmt", fmt, TRACE_FORMATS)
     return [to_format(trace, fmt) for trace in champ_traces(**trace_kwargs)]
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hf_cot_distill.core.sections import CharSpan, Section, require_fast_tokenizer, tokenize_with_sections
+from hf_cot_distill.core.validation import check_choice, check_int
 from hf_cot_distill.data.traces.formats import (
     CASE_BITS,
     FORMAT_ADAPTERS,
@@ -92,8 +93,7 @@ def render_sample(
     (``malformed_markers``). The text stops after the last supervised turn. A supervised turn
     with an empty answer sets ``empty_answer`` (the encoder's ``on_empty_answer`` rule acts on it).
     """
-    if turn_policy not in ("last", "all"):
-        raise ValueError(f"turn_policy: {turn_policy!r} is not 'last' or 'all'; fix: pick one of them.")
+    check_choice("turn_policy", turn_policy, ("last", "all"))
     assistant_at = [i for i, t in enumerate(sample.turns) if t.role == "assistant"]
     supervised = assistant_at[-1:] if turn_policy == "last" else assistant_at
     if not supervised or supervised[0] == 0:
@@ -213,10 +213,7 @@ class ReasoningTraceEncoder:
 
     def __post_init__(self) -> None:
         require_fast_tokenizer(self.tokenizer)
-        if self.source_format not in FORMAT_ADAPTERS:
-            raise ValueError(
-                f"source_format: {self.source_format!r} unknown; fix: one of {sorted(FORMAT_ADAPTERS)}."
-            )
+        check_choice("source_format", self.source_format, sorted(FORMAT_ADAPTERS))
         for name, value, allowed in (
             ("turn_policy", self.turn_policy, ("last", "all")),
             ("on_too_long", self.on_too_long, ("refuse", "keep")),
@@ -224,23 +221,21 @@ class ReasoningTraceEncoder:
             ("on_empty_answer", self.on_empty_answer, ("refuse", "keep")),
             ("on_invalid", self.on_invalid, ("raise", "drop")),
         ):
-            if not isinstance(value, str) or value not in allowed:
-                raise ValueError(f"{name}: {value!r} not allowed; fix: one of {allowed}.")
-        length = self.max_length
-        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
-            raise ValueError(
-                f"max_length: {length!r} is not None or a positive int; fix: e.g. max_length=4096."
+            check_choice(name, value, allowed)
+        if self.max_length is not None:  # None: no limit
+            check_int(
+                "max_length", self.max_length, minimum=1, fix="e.g. max_length=4096, or None for no limit"
             )
         for name in ("source_markers", "render_markers"):
             markers = getattr(self, name)
             if not isinstance(markers, TraceMarkers) and not (name == "source_markers" and markers is None):
                 raise ValueError(
-                    f"{name}: {markers!r} is not a TraceMarkers; fix: one of MARKER_PRESETS "
+                    f"{name}={markers!r}: must be a TraceMarkers; fix: one of MARKER_PRESETS "
                     f"{sorted(MARKER_PRESETS)}, e.g. MARKER_PRESETS['think']."
                 )
         if not isinstance(self.end_of_turn, str) or not self.end_of_turn:
             raise ValueError(
-                f"end_of_turn: {self.end_of_turn!r} is not a non-empty string; fix: e.g. '<|im_end|>'."
+                f"end_of_turn={self.end_of_turn!r}: must be a non-empty string; fix: e.g. '<|im_end|>'."
             )
         if self.render_markers.close_opens_answer and self.on_empty_cot == "empty_block":
             raise ValueError(

@@ -60,6 +60,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hf_cot_distill.core.validation import check_bool
+
 TRACE_CASES: tuple[str, ...] = (
     "missing_open_marker",
     "missing_close_marker",
@@ -108,16 +110,19 @@ class TraceMarkers:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(
-                    f"TraceMarkers.{name}: {value!r} is not a non-blank string; fix: pass the marker text."
+                    f"TraceMarkers.{name}={value!r}: must be a non-blank string; fix: pass the marker text."
                 )
         for name in ("solution_open", "solution_close"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"TraceMarkers.{name}: {value!r} is not None or a non-blank string.")
+                raise ValueError(
+                    f"TraceMarkers.{name}={value!r}: must be None or a non-blank string; fix: pass the marker text."
+                )
         if not isinstance(self.answer_separator, str):
-            raise ValueError(f"TraceMarkers.answer_separator: {self.answer_separator!r} is not a string.")
-        if not isinstance(self.close_opens_answer, bool):
-            raise ValueError(f"TraceMarkers.close_opens_answer: {self.close_opens_answer!r} is not a bool.")
+            raise ValueError(
+                f"TraceMarkers.answer_separator={self.answer_separator!r}: must be a string; fix: e.g. '\\n\\n'."
+            )
+        check_bool("TraceMarkers.close_opens_answer", self.close_opens_answer)
 
 
 MARKER_PRESETS: dict[str, TraceMarkers] = {
