@@ -1,9 +1,12 @@
-"""KD losses: divergences as pure tensor functions and a memory-bounded fused KD from hidden states."""
+"""KD losses: divergences as pure tensor functions and a memory-bounded fused KD from hidden states
+(against a teacher's logits or a teacher cache's sparse targets)."""
 
+from hf_cot_distill.losses.cached import CACHE_MODES, CachedTargets
 from hf_cot_distill.losses.chunked import (
     FusedKDOutput,
     FusedLinearKDFunction,
     default_chunk_size,
+    fused_cached_kd,
     fused_linear_kd,
     gather_zero3,
     zero3_partitioned,
@@ -25,7 +28,9 @@ from hf_cot_distill.losses.divergences import (
 )
 
 __all__ = [
+    "CACHE_MODES",
     "DIVERGENCES",
+    "CachedTargets",
     "Divergence",
     "FusedKDOutput",
     "FusedLinearKDFunction",
@@ -33,6 +38,7 @@ __all__ = [
     "default_chunk_size",
     "divergence_loss",
     "forward_kl",
+    "fused_cached_kd",
     "fused_linear_kd",
     "gather_zero3",
     "jsd",

@@ -9,14 +9,13 @@ during the forward pass, so no logits survive a chunk. ``backward`` only rescale
 
 This module owns chunking, selection, temperature, weights, CE, padding of the vocabulary,
 dtype handling and normalisation; each divergence only writes its per-chunk math
-(:mod:`divergence_grads`). Liger-Kernel's chunked losses follow the same split.
+(:meth:`divergences.Divergence.rows_and_grad`). Liger-Kernel's chunked losses follow the same split.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -25,7 +24,9 @@ import torch
 from torch import Tensor
 
 from hf_cot_distill.core.sections import NUM_SECTIONS
+from hf_cot_distill.core.validation import check_int
 from hf_cot_distill.losses._inputs import FusedInputs, check_fused_inputs
+from hf_cot_distill.losses.cached import CachedTargets, sampled_rows_and_grad, topk_rows_and_grad
 from hf_cot_distill.losses.divergences import Divergence, resolve_divergence
 
 BUFFER_BUDGET_BYTES = 256 * 2**20
@@ -66,6 +67,7 @@ class _Settings:
     vocab_size: int
     chunk_size: int
     masked: bool = False  # a bias has -inf entries (masked logits): see _FusedPass._masked_rows_and_grad
+    targets: CachedTargets | None = None  # a cached teacher (flat positions) instead of teacher logits
 
 
 def masked_logits(vocab_size: int, *biases: Tensor | None) -> bool:
@@ -202,16 +204,11 @@ class _FusedPass:
         m, inv_t = idx.shape[0], 1.0 / s.temperature
         h = x.student_hidden.index_select(0, idx)
         lq, lp = self._buf(0, m), self._buf(1, m)
-        scratch = [self._buf(2 + i, m) for i in range(s.divergence.n_scratch)]
         self._logits(lq, h, self.sw, self.sb, inv_t, 7)
-        self._logits(lp, x.teacher_hidden.index_select(0, idx), self.tw, self.tb, inv_t, 7)
-        if s.masked:
-            rows, grad, free = self._masked_rows_and_grad(lq, lp, scratch)
-            torch.log_softmax(lq, 1, out=lq)
+        if s.targets is not None:
+            rows, grad, free = self._cached_rows_and_grad(idx, lq, lp)
         else:
-            torch.log_softmax(lq, 1, out=lq)
-            torch.log_softmax(lp, 1, out=lp)
-            rows, grad, free = s.divergence.rows_and_grad(lq, lp, scratch, s.param)
+            rows, grad, free = self._dense_rows_and_grad(idx, lq, lp)
         kw = x.kd_weights.index_select(0, idx).to(self.cdt)
         t2 = s.temperature**2 if s.scale_by_temperature_squared else 1.0
         self.kd_sum += (rows * kw).sum() * t2
@@ -226,6 +223,33 @@ class _FusedPass:
                 torch.log_softmax(lq1, 1, out=lq1)
             self._ce(lq1, grad, idx)
         self._accumulate(grad, h, idx)
+
+    def _dense_rows_and_grad(self, idx: Tensor, lq: Tensor, lp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The divergence against the teacher's logits at ``idx``: ``lq`` (scaled student logits)
+        becomes log-probs; returns the rows, ``dD/dz`` and a free ``(m, V)`` buffer."""
+        s, x = self.s, self.x
+        scratch = [self._buf(2 + i, idx.shape[0]) for i in range(s.divergence.n_scratch)]
+        self._logits(lp, x.teacher_hidden.index_select(0, idx), self.tw, self.tb, 1.0 / s.temperature, 7)
+        if s.masked:
+            rows, grad, free = self._masked_rows_and_grad(lq, lp, scratch)
+            torch.log_softmax(lq, 1, out=lq)
+            return rows, grad, free
+        torch.log_softmax(lq, 1, out=lq)
+        torch.log_softmax(lp, 1, out=lp)
+        return s.divergence.rows_and_grad(lq, lp, scratch, s.param)
+
+    def _cached_rows_and_grad(self, idx: Tensor, lq: Tensor, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Forward KL against cached targets (:mod:`cached`): ``lq`` becomes log-probs and is kept
+        (CE may reuse it), ``grad`` receives ``dD/dz``; the free buffer returned is a scratch one."""
+        targets = self.s.targets
+        torch.log_softmax(lq, 1, out=lq)
+        ids, weights, valid, extra = targets.rows(idx)
+        scratch = self._buf(2, idx.shape[0])
+        if targets.mode == "sampled":
+            rows = sampled_rows_and_grad(lq, ids, weights.to(self.cdt), extra.to(self.cdt), grad)
+        else:
+            rows = topk_rows_and_grad(lq, ids, weights.to(self.cdt), valid, extra.to(self.cdt), grad, scratch)
+        return rows, grad, scratch
 
     def _masked_rows_and_grad(
         self, z: Tensor, tz: Tensor, scratch: list[Tensor]
@@ -384,28 +408,134 @@ def fused_linear_kd(
             itemsize = torch.promote_types(student_hidden.dtype, torch.float32).itemsize
             n_buffers = MASKED_BUFFERS if masked else 2 + entry.n_scratch
             chunk_size = default_chunk_size(x.vocab_size, n_buffers, itemsize)
-        elif not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) or chunk_size < 1:
-            raise ValueError(f"chunk_size: got {chunk_size!r}; use a positive int or None (automatic).")
-        chunk_size = int(chunk_size)
+        else:
+            chunk_size = check_int(
+                "chunk_size", chunk_size, minimum=1, fix="pass an int >= 1, or None (automatic)"
+            )
         settings = _Settings(
             entry, param, float(temperature), scale_by_temperature_squared, x.vocab_size, chunk_size, masked
         )
-        scales = [
-            torch.as_tensor(v, dtype=torch.float64, device=x.student_hidden.device)
-            for v in (kd_scale, ce_scale)
-        ]
-        for field, v in zip(("kd_scale", "ce_scale"), scales):
-            if v.numel() != 1 or not bool(torch.isfinite(v)):
-                raise ValueError(
-                    f"{field}: got {v.tolist()}; use one finite number (e.g. 1 / num_items_in_batch)."
-                )
-        stats: dict[str, Tensor] = {}
-        loss = FusedLinearKDFunction.apply(
-            x.student_hidden, x.student_weight, x.student_bias, x.teacher_hidden, x.teacher_weight,
-            x.teacher_bias, scales[0].reshape(()), scales[1].reshape(()), x, settings, stats,
-        )  # fmt: skip
+        return _apply(x, settings, kd_scale, ce_scale)
+
+
+def _apply(
+    x: FusedInputs, settings: _Settings, kd_scale: float | Tensor, ce_scale: float | Tensor
+) -> FusedKDOutput:
+    """Check the scales, run :class:`FusedLinearKDFunction`, package the statistics."""
+    scales = [
+        torch.as_tensor(v, dtype=torch.float64, device=x.student_hidden.device) for v in (kd_scale, ce_scale)
+    ]
+    for field, v in zip(("kd_scale", "ce_scale"), scales):
+        if v.numel() != 1 or not bool(torch.isfinite(v)):
+            raise ValueError(
+                f"{field}: got {v.tolist()}; use one finite number (e.g. 1 / num_items_in_batch)."
+            )
+    stats: dict[str, Tensor] = {}
+    loss = FusedLinearKDFunction.apply(
+        x.student_hidden, x.student_weight, x.student_bias, x.teacher_hidden, x.teacher_weight,
+        x.teacher_bias, scales[0].reshape(()), scales[1].reshape(()), x, settings, stats,
+    )  # fmt: skip
     sec = stats.get("section_stats")
     return FusedKDOutput(
         loss, stats["kd_sum"], stats["kd_count"], stats["ce_sum"], stats["ce_count"],
         *((sec[0], sec[1].long(), sec[2], sec[3].long()) if sec is not None else ()),
     )  # fmt: skip
+
+
+CACHED_BUFFERS = 3
+"""``(n, V)`` buffers a chunk needs against cached targets (student log-probs, gradient, scratch)."""
+
+
+def fused_cached_kd(
+    student_hidden: Tensor,
+    student_weight: Tensor,
+    targets: CachedTargets,
+    *,
+    kd_weights: Tensor,
+    ce_labels: Tensor | None = None,
+    ce_weights: Tensor | None = None,
+    student_bias: Tensor | None = None,
+    divergence: str = "forward_kl",
+    temperature: float | None = None,
+    scale_by_temperature_squared: bool = False,
+    vocab_size: int | None = None,
+    section_ids: Tensor | None = None,
+    kd_scale: float | Tensor = 1.0,
+    ce_scale: float | Tensor = 1.0,
+    chunk_size: int | None = None,
+    ignore_index: int = -100,
+) -> FusedKDOutput:
+    """:func:`fused_linear_kd` with the teacher replaced by cached targets (:mod:`cached`).
+
+    ``targets`` holds one row per position of ``student_hidden``'s leading dims, flattened
+    (``(N, K)``); every position with ``kd_weights > 0`` must have a target. Forward KL only (the
+    one divergence a sampled or top-K cache estimates: the others need the teacher's whole
+    distribution), at the cache's temperature. Same outputs, chunking and gradients as
+    :func:`fused_linear_kd`: the ``(N, V)`` logits never exist.
+    """
+    if divergence != "forward_kl":
+        raise ValueError(
+            f"divergence={divergence!r}: cannot be estimated from a teacher cache (only forward_kl can: the others "
+            "need the teacher's whole distribution); fix: divergence: forward_kl, or train with the online teacher."
+        )
+    if not isinstance(targets, CachedTargets):
+        raise ValueError(
+            f"targets: got {type(targets).__name__}; fix: pass CachedTargets (e.g. TeacherCache.targets)."
+        )
+    if temperature is None:
+        temperature = targets.temperature
+    if not math.isclose(float(temperature), targets.temperature, rel_tol=1e-9):
+        raise ValueError(
+            f"temperature={temperature!r}: the teacher cache was built at temperature {targets.temperature!r}; fix: "
+            f"train at {targets.temperature!r}, or build a cache at {temperature!r}."
+        )
+    with gather_zero3([student_weight, student_bias]):
+        entry, param = resolve_divergence("forward_kl")
+        # the teacher fields of the shared validation are stand-ins: no teacher tensor is read
+        x = check_fused_inputs(
+            student_hidden, student_weight, student_hidden.detach(), student_weight.detach(),
+            kd_weights=kd_weights, ce_labels=ce_labels, ce_weights=ce_weights, student_bias=student_bias,
+            teacher_bias=None, vocab_size=vocab_size, section_ids=section_ids, ignore_index=ignore_index,
+            num_sections=NUM_SECTIONS,
+        )  # fmt: skip
+        n = x.kd_weights.shape[0]
+        if targets.ids.shape[0] != n:
+            raise ValueError(
+                f"targets: {targets.ids.shape[0]} rows for {n} positions; fix: one row of targets per position "
+                "(flattened like student_hidden's leading dims)."
+            )
+        uncovered = int(((x.kd_weights > 0) & ~targets.covered.to(x.kd_weights.device)).sum())
+        if uncovered:
+            raise ValueError(
+                f"kd_weights: {uncovered} positions carry a KD weight but have no cached target; fix: a cache built "
+                "over these sections (cache-teacher --positions), or a supervision preset within the cached ones."
+            )
+        if bool((targets.ids >= x.vocab_size).any()):
+            raise ValueError(
+                f"targets: ids >= vocab_size {x.vocab_size} (the cache was built with a larger vocabulary); fix: a "
+                "cache built with this tokenizer."
+            )
+        if chunk_size is None:
+            itemsize = torch.promote_types(student_hidden.dtype, torch.float32).itemsize
+            chunk_size = default_chunk_size(x.vocab_size, CACHED_BUFFERS, itemsize)
+        chunk_size = check_int(
+            "chunk_size", chunk_size, minimum=1, fix="pass an int >= 1, or None (automatic)"
+        )
+        device = x.student_hidden.device
+        on_device = CachedTargets(
+            targets.mode, targets.ids.to(device), targets.weights.to(device),
+            None if targets.entropy is None else targets.entropy.to(device),
+            None if targets.tail_logmass is None else targets.tail_logmass.to(device),
+            targets.temperature,
+        )  # fmt: skip
+        settings = _Settings(
+            entry,
+            param,
+            float(temperature),
+            scale_by_temperature_squared,
+            x.vocab_size,
+            chunk_size,
+            False,
+            on_device,
+        )
+        return _apply(x, settings, kd_scale, ce_scale)
