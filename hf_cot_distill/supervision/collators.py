@@ -37,8 +37,6 @@ No tokenizer calls and no ``torch.distributed`` calls happen here.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,6 +45,7 @@ import numpy as np
 import torch
 
 from hf_cot_distill.core.sections import NUM_SECTIONS, Section
+from hf_cot_distill.core.validation import check_bool, check_choice, check_float, check_int
 from hf_cot_distill.supervision.policy import IGNORE_INDEX, SupervisionPolicy
 from hf_cot_distill.supervision.truncation import TruncationAccounting, TruncationPolicy, truncate_sample
 
@@ -129,6 +128,10 @@ class SectionCollator:
         respect_row_labels: rows' ``-100`` labels turn CE off at those tokens.
         return_accounting: add this batch's ``truncation_accounting`` to the batch.
         default_kd_temperature: temperature at tokens whose section sets none.
+        carry_source_positions: rows must hold ``cache_row`` (their index in the dataset a teacher
+            cache was built on); the batch then also holds ``cache_row`` (one per kept sample, in
+            batch order) and ``token_index`` (each token's index in its original row, ``-1`` at
+            padding), so a trainer can find every position's cached targets after truncation.
     """
 
     supervision: SupervisionPolicy = field(default_factory=SupervisionPolicy)
@@ -141,6 +144,7 @@ class SectionCollator:
     respect_row_labels: bool = True
     return_accounting: bool = False
     default_kd_temperature: float = 1.0
+    carry_source_positions: bool = False
     accounting: TruncationAccounting = field(default_factory=TruncationAccounting, init=False)
 
     def __post_init__(self) -> None:
@@ -166,31 +170,24 @@ class SectionCollator:
             )
         if self.pad_token_id is None:
             raise ValueError(
-                "pad_token_id: None (the tokenizer has no pad token); fix: pass tokenizer.eos_token_id — padded "
-                "positions are never attended to nor supervised, so any valid id works."
+                "pad_token_id=None: must be an int >= 0 (the tokenizer has no pad token); fix: pass "
+                "tokenizer.eos_token_id — padded positions are never attended to nor supervised, so any valid id "
+                "works."
             )
-        pad = self.pad_token_id
-        if isinstance(pad, bool) or not isinstance(pad, numbers.Integral) or pad < 0:
-            raise ValueError(f"pad_token_id: {pad!r}; fix: an int >= 0, e.g. tokenizer.eos_token_id.")
-        self.pad_token_id = int(pad)
-        for name in ("padding_free", "respect_row_labels", "return_accounting"):
-            value = getattr(self, name)
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{name}: {value!r} is not a bool; fix: True or False.")
-            setattr(self, name, bool(value))
-        t = self.default_kd_temperature
-        if not (isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
-            raise ValueError(f"default_kd_temperature: {t!r}; fix: a finite number > 0, e.g. 1.0.")
-        self.default_kd_temperature = float(t)
-        for name, value, allowed in (
-            ("padding_side", self.padding_side, ("right", "left")),
-            ("on_supervision_lost", self.on_supervision_lost, ("keep", "drop")),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name}: {value!r} not allowed; fix: one of {allowed}.")
-        m = self.pad_to_multiple_of
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
-            raise ValueError(f"pad_to_multiple_of: {self.pad_to_multiple_of!r}; fix: an int >= 1 or None.")
+        self.pad_token_id = check_int(
+            "pad_token_id", self.pad_token_id, minimum=0, fix="pass an int >= 0, e.g. tokenizer.eos_token_id"
+        )
+        for name in ("padding_free", "respect_row_labels", "return_accounting", "carry_source_positions"):
+            setattr(self, name, check_bool(name, getattr(self, name)))
+        self.default_kd_temperature = check_float(
+            "default_kd_temperature", self.default_kd_temperature, minimum=0.0, min_open=True, fix="e.g. 1.0"
+        )
+        check_choice("padding_side", self.padding_side, ("right", "left"))
+        check_choice("on_supervision_lost", self.on_supervision_lost, ("keep", "drop"))
+        if self.pad_to_multiple_of is not None:  # None: no rounding
+            self.pad_to_multiple_of = check_int(
+                "pad_to_multiple_of", self.pad_to_multiple_of, minimum=1, fix="pass an int >= 1, or None"
+            )
 
     def reset_accounting(self) -> TruncationAccounting:
         """Return the running accounting and start a new one."""
@@ -217,6 +214,8 @@ class SectionCollator:
             "ce_weights": ce,
             "kd_weights": kd,
         }
+        if "token_index" in row:
+            out["token_index"] = row["token_index"]
         if self.supervision.has_section_temperatures:
             out["kd_temperatures"] = self.supervision.kd_temperatures(secs, self.default_kd_temperature)
         return out
@@ -225,14 +224,34 @@ class SectionCollator:
         rows = []
         for i, feature in enumerate(features):
             row = _row_arrays(feature, i)
+            if self.carry_source_positions:
+                row["token_index"] = self._source_positions(feature, i, len(row["input_ids"]))
             _, ce, kd = self._weights(row)  # the same weights _supervise gives the kept tokens
             kept = truncate_sample(
                 row, self.truncation, (ce > 0) | (kd > 0), accounting, self.on_supervision_lost
             )
             if kept is None:
                 continue
-            rows.append(self._supervise(kept))
+            supervised = self._supervise(kept)
+            if self.carry_source_positions:
+                supervised["cache_row"] = int(feature["cache_row"])
+            rows.append(supervised)
         return rows
+
+    @staticmethod
+    def _source_positions(feature: Mapping[str, Any], index: int, n: int) -> np.ndarray:
+        if "cache_row" not in feature:
+            raise ValueError(
+                f"features[{index}]: no 'cache_row' with carry_source_positions=True; fix: add each row's index in "
+                "the dataset the teacher cache was built on (dataset.add_column('cache_row', range(len(dataset))))."
+            )
+        mask = feature.get("attention_mask")
+        if mask is not None and not np.asarray(mask).all():
+            raise ValueError(
+                f"features[{index}].attention_mask: zeros with a teacher cache, whose positions index the whole "
+                "row; fix: drop the masked tokens from input_ids before building the cache and training."
+            )
+        return np.arange(n, dtype=np.int64)
 
     def _round_up(self, n: int) -> int:
         m = self.pad_to_multiple_of or 1
@@ -246,6 +265,7 @@ class SectionCollator:
             "ce_weights": 0.0,
             "kd_weights": 0.0,
             "kd_temperatures": self.default_kd_temperature,
+            "token_index": -1,
         }
 
     def _padded(self, rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -298,6 +318,8 @@ class SectionCollator:
                 "truncation budget or a policy that keeps the supervised sections."
             )
         batch: dict[str, Any] = self._packed(rows) if self.padding_free else self._padded(rows)
+        if self.carry_source_positions:
+            batch["cache_row"] = torch.tensor([r["cache_row"] for r in rows], dtype=torch.long)
         if self.return_accounting:
             batch["truncation_accounting"] = accounting
         return batch
