@@ -96,3 +96,36 @@ def test_wrong_types_are_one_line_errors_naming_the_source(tmp_path, text, overr
     with pytest.raises(ValueError, match=message) as err:
         parse_recipe(TYPES, write(tmp_path, text), overrides)
     assert "\n" not in str(err.value)
+
+
+def test_packaged_recipe_by_name_and_a_path_wins(tmp_path, monkeypatch):
+    from hf_cot_distill.core.resources import RECIPES_DIR
+    from hf_cot_distill.pipelines.recipe import train_config_types
+
+    monkeypatch.chdir(tmp_path)  # outside the repository: only the packaged recipes can answer
+    name = "distill/qwen2.5-7b_to_0.5b_cot_only_lsp0.5"
+    _, data, kd = parse_recipe(
+        train_config_types(), name, ["--output_dir", "o", "--use_cpu", "true", "--bf16", "false"]
+    )
+    packaged = parse_recipe(
+        train_config_types(),
+        RECIPES_DIR / f"{name}.yaml",
+        ["--output_dir", "o", "--use_cpu", "true", "--bf16", "false"],
+    )
+    assert (kd.supervision_preset, kd.truncation_kwargs) == (
+        packaged[2].supervision_preset,
+        packaged[2].truncation_kwargs,
+    )
+    assert kd.supervision_preset == "cot" and data.dataset_name == packaged[1].dataset_name
+    for spelled in (f"recipes/{name}.yaml", f"{name}.yaml", f"recipes/{name}"):
+        assert (
+            parse_recipe(
+                train_config_types(), spelled, ["--output_dir", "o", "--use_cpu", "true", "--bf16", "false"]
+            )[2].supervision_preset
+            == "cot"
+        )
+    # a file at that relative path wins over the packaged recipe
+    local = tmp_path / "distill" / "qwen2.5-7b_to_0.5b_cot_only_lsp0.5.yaml"
+    local.parent.mkdir()
+    local.write_text("supervision_preset: prompt+cot+answer\noutput_dir: o\nuse_cpu: true\n")
+    assert parse_recipe(train_config_types(), f"{name}.yaml")[2].supervision_preset == "prompt+cot+answer"
