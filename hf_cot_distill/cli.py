@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,  # `compress --help` lists every recipe field (see _compress)
     )
     sub.add_parser(
+        "cache-teacher",
+        help="run a recipe's teacher once and store its targets: cache-teacher --config RECIPE --out DIR",
+        add_help=False,  # `cache-teacher --help` lists the cache options and every recipe field
+    )
+    sub.add_parser(
         "train",
         help="train / distill from a recipe: train --config RECIPE [--field value ...]",
         add_help=False,  # `train --help` lists every recipe field (see _train)
@@ -401,6 +406,88 @@ def _compress(argv: list[str]) -> int:
     return 0
 
 
+CACHE_USAGE = (
+    "usage: hf-cot-distill cache-teacher --config RECIPE --out DIR [--mode sampled|topk] [--samples S] [--k K]\n"
+    "                                    [--positions all|SECTION,...] [--cache-seed N] [--rows-per-shard N]\n"
+    "                                    [--cache-batch-size N] [--<recipe field> <value> ...]\n\n"
+    "Runs the recipe's teacher once over the recipe's encoded training data (the same encoding as `train`) and\n"
+    "writes a `datasets` folder of its targets; train from it with `teacher_cache: DIR`. Sampled (default): S\n"
+    "tokens drawn per position (unbiased forward-KL gradient); topk: the K most likely ids + the tail mass.\n"
+    "--positions: the sections whose positions are cached (default: those the recipe distils). The temperature\n"
+    "is the recipe's. A re-run with the same --out resumes. Under torchrun every rank builds its shards.\n"
+)
+_CACHE_FLAGS = {
+    "--out": ("out", str),
+    "--mode": ("mode", str),
+    "--samples": ("samples", int),
+    "--k": ("k", int),
+    "--positions": ("positions", str),
+    "--cache-seed": ("seed", int),
+    "--rows-per-shard": ("rows_per_shard", int),
+    "--cache-batch-size": ("batch_size", int),
+}
+
+
+def _pop_cache_flags(argv: list[str]) -> tuple[dict[str, object], list[str]]:
+    """The ``cache-teacher`` options (``--flag value`` or ``--flag=value``) and the other arguments."""
+    found: dict[str, object] = {}
+    rest, i = [], 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        if flag not in _CACHE_FLAGS:
+            rest.append(argv[i])
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(argv):
+                raise ValueError(f"command line: {flag} needs a value; fix: {flag} VALUE.")
+            value, i = argv[i + 1], i + 1
+        name, kind = _CACHE_FLAGS[flag]
+        try:
+            found[name] = kind(value)
+        except ValueError:
+            raise ValueError(f"command line: {flag} {value!r} is not an int; fix: {flag} N.") from None
+        i += 1
+    return found, rest
+
+
+def _cache_teacher(argv: list[str]) -> int:
+    """``cache-teacher``: parse the recipe and the cache options, build (or resume) the cache."""
+    from hf_cot_distill.pipelines.recipe import train_config_types
+
+    if "-h" in argv or "--help" in argv:
+        return _parse_config(argv, train_config_types(), CACHE_USAGE, "cache-teacher")  # prints the help
+    try:
+        options, rest = _pop_cache_flags(argv)
+    except ValueError as err:
+        return _error(err)
+    parsed = _parse_config(rest, train_config_types(), CACHE_USAGE, "cache-teacher")
+    if isinstance(parsed, int):
+        return parsed
+    _, _, model_args, data_args, kd_args = parsed
+    from hf_cot_distill.pipelines.cache_teacher import default_sections, run_cache_teacher
+    from hf_cot_distill.trainers.teacher_cache import CacheSettings
+
+    try:
+        positions = str(options.pop("positions", "") or "")
+        out = options.pop("out", None) or f"{kd_args.output_dir.rstrip('/')}-teacher-cache"
+        if positions == "all":
+            sections: tuple[str, ...] = ("prompt", "cot", "answer")
+        elif positions:
+            sections = tuple(s.strip() for s in positions.split(",") if s.strip())
+        else:
+            sections = default_sections(kd_args)
+        settings = CacheSettings(temperature=float(kd_args.temperature), sections=sections, **options)  # type: ignore[arg-type]
+        path = run_cache_teacher(model_args, data_args, kd_args, settings, out)
+    except (*USER_ERRORS, ImportError) as err:
+        return _error(err)
+    if kd_args.process_index == 0:
+        print(
+            f"Teacher cache: {path} (load with datasets.load_dataset({str(path)!r}); train with teacher_cache: {path})"
+        )
+    return 0
+
+
 def _list_configs(args: argparse.Namespace) -> int:
     from hf_cot_distill.data.builder import NAMED_CONFIGS
 
@@ -516,7 +603,11 @@ def _convert_gguf(args: argparse.Namespace) -> int:
 
 
 # Commands that read their own argv (every recipe field is a flag) and those argparse parses.
-RAW_HANDLERS: dict[str, Callable[[list[str]], int]] = {"train": _train, "compress": _compress}
+RAW_HANDLERS: dict[str, Callable[[list[str]], int]] = {
+    "train": _train,
+    "compress": _compress,
+    "cache-teacher": _cache_teacher,
+}
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate": _generate,
     "push": _push,

@@ -437,3 +437,67 @@ def write_model_card(folder: str | os.PathLike, **card_fields: Any) -> Path:
     readme = folder / "README.md"
     render_model_card(**card_fields).save(readme)
     return readme
+
+
+def render_teacher_cache_card(info: Mapping[str, Any]) -> DatasetCard:
+    """The dataset card of a teacher cache folder (``hf-cot-distill cache-teacher``): what was
+    cached, from which teacher, tokenizer, data and encoding, and what it costs per position."""
+    from hf_cot_distill.core.tables import markdown_table
+
+    settings, stats = info["settings"], info.get("stats", {})
+    data = DatasetCardData(
+        tags=["hf-cot-distill", "teacher-cache", "distillation"],
+        configs=[
+            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
+        ],
+    )
+    what = (
+        f"{settings['samples']} tokens drawn per position from the teacher's distribution (stored as distinct ids "
+        "with counts: an unbiased estimate of the forward-KL gradient)"
+        if settings["mode"] == "sampled"
+        else f"the top {settings['k']} ids per position with their log-probs and the tail log-mass (a tail bucket, "
+        "never a renormalised top-K)"
+    )
+    provenance = [
+        ["teacher", code_cell(info.get("teacher"))],
+        ["teacher fingerprint", code_cell(info.get("teacher_fingerprint"))],
+        ["tokenizer fingerprint", code_cell(info.get("tokenizer_fingerprint"))],
+        ["data fingerprint", code_cell(info.get("data_fingerprint"))],
+        ["rows", code_cell(info.get("rows"))],
+        ["vocabulary", code_cell(info.get("vocab_size"))],
+        *[[f"encoding: {k}", code_cell(v)] for k, v in sorted(info.get("encoding", {}).items())],
+        *[[f"cache: {k}", code_cell(v)] for k, v in sorted(settings.items())],
+    ]
+    per_section = stats.get("positions_by_section", {})
+    skipped = [s for s in CONTENT_SECTION_NAMES if s not in settings["sections"]]
+    cost = [
+        ["positions cached", f"{stats.get('positions', 0):,}"],
+        *[[f"positions cached: {s}", f"{n:,}"] for s, n in per_section.items()],
+        ["sections left out", ", ".join(skipped) or "none"],
+        ["bytes per position (payload)", f"{stats.get('bytes_per_position', 0):.2f}"],
+        ["bytes per position (files)", f"{stats.get('file_bytes_per_position', 0):.2f}"],
+        ["targets per position", f"{stats.get('targets_per_position', 0):.2f}"],
+    ]
+    if settings["mode"] == "topk":
+        cost += [
+            ["tail mass, mean", f"{stats.get('tail_mass_mean', 0):.4g}"],
+            ["tail mass, max", f"{stats.get('tail_mass_max', 0):.4g}"],
+        ]
+    body = "\n".join(
+        [
+            "# Teacher cache",
+            "",
+            f"Targets of the teacher `{info.get('teacher')}` over {info.get('rows', 0):,} encoded training rows: {what}, "
+            f"at temperature {settings['temperature']}. Train a student from it with `teacher_cache: <this folder>` in "
+            "a recipe (forward KL; the run's teacher, tokenizer, data, encoding and temperature must match the table "
+            "below, or the run is refused).",
+            "",
+            "## Provenance",
+            "",
+            markdown_table(["field", "value"], provenance, escape=False),
+            "## Size",
+            "",
+            markdown_table(["", "value"], cost),
+        ]
+    )
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")

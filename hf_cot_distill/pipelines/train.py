@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_cot_distill.hub.cards import write_model_card
+from hf_cot_distill.pipelines.cache_teacher import check_cache_matches_run
 from hf_cot_distill.pipelines.recipe import DataArguments, ModelArguments
 from hf_cot_distill.pipelines.training_data import (
     PreparedData,
@@ -28,6 +29,7 @@ from hf_cot_distill.pipelines.training_models import (
     setup_distributed,
 )
 from hf_cot_distill.trainers.kd_config import SectionKDConfig
+from hf_cot_distill.trainers.teacher_cache import TeacherCache
 
 
 def run_training(
@@ -50,7 +52,12 @@ def run_training(
     tokenizers = load_tokenizers(model_args, kd_args)
     data = prepare_data(data_args, tokenizers.student, tokenizers.source)
     pin_marker_lengths(kd_args, data_args, tokenizers.student)
-    kd_enabled = kd_args.teacher_model_name_or_path is not None and kd_args.kd_weight > 0
+    if kd_args.teacher_cache:  # the cache must be this run's: teacher, tokenizer, data, encoding
+        check_cache_matches_run(
+            TeacherCache(kd_args.teacher_cache), data, tokenizers.student, data_args, kd_args
+        )
+    teacher = kd_args.teacher_model_name_or_path is not None or kd_args.teacher_cache is not None
+    kd_enabled = teacher and kd_args.kd_weight > 0
     check_supervised_rows(data, kd_args, kd_enabled)  # before the models load
     student = build_student(model_args, data, kd_args.teacher_model_name_or_path, seed=kd_args.seed)
     trainer = build_trainer(student, data, kd_args, tokenizers, peft_config(model_args))

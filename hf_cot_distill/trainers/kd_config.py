@@ -65,6 +65,13 @@ class SectionKDConfig(TrainingArguments):
             "teacher_model object. None and no teacher_model: KD is off (plain section-weighted CE)."
         },
     )
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "A teacher cache folder (`hf-cot-distill cache-teacher`): KD from its stored targets and no "
+            "teacher is loaded. Forward KL at the cache's temperature, kd_mode 'supervised', one temperature."
+        },
+    )
     teacher_dtype: str = field(
         default="auto",
         metadata={
@@ -305,6 +312,8 @@ class SectionKDConfig(TrainingArguments):
             fix = "pass an int >= 1, or None (automatic)"
             self.chunk_size = check_int("chunk_size", self.chunk_size, minimum=1, fix=fix)
         check_choice("kd_mode", self.kd_mode, KD_MODES)
+        if self.teacher_cache is not None:
+            self._check_teacher_cache_settings()
         if self.kd_mode != "supervised" and self.padding_free:
             raise bad(
                 "padding_free",
@@ -319,6 +328,25 @@ class SectionKDConfig(TrainingArguments):
                 "remove_unused_columns",
                 "False",
                 "set it False: the collator needs section_ids and the model drops them",
+            )
+
+    def _check_teacher_cache_settings(self) -> None:
+        """What a teacher cache cannot serve, refused up front (the cache itself is read by the trainer)."""
+        if self.divergence != "forward_kl":
+            raise ValueError(
+                f"divergence={self.divergence!r} with teacher_cache: only forward_kl can be estimated from cached "
+                "targets (the others need the teacher's whole distribution); fix: divergence: forward_kl, or drop "
+                "teacher_cache and train with the online teacher."
+            )
+        if self.kd_mode != "supervised":
+            raise ValueError(
+                f"kd_mode={self.kd_mode!r} with teacher_cache: generated sequences need a live teacher; fix: kd_mode: "
+                "supervised, or drop teacher_cache."
+            )
+        if self.section_kd_temperatures:
+            raise ValueError(
+                f"section_kd_temperatures={self.section_kd_temperatures!r} with teacher_cache: a cache holds one "
+                "temperature; fix: drop section_kd_temperatures, or train with the online teacher."
             )
 
     # ---- builders ---------------------------------------------------------------------

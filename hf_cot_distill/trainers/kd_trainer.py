@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from hf_cot_distill.core.sections import NUM_SECTIONS, SECTION_NAMES, Section
-from hf_cot_distill.losses import fused_linear_kd
+from hf_cot_distill.losses import fused_cached_kd, fused_linear_kd
 from hf_cot_distill.models import heads
 from hf_cot_distill.models.compute import ComputeAccounting, body_parameter_count, kd_step_flops
 from hf_cot_distill.models.loading import load_causal_lm
@@ -50,6 +50,12 @@ from hf_cot_distill.trainers import _generation
 from hf_cot_distill.trainers.kd_config import GENERATED_SECTIONS, SectionKDConfig
 from hf_cot_distill.trainers.metrics import SectionLossStats
 from hf_cot_distill.trainers.teacher import load_teacher, prepare_teacher
+from hf_cot_distill.trainers.teacher_cache import (
+    TeacherCache,
+    batch_targets,
+    check_cache_fits,
+    with_cache_rows,
+)
 
 _FORWARD_KEYS = ("input_ids", "attention_mask", "position_ids")
 _REQUIRED_KEYS = ("input_ids", "labels", "section_ids", "ce_weights", "kd_weights")
@@ -103,7 +109,17 @@ class SectionKDTrainer(Trainer):
         if isinstance(teacher_model, str):
             args.teacher_model_name_or_path = teacher_model
             teacher_model = None
-        if teacher_model is None and args.teacher_model_name_or_path is not None:
+        self.teacher_cache = TeacherCache(args.teacher_cache) if args.teacher_cache is not None else None
+        if self.teacher_cache is not None and teacher_model is not None:
+            raise ValueError(
+                "teacher_model and teacher_cache: both given; fix: the cache replaces the teacher (drop "
+                "teacher_model), or drop teacher_cache to distil online."
+            )
+        if (
+            teacher_model is None
+            and args.teacher_model_name_or_path is not None
+            and self.teacher_cache is None
+        ):
             teacher_model = load_teacher(args)
         if peft_config is not None:
             from peft import get_peft_model
@@ -114,7 +130,7 @@ class SectionKDTrainer(Trainer):
                 if isinstance(module, nn.Dropout):
                     module.p = 0.0
 
-        self.kd_enabled = teacher_model is not None and args.kd_weight > 0
+        self.kd_enabled = (teacher_model is not None or self.teacher_cache is not None) and args.kd_weight > 0
         self.supervision = args.build_supervision(self.kd_enabled)
         if args.kd_mode != "supervised" and teacher_model is None:
             raise ValueError(
@@ -125,6 +141,9 @@ class SectionKDTrainer(Trainer):
             model, teacher_model, processing_class, teacher_processing_class
         )
         self.pad_token_id = self._pad_token_id(model, processing_class)
+        if self.teacher_cache is not None:
+            check_cache_fits(self.teacher_cache, args, self.supervision, self.vocab_size)
+            train_dataset = with_cache_rows(train_dataset, self.teacher_cache)
         if data_collator is None:
             data_collator = SectionCollator(
                 supervision=self.supervision,
@@ -135,6 +154,7 @@ class SectionKDTrainer(Trainer):
                 on_supervision_lost=args.on_supervision_lost,  # type: ignore[arg-type]
                 return_accounting=True,
                 default_kd_temperature=args.temperature,
+                carry_source_positions=self.teacher_cache is not None,
             )
         super().__init__(
             model=model,
@@ -292,9 +312,9 @@ class SectionKDTrainer(Trainer):
                 "or a truncation policy that keeps the supervised sections (see truncation accounting)."
             )
         fwd = {k: inputs[k] for k in _FORWARD_KEYS if k in inputs}
-        kd_w = (
-            inputs["kd_weights"][:, 1:] if self.kd_enabled else torch.zeros_like(inputs["kd_weights"][:, 1:])
-        )
+        # A cache covers the training rows only: evaluation is CE there (its KD needs the teacher).
+        kd_on = self.kd_enabled and (self.teacher_cache is None or training)
+        kd_w = inputs["kd_weights"][:, 1:] if kd_on else torch.zeros_like(inputs["kd_weights"][:, 1:])
         ce_w, labels, sections = (
             inputs["ce_weights"][:, 1:],
             inputs["labels"][:, 1:],
@@ -303,6 +323,9 @@ class SectionKDTrainer(Trainer):
 
         student_h = heads.last_hidden_states(model, fwd)[:, :-1]
         student_w, student_b = heads.lm_head_params(model)
+        cached = None
+        if self.teacher_cache is not None and bool((kd_w > 0).any()):
+            cached = batch_targets(self.teacher_cache, inputs, kd_w)
         if self.teacher_model is not None and bool((kd_w > 0).any()):
             with torch.no_grad():
                 teacher_h = heads.last_hidden_states(self.teacher_model, fwd)[:, :-1]
@@ -313,6 +336,23 @@ class SectionKDTrainer(Trainer):
         args = self.args
 
         def fused(hidden: Tensor, kd_weights: Tensor, ce_weights: Tensor, temperature: float) -> Any:
+            if cached is not None:
+                return fused_cached_kd(
+                    hidden,
+                    student_w,
+                    cached,
+                    kd_weights=kd_weights,
+                    ce_labels=labels,
+                    ce_weights=ce_weights,
+                    student_bias=student_b,
+                    temperature=temperature,
+                    scale_by_temperature_squared=args.scale_by_temperature_squared,
+                    vocab_size=self.vocab_size,
+                    section_ids=sections,
+                    kd_scale=world / n_kd if n_kd else 0.0,
+                    ce_scale=world / n_ce if n_ce else 0.0,
+                    chunk_size=args.chunk_size,
+                )
             return fused_linear_kd(
                 hidden,
                 student_w,
@@ -500,6 +540,10 @@ class SectionKDTrainer(Trainer):
         """What a model card needs (teacher, objective, policy, truncation, tokens, FLOPs)."""
         args = self.args
         teacher = None
+        if self.teacher_cache is not None:
+            teacher = (
+                f"{self.teacher_cache.info.get('teacher')} (from the teacher cache {self.teacher_cache.path})"
+            )
         if self.teacher_model is not None:
             cfg = heads.unwrap_causal_lm(self.teacher_model).config
             teacher = (

@@ -1,0 +1,675 @@
+"""The offline teacher cache: run the teacher once, store sparse targets, train students from them.
+
+A cache is a folder that ``datasets`` loads (``load_dataset(DIR)``): parquet shards
+``data/train-XXXXX-of-YYYYY.parquet`` (one row per encoded training row), ``cache_info.json``
+(everything a run must match: teacher, tokenizer, data, encoding, temperature, mode) and a
+dataset card. Targets are stored for the *target* positions ``i >= 1`` of a row whose section is
+cached (the distribution of token ``i`` given tokens ``< i``), in order, so a run finds the entry of
+position ``i`` by counting cached positions before it: no index is stored.
+
+Per row, byte columns (little-endian):
+
+* ``sampled`` — ``n_targets`` (``uint8`` per position: distinct ids drawn), ``targets`` (a bit
+  stream of ``(id, count - 1)`` pairs, ``id_bits`` + ``count_bits`` bits each), ``entropy``
+  (``float16`` per position, nats);
+* ``topk`` — ``targets`` (``K`` ids per position, ``id_bits`` each), ``logprobs`` (``float16``,
+  ``K`` per position), ``tail_logmass`` (``float16`` per position).
+
+``id_bits = ceil(log2 V)`` (18 for Qwen2.5's 151,936), ``count_bits = ceil(log2 S)``: at ``S = 12``
+a position costs at most ``12 x 22 bits + 3 B = 36 B`` (a uniform teacher; a peaked one draws
+fewer distinct ids). See :mod:`hf_cot_distill.losses.cached` for the losses these targets feed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hf_cot_distill.core.sections import CONTENT_SECTION_NAMES, SECTION_NAMES, Section
+from hf_cot_distill.core.validation import check_choice, check_float, check_int
+from hf_cot_distill.losses.cached import (
+    CACHE_MODES,
+    PAD_ID,
+    CachedTargets,
+    entropy,
+    sample_targets,
+    topk_targets,
+)
+from hf_cot_distill.losses.chunked import default_chunk_size
+from hf_cot_distill.models import heads
+
+CACHE_INFO = "cache_info.json"
+FORMAT_VERSION = 1
+SHARD_PATTERN = "train-{shard:05d}-of-{n_shards:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How a cache is built. ``sections``: the sections whose positions are cached (names among
+    ``prompt``/``cot``/``answer``); ``samples`` (sampled) or ``k`` (topk); ``temperature`` of the
+    teacher distribution; ``seed`` of the draws (per shard, so shards are reproducible alone)."""
+
+    mode: str = "sampled"
+    samples: int = 12
+    k: int = 64
+    temperature: float = 1.0
+    sections: tuple[str, ...] = CONTENT_SECTION_NAMES
+    seed: int = 0
+    rows_per_shard: int = 256
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, CACHE_MODES)
+        check_int("samples", self.samples, minimum=1, maximum=255)
+        check_int("k", self.k, minimum=1)
+        check_float("temperature", self.temperature, minimum=0.0, min_open=True)
+        check_int("seed", self.seed, minimum=0)
+        check_int("rows_per_shard", self.rows_per_shard, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        sections = tuple(self.sections)
+        if not sections:
+            raise ValueError(
+                "sections=(): must name at least one section; fix: e.g. ('cot',) or ('prompt', 'cot', 'answer')."
+            )
+        for name in sections:
+            check_choice("sections", name, CONTENT_SECTION_NAMES)
+        object.__setattr__(self, "sections", tuple(s for s in CONTENT_SECTION_NAMES if s in sections))
+
+    @property
+    def section_ids(self) -> tuple[int, ...]:
+        return tuple(int(Section[s.upper()]) for s in self.sections)
+
+    def layout(self, vocab_size: int) -> dict[str, int]:
+        """Bit widths of the packed columns for ``vocab_size``."""
+        id_bits = max(1, math.ceil(math.log2(vocab_size)))
+        count_bits = max(1, math.ceil(math.log2(self.samples))) if self.samples > 1 else 0
+        return {"id_bits": id_bits, "count_bits": count_bits}
+
+
+# ---------------------------------------------------------------------------------------------
+# Bit packing
+# ---------------------------------------------------------------------------------------------
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """``values`` (non-negative ints ``< 2**bits``) as a little-endian bit stream."""
+    values = np.asarray(values, dtype=np.uint64).ravel()
+    if bits == 0 or values.size == 0:
+        return b""
+    if values.size and int(values.max()) >= 1 << bits:
+        raise ValueError(f"pack_bits: value {int(values.max())} does not fit in {bits} bits.")
+    shifts = np.arange(bits, dtype=np.uint64)
+    matrix = ((values[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
+    return np.packbits(matrix.ravel(), bitorder="little").tobytes()
+
+
+def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
+    """The ``count`` ``bits``-wide ints of a stream written by :func:`pack_bits` (``int64``)."""
+    if bits == 0 or count == 0:
+        return np.zeros(count, dtype=np.int64)
+    need = -(-count * bits // 8)
+    if len(data) < need:
+        raise ValueError(f"packed stream of {len(data)} bytes, expected {need} for {count} x {bits} bits.")
+    flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: count * bits]
+    weights = (np.uint64(1) << np.arange(bits, dtype=np.uint64)).astype(np.int64)
+    return flat.reshape(count, bits).astype(np.int64) @ weights
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints: what a run must share with the cache it trains from
+# ---------------------------------------------------------------------------------------------
+
+
+def fingerprint_model_folder(path: str | os.PathLike) -> str:
+    """sha256 over ``config.json`` and, per ``*.safetensors`` file, its size, header and first and
+    last MiB: cheap for a 15 GB teacher, and different for two checkpoints of one architecture."""
+    folder = Path(path)
+    h = hashlib.sha256()
+    config = folder / "config.json"
+    h.update(config.read_bytes() if config.is_file() else b"")
+    for file in sorted(folder.glob("*.safetensors")):
+        size = file.stat().st_size
+        h.update(file.name.encode() + size.to_bytes(8, "little"))
+        with open(file, "rb") as fh:
+            head = fh.read(8)
+            header_len = int.from_bytes(head, "little") if len(head) == 8 else 0
+            h.update(fh.read(min(header_len, size)))
+            h.update(fh.read(2**20))
+            fh.seek(max(0, size - 2**20))
+            h.update(fh.read(2**20))
+    return h.hexdigest()
+
+
+def fingerprint_tokenizer(tokenizer: Any) -> str | None:
+    """sha256 of the vocabulary (token -> id) and the special tokens; ``None`` without a tokenizer."""
+    if tokenizer is None:
+        return None
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    special = sorted(getattr(tokenizer, "all_special_tokens", []))
+    return hashlib.sha256(json.dumps([vocab, special], ensure_ascii=False).encode()).hexdigest()
+
+
+def fingerprint_rows(dataset: Any) -> str:
+    """sha256 over every row's ``input_ids`` and ``section_ids`` (int64), in order."""
+    h = hashlib.sha256()
+    for batch in dataset.select_columns(["input_ids", "section_ids"]).iter(batch_size=512):
+        for ids, secs in zip(batch["input_ids"], batch["section_ids"]):
+            h.update(np.asarray(ids, dtype=np.int64).tobytes())
+            h.update(b"|")
+            h.update(np.asarray(secs, dtype=np.int64).tobytes())
+            h.update(b"\n")
+    return h.hexdigest()
+
+
+def cached_positions(section_ids: np.ndarray, section_set: Iterable[int]) -> np.ndarray:
+    """Target positions ``i >= 1`` of a row whose section is cached (``int64``, increasing)."""
+    section_ids = np.asarray(section_ids, dtype=np.int64)
+    keep = np.isin(section_ids, list(section_set))
+    keep[:1] = False
+    return np.nonzero(keep)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShardStats:
+    """What one shard holds (summed into the card)."""
+
+    rows: int = 0
+    positions: int = 0
+    positions_by_section: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(CONTENT_SECTION_NAMES, 0)
+    )
+    targets: int = 0  # distinct ids (sampled) or ids (topk) stored
+    payload_bytes: int = 0
+    tail_mass_sum: float = 0.0
+    tail_mass_max: float = 0.0
+
+    def add(self, other: ShardStats) -> ShardStats:
+        out = ShardStats(
+            self.rows + other.rows,
+            self.positions + other.positions,
+            {k: self.positions_by_section[k] + other.positions_by_section[k] for k in CONTENT_SECTION_NAMES},
+            self.targets + other.targets,
+            self.payload_bytes + other.payload_bytes,
+            self.tail_mass_sum + other.tail_mass_sum,
+            max(self.tail_mass_max, other.tail_mass_max),
+        )
+        return out
+
+
+def _row_targets(
+    logp: Tensor,
+    settings: CacheSettings,
+    layout: dict[str, int],
+    generator: torch.Generator,
+    stats: ShardStats,
+) -> dict[str, bytes]:
+    """Pack the targets of one row's cached positions from their ``(P, V)`` teacher log-probs."""
+    if settings.mode == "sampled":
+        ids, counts, n = sample_targets(logp, settings.samples, generator)
+        valid = ids >= 0
+        real_ids = ids[valid].cpu().numpy()
+        real_counts = counts[valid].cpu().numpy() - 1
+        pairs = np.stack([real_ids, real_counts], 1) if layout["count_bits"] else real_ids[:, None]
+        width = layout["id_bits"] + layout["count_bits"]
+        merged = pairs[:, 0] | (pairs[:, 1] << layout["id_bits"]) if layout["count_bits"] else pairs[:, 0]
+        out = {
+            "n_targets": n.to(torch.uint8).cpu().numpy().tobytes(),
+            "targets": pack_bits(merged, width),
+            "entropy": entropy(logp).to(torch.float16).cpu().numpy().tobytes(),
+        }
+        stats.targets += int(n.sum())
+    else:
+        k = min(settings.k, logp.shape[1])
+        ids, values, tail = topk_targets(logp, k)
+        out = {
+            "targets": pack_bits(ids.cpu().numpy(), layout["id_bits"]),
+            "logprobs": values.to(torch.float16).cpu().numpy().tobytes(),
+            "tail_logmass": tail.to(torch.float16).cpu().numpy().tobytes(),
+        }
+        mass = tail.double().exp()
+        stats.targets += ids.numel()
+        stats.tail_mass_sum += float(mass.sum())
+        stats.tail_mass_max = max(stats.tail_mass_max, float(mass.max()) if mass.numel() else 0.0)
+    stats.payload_bytes += sum(len(v) for v in out.values())
+    return out
+
+
+@torch.no_grad()
+def build_shard(
+    teacher: torch.nn.Module,
+    rows: Sequence[dict[str, Any]],
+    row_offset: int,
+    settings: CacheSettings,
+    vocab_size: int,
+    shard_seed: int,
+    pad_token_id: int = 0,
+) -> tuple[list[dict[str, Any]], ShardStats]:
+    """Teacher targets of ``rows`` (``input_ids``, ``section_ids``): one record per row, in order.
+
+    The teacher runs batch by batch (right-padded, ``settings.batch_size`` rows); its lm_head is
+    applied chunk by chunk to the cached positions only (never ``(N, V)`` logits for a batch)."""
+    layout = settings.layout(vocab_size)
+    generator = torch.Generator(device="cpu").manual_seed(shard_seed)
+    weight, bias = heads.lm_head_params(teacher)
+    weight, bias = weight[:vocab_size], (bias[:vocab_size] if bias is not None else None)
+    device = weight.device
+    chunk = default_chunk_size(vocab_size, 3)
+    stats, records = ShardStats(), []
+    for start in range(0, len(rows), settings.batch_size):
+        batch = rows[start : start + settings.batch_size]
+        lengths = [len(r["input_ids"]) for r in batch]
+        width = max(lengths)
+        input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for b, r in enumerate(batch):
+            input_ids[b, : lengths[b]] = torch.as_tensor(r["input_ids"], dtype=torch.long)
+            mask[b, : lengths[b]] = 1
+        hidden = heads.last_hidden_states(
+            teacher, {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+        )
+        for b, r in enumerate(batch):
+            secs = np.asarray(r["section_ids"], dtype=np.int64)
+            positions = cached_positions(secs, settings.section_ids)
+            parts: list[Tensor] = []
+            for c in range(0, len(positions), chunk):  # hidden at i - 1 predicts token i
+                idx = torch.as_tensor(positions[c : c + chunk] - 1, device=device)
+                h = hidden[b].index_select(0, idx)
+                logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
+                parts.append(torch.log_softmax(logits.float() / settings.temperature, 1))
+            logp = torch.cat(parts) if parts else torch.zeros((0, vocab_size))
+            record = {"row": row_offset + start + b, "n_positions": len(positions)}
+            for name in CONTENT_SECTION_NAMES:
+                record[f"n_{name}"] = int((secs[positions] == int(Section[name.upper()])).sum())
+            record.update(_row_targets(logp.cpu(), settings, layout, generator, stats))
+            records.append(record)
+            stats.rows += 1
+            stats.positions += len(positions)
+            for name in CONTENT_SECTION_NAMES:
+                stats.positions_by_section[name] += record[f"n_{name}"]
+    return records, stats
+
+
+def _schema(mode: str) -> Any:
+    import pyarrow as pa
+
+    columns = [("row", pa.int64()), ("n_positions", pa.int32())]
+    columns += [(f"n_{name}", pa.int32()) for name in CONTENT_SECTION_NAMES]
+    names = (
+        ("n_targets", "targets", "entropy") if mode == "sampled" else ("targets", "logprobs", "tail_logmass")
+    )
+    return pa.schema(columns + [(n, pa.binary()) for n in names])
+
+
+def write_shard(path: Path, records: list[dict[str, Any]], mode: str) -> None:
+    """Write one shard atomically (a ``.tmp`` file renamed into place): an interrupted build
+    leaves complete shards or none, never a truncated one ``load_dataset`` would read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(records, schema=_schema(mode))
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="none")
+    os.replace(tmp, path)
+
+
+def shard_plan(n_rows: int, rows_per_shard: int) -> list[tuple[int, int]]:
+    """``[(start, stop)]`` row ranges of the shards."""
+    return (
+        [(s, min(s + rows_per_shard, n_rows)) for s in range(0, max(n_rows, 1), rows_per_shard)]
+        if n_rows
+        else []
+    )
+
+
+def shard_path(root: Path, shard: int, n_shards: int) -> Path:
+    return root / "data" / SHARD_PATTERN.format(shard=shard, n_shards=n_shards)
+
+
+def read_shard_rows(path: Path) -> int:
+    """Rows of a complete shard, or ``ValueError`` naming the file if it cannot be read."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise ValueError(
+            f"teacher cache shard {path}: unreadable ({err}); fix: delete it and re-run cache-teacher."
+        ) from err
+
+
+def build_shards(
+    teacher: torch.nn.Module,
+    dataset: Any,
+    out_dir: Path,
+    settings: CacheSettings,
+    vocab_size: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    pad_token_id: int = 0,
+    progress: bool = True,
+) -> tuple[ShardStats, list[int]]:
+    """Build this rank's shards (shard ``i`` on rank ``i % world_size``), skipping complete ones
+    (resume). Returns this rank's stats over the shards it built and the indices it skipped."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    plan = shard_plan(len(dataset), settings.rows_per_shard)
+    (out_dir / "data").mkdir(parents=True, exist_ok=True)
+    total, skipped = ShardStats(), []
+    mine = [i for i in range(len(plan)) if i % world_size == rank]
+    bar = tqdm(
+        total=sum(plan[i][1] - plan[i][0] for i in mine),
+        unit="row",
+        desc=f"teacher cache (rank {rank})",
+        disable=not progress,
+    )
+    tokens, start_time = 0, time.perf_counter()
+    for i in mine:
+        start, stop = plan[i]
+        path = shard_path(out_dir, i, len(plan))
+        if path.is_file() and read_shard_rows(path) == stop - start:
+            skipped.append(i)
+            bar.update(stop - start)
+            continue
+        rows = dataset.select(range(start, stop)).to_list()
+        records, stats = build_shard(
+            teacher, rows, start, settings, vocab_size, settings.seed * 1_000_003 + i, pad_token_id
+        )
+        write_shard(path, records, settings.mode)
+        total = total.add(stats)
+        tokens += sum(len(r["input_ids"]) for r in rows)
+        bar.update(stop - start)
+        bar.set_postfix(tokens_per_s=f"{tokens / max(time.perf_counter() - start_time, 1e-9):,.0f}")
+    bar.close()
+    return total, skipped
+
+
+def shard_stats(out_dir: Path, settings: CacheSettings) -> ShardStats:
+    """Stats of a finished cache, read back from its shards (every rank's work counted once)."""
+    import pyarrow.parquet as pq
+
+    stats = ShardStats()
+    for path in sorted((out_dir / "data").glob("train-*.parquet")):
+        table = pq.read_table(path)
+        for rec in table.to_pylist():
+            stats.rows += 1
+            stats.positions += rec["n_positions"]
+            for name in CONTENT_SECTION_NAMES:
+                stats.positions_by_section[name] += rec[f"n_{name}"]
+            payload = sum(len(rec[k]) for k in rec if isinstance(rec[k], bytes))
+            stats.payload_bytes += payload
+            if settings.mode == "sampled":
+                stats.targets += int(np.frombuffer(rec["n_targets"], dtype=np.uint8).sum())
+            else:
+                mass = np.exp(np.frombuffer(rec["tail_logmass"], dtype=np.float16).astype(np.float64))
+                stats.targets += rec["n_positions"] * settings.k
+                stats.tail_mass_sum += float(mass.sum())
+                stats.tail_mass_max = max(stats.tail_mass_max, float(mass.max()) if mass.size else 0.0)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+class TeacherCache:
+    """A built cache, opened for training: ``info`` (``cache_info.json``) and the targets of any
+    ``(row, target position)`` of the encoded training rows it was built from.
+
+    Shards are read as Arrow tables (memory-mapped by pyarrow); rows are decoded on demand and
+    the last few kept (a batch touches each row once)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        info_file = self.path / CACHE_INFO
+        if not info_file.is_file():
+            where = "is not a folder" if not self.path.is_dir() else f"has no {CACHE_INFO}"
+            raise ValueError(
+                f"teacher_cache={str(path)!r} {where}; fix: build one with `hf-cot-distill cache-teacher --config "
+                "RECIPE --out DIR` and point teacher_cache at DIR."
+            )
+        try:
+            self.info = json.loads(info_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"teacher cache {info_file}: not valid JSON ({err}); fix: rebuild the cache."
+            ) from err
+        if self.info.get("format_version") != FORMAT_VERSION or not self.info.get("complete"):
+            raise ValueError(
+                f"teacher cache {self.path}: format_version {self.info.get('format_version')!r}, complete "
+                f"{self.info.get('complete')!r}; fix: finish it (re-run cache-teacher with the same --out resumes) "
+                f"or rebuild it with this version (format {FORMAT_VERSION})."
+            )
+        self.settings = CacheSettings(**self.info["settings"])
+        self.vocab_size = int(self.info["vocab_size"])
+        self.layout = self.settings.layout(self.vocab_size)
+        n_rows, n_shards = int(self.info["rows"]), int(self.info["shards"])
+        self._tables = []
+        for i, (start, stop) in enumerate(shard_plan(n_rows, self.settings.rows_per_shard)):
+            file = shard_path(self.path, i, n_shards)
+            if not file.is_file():
+                raise ValueError(
+                    f"teacher cache {self.path}: shard {file.name} is missing ({n_shards} expected); fix: re-run "
+                    "cache-teacher with the same --out to rebuild it."
+                )
+            try:
+                table = pq.read_table(file, memory_map=True)
+            except Exception as err:
+                raise ValueError(
+                    f"teacher cache shard {file}: unreadable ({err}); fix: delete it and re-run cache-teacher with "
+                    "the same --out."
+                ) from err
+            rows = table.column("row").to_pylist()
+            if rows != list(range(start, stop)):
+                raise ValueError(
+                    f"teacher cache shard {file}: holds rows {rows[:3]}... not {start}..{stop - 1} (truncated or "
+                    "from another build); fix: delete it and re-run cache-teacher with the same --out."
+                )
+            self._tables.append(table)
+        self.rows = n_rows
+        self._decoded: dict[int, tuple[np.ndarray, ...]] = {}
+
+    @property
+    def section_ids(self) -> tuple[int, ...]:
+        return self.settings.section_ids
+
+    def _record(self, row: int) -> dict[str, Any]:
+        if not 0 <= row < self.rows:
+            raise ValueError(
+                f"row {row}: the cache holds rows 0..{self.rows - 1}; fix: train on the rows it was built from."
+            )
+        table = self._tables[row // self.settings.rows_per_shard]
+        return {k: table.column(k)[row % self.settings.rows_per_shard].as_py() for k in table.column_names}
+
+    def decode(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids (P, K), weights (P, K), extra (P,))`` of a row's cached positions, in order
+        (``extra``: entropy (sampled) or tail log-mass (topk)); ids ``-1`` / weights 0 pad."""
+        if row in self._decoded:
+            return self._decoded[row]
+        rec = self._record(row)
+        p = int(rec["n_positions"])
+        if self.settings.mode == "sampled":
+            n = np.frombuffer(rec["n_targets"], dtype=np.uint8).astype(np.int64)
+            if len(n) != p:
+                raise ValueError(
+                    f"teacher cache {self.path}: row {row} has {len(n)} position counts, {p} expected."
+                )
+            width = self.layout["id_bits"] + self.layout["count_bits"]
+            merged = unpack_bits(rec["targets"], width, int(n.sum()))
+            ids_flat = merged & ((1 << self.layout["id_bits"]) - 1)
+            counts_flat = (merged >> self.layout["id_bits"]) + 1
+            k = int(n.max()) if p else 1
+            ids = np.full((p, k), PAD_ID, dtype=np.int64)
+            weights = np.zeros((p, k), dtype=np.float32)
+            slot = np.arange(len(ids_flat)) - np.repeat(np.cumsum(n) - n, n)
+            pos = np.repeat(np.arange(p), n)
+            ids[pos, slot] = ids_flat
+            weights[pos, slot] = counts_flat / self.settings.samples
+            extra = np.frombuffer(rec["entropy"], dtype=np.float16).astype(np.float32)
+        else:
+            k = min(self.settings.k, self.vocab_size)
+            ids = unpack_bits(rec["targets"], self.layout["id_bits"], p * k).reshape(p, k)
+            weights = np.exp(np.frombuffer(rec["logprobs"], dtype=np.float16).astype(np.float32)).reshape(
+                p, k
+            )
+            extra = np.frombuffer(rec["tail_logmass"], dtype=np.float16).astype(np.float32)
+        if len(self._decoded) > 64:
+            self._decoded.pop(next(iter(self._decoded)))
+        self._decoded[row] = (ids, weights, extra)
+        return ids, weights, extra
+
+
+def write_info(out_dir: Path, info: dict[str, Any]) -> None:
+    tmp = out_dir / (CACHE_INFO + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
+    os.replace(tmp, out_dir / CACHE_INFO)
+
+
+def settings_dict(settings: CacheSettings) -> dict[str, Any]:
+    out = asdict(settings)
+    out["sections"] = list(settings.sections)
+    return out
+
+
+def iter_shard_files(out_dir: Path) -> Iterator[Path]:
+    yield from sorted((out_dir / "data").glob("train-*.parquet"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training from a cache
+# ---------------------------------------------------------------------------------------------
+
+
+def check_cache_fits(cache: TeacherCache, args: Any, supervision: Any, vocab_size: int) -> None:
+    """Refuse, naming the field and both values, a run the cache cannot serve: another temperature
+    or vocabulary, or KD on sections the cache did not store."""
+    if not math.isclose(float(args.temperature), cache.settings.temperature, rel_tol=1e-9):
+        raise ValueError(
+            f"temperature={args.temperature!r}: the teacher cache {cache.path} was built at temperature "
+            f"{cache.settings.temperature!r}; fix: temperature: {cache.settings.temperature!r}, or build a cache at "
+            f"{args.temperature!r}."
+        )
+    if vocab_size != cache.vocab_size:
+        raise ValueError(
+            f"vocabulary: this run's is {vocab_size} tokens, the teacher cache {cache.path} holds ids of a "
+            f"{cache.vocab_size}-token vocabulary; fix: the tokenizer the cache was built with "
+            f"(tokenizer fingerprint {cache.info.get('tokenizer_fingerprint')})."
+        )
+    kd_sections = {
+        SECTION_NAMES[s] for s in range(len(SECTION_NAMES)) if s and supervision.for_section(s).kd_weight > 0
+    }
+    missing = sorted(kd_sections - set(cache.settings.sections))
+    if missing:
+        counts = cache.info.get("stats", {}).get("positions_by_section", {})
+        raise ValueError(
+            f"supervision_preset={args.supervision_preset!r} distils {sorted(kd_sections)} but the teacher cache "
+            f"{cache.path} holds only {list(cache.settings.sections)} (positions cached: {counts}); fix: a cache "
+            f"built with --positions {','.join(sorted(kd_sections | set(cache.settings.sections)))}, or a supervision "
+            "preset within the cached sections."
+        )
+
+
+def with_cache_rows(dataset: Any, cache: TeacherCache) -> Any:
+    """``dataset`` with a ``cache_row`` column (its row index, the cache's key); its length must
+    be the cache's."""
+    if dataset is None:
+        return None
+    if len(dataset) != cache.rows:
+        raise ValueError(
+            f"train_dataset: {len(dataset)} rows but the teacher cache {cache.path} was built on {cache.rows}; fix: the "
+            "same data and encoding settings (and max_train_samples) as the cache, or rebuild the cache."
+        )
+    if "cache_row" in dataset.column_names:
+        return dataset
+    return dataset.add_column("cache_row", list(range(len(dataset))))
+
+
+def _segments(inputs: dict[str, Tensor]) -> Iterator[tuple[int, int, int]]:
+    """``(batch row, first column, stop column)`` of each sample of a padded or packed batch."""
+    token_index = inputs["token_index"]
+    if "position_ids" in inputs and "attention_mask" not in inputs:  # packed
+        pos = inputs["position_ids"][0]
+        starts = torch.nonzero(pos == 0).squeeze(1).tolist() + [pos.shape[0]]
+        for a, b in zip(starts[:-1], starts[1:]):
+            if bool((token_index[0, a:b] >= 0).any()):
+                yield 0, a, b
+        return
+    for r in range(token_index.shape[0]):
+        real = torch.nonzero(token_index[r] >= 0).squeeze(1)
+        if real.numel():
+            yield r, int(real[0]), int(real[-1]) + 1
+
+
+def batch_targets(cache: TeacherCache, inputs: dict[str, Tensor], kd_weights: Tensor) -> CachedTargets:
+    """The :class:`CachedTargets` of a collated batch's shifted positions ``(B * (T - 1))``:
+    position ``(r, c - 1)`` predicts token ``c``, whose entry is looked up by its original index.
+
+    Refused: a KD position after a gap in the kept tokens (a truncation that is not a prefix gives
+    the student another context than the teacher had when the cache was built)."""
+    token_index, section_ids = inputs["token_index"].cpu(), inputs["section_ids"].cpu()
+    rows = inputs["cache_row"].cpu().tolist()
+    width = token_index.shape[1] - 1
+    kd = (kd_weights > 0).cpu()
+    n_total = token_index.shape[0] * width
+    ids = torch.full((n_total, 1), PAD_ID, dtype=torch.long)
+    weights = torch.zeros((n_total, 1), dtype=torch.float32)
+    extra = torch.zeros(n_total, dtype=torch.float32)
+    segments = list(_segments(inputs))
+    if len(segments) != len(rows):
+        raise ValueError(
+            f"batch: {len(segments)} samples but {len(rows)} cache_row values; fix: SectionCollator(carry_source_positions=True)."
+        )
+    for (r, a, b), row in zip(segments, rows):
+        cols = torch.arange(a + 1, b)
+        wanted = cols[kd[r, cols - 1]]
+        if wanted.numel() == 0:
+            continue
+        ti = token_index[r, a:b].numpy()
+        prefix = int(np.argmin(np.append(ti == np.arange(len(ti)), False)))
+        if int(wanted.max()) - a >= prefix:
+            raise ValueError(
+                f"truncation: row {row} keeps tokens {ti[prefix - 1] if prefix else '-'} then {ti[prefix]} (a gap) before a "
+                "KD position; the teacher cache holds the teacher on whole rows, so past a gap the student's context "
+                "differs from the teacher's; fix: a prefix truncation (lead_span_proportion, keep_first), or the online "
+                "teacher for this policy."
+            )
+        originals = ti[(wanted - a).numpy()]
+        cached = cached_positions(section_ids[r, a : a + prefix].numpy(), cache.section_ids)
+        ranks = np.searchsorted(cached, originals)
+        if (ranks >= len(cached)).any() or (cached[np.minimum(ranks, len(cached) - 1)] != originals).any():
+            raise ValueError(
+                f"teacher cache {cache.path}: row {row} needs targets at positions the cache did not store (sections "
+                f"{list(cache.settings.sections)}); fix: a cache built over the distilled sections."
+            )
+        d_ids, d_w, d_extra = cache.decode(row)
+        if d_ids.shape[1] > ids.shape[1]:
+            grow = d_ids.shape[1] - ids.shape[1]
+            ids = torch.cat([ids, torch.full((n_total, grow), PAD_ID, dtype=torch.long)], 1)
+            weights = torch.cat([weights, torch.zeros((n_total, grow))], 1)
+        flat = r * width + (wanted - 1)
+        ids[flat, : d_ids.shape[1]] = torch.as_tensor(d_ids[ranks])
+        weights[flat, : d_w.shape[1]] = torch.as_tensor(d_w[ranks])
+        extra[flat] = torch.as_tensor(d_extra[ranks])
+    if cache.settings.mode == "sampled":
+        return CachedTargets("sampled", ids, weights, entropy=extra, temperature=cache.settings.temperature)
+    return CachedTargets("topk", ids, weights, tail_logmass=extra, temperature=cache.settings.temperature)

@@ -1,0 +1,182 @@
+"""The offline teacher cache end to end: build it with the CLI, load it with `datasets`, train from
+it, resume a build, and refuse every mismatch by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import load_dataset
+
+from hf_cot_distill.cli import main
+from hf_cot_distill.trainers.teacher_cache import TeacherCache, pack_bits, unpack_bits
+from tests.test_train_cli import _messages_dataset, _tiny_pair
+from tests.tiny_tokenizer import tiny_qwen2_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = str(ROOT / "recipes/tiny/kd_messages.yaml")
+
+
+@pytest.mark.parametrize("bits", [1, 4, 17, 18, 22, 31])
+def test_bit_packing_round_trips(bits):
+    rng = np.random.default_rng(bits)
+    values = rng.integers(0, 2**bits, size=257)
+    packed = pack_bits(values, bits)
+    assert len(packed) == -(-257 * bits // 8)  # the arithmetic minimum, to the byte
+    assert (unpack_bits(packed, bits, 257) == values).all()
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_bits(np.array([2**bits]), bits)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cache")
+    models = _tiny_pair(tmp, tiny_qwen2_tokenizer())
+    return tmp, models, _messages_dataset(tmp)
+
+
+def _args(models, data, *extra):
+    return [
+        "--config", RECIPE, "--model_name_or_path", str(models["student"]),
+        "--teacher_model_name_or_path", str(models["teacher"]), "--dataset_name", str(data), *extra,
+    ]  # fmt: skip
+
+
+def _cache(setup, name, *extra):
+    tmp, models, data = setup
+    out = tmp / name
+    assert (
+        main(
+            [
+                "cache-teacher",
+                *_args(models, data, "--output_dir", str(tmp / "unused"), "--out", str(out), *extra),
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def test_build_load_and_card(setup, capsys):
+    out = _cache(setup, "sampled", "--samples", "12", "--rows-per-shard", "5")
+    info = json.loads((out / "cache_info.json").read_text())
+    assert info["complete"] and info["rows"] == 12 and info["shards"] == 3
+    assert info["settings"]["sections"] == ["cot"]  # what the recipe (supervision_preset: cot) distils
+    # 12 draws of a near-uniform tiny teacher are ~12 distinct ids of id_bits + count_bits each
+    layout_bits = info["settings"]["samples"] and (int(np.ceil(np.log2(info["vocab_size"]))) + 4)
+    stats = info["stats"]
+    assert stats["positions"] == stats["positions_by_section"]["cot"] > 0
+    expected = stats["targets_per_position"] * layout_bits / 8 + 3  # + n_targets (1 B) + entropy (2 B)
+    assert abs(stats["bytes_per_position"] - expected) < 1.0  # byte rounding per row only
+    ds = load_dataset(str(out), split="train")
+    assert len(ds) == 12 and ds["row"] == list(range(12))
+    card = (out / "README.md").read_text()
+    assert "Teacher cache" in card and "teacher-cache" in card and "bytes per position" in card
+    cache = TeacherCache(out)
+    ids, weights, entropy = cache.decode(3)
+    assert ids.shape[0] == len(entropy) and np.allclose(weights.sum(1), 1.0)
+
+
+def test_train_from_a_full_topk_cache_equals_online(setup):
+    """K = V with no tail: the cached forward KL is the full one, so the run follows the online run
+    (up to the float16 storage of the teacher log-probs)."""
+    tmp, models, data = setup
+    out = _cache(setup, "topk_full", "--mode", "topk", "--k", "1000")
+    online, cached = tmp / "online", tmp / "cached"
+    assert main(["train", *_args(models, data, "--output_dir", str(online), "--max_steps", "2")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *_args(
+                    models, data, "--output_dir", str(cached), "--max_steps", "2", "--teacher_cache", str(out)
+                ),
+            ]
+        )
+        == 0
+    )
+    a = [r for r in json.loads((online / "log_history.json").read_text()) if "loss" in r]
+    b = [r for r in json.loads((cached / "log_history.json").read_text()) if "loss" in r]
+    for ra, rb in zip(a, b, strict=True):
+        # fp16 log-probs: |dp| <= p * 2^-11 per token, so KL moves by < 1e-3 relative here
+        assert abs(ra["kd/cot"] - rb["kd/cot"]) <= 2e-3 * abs(ra["kd/cot"]) + 1e-5
+        assert abs(ra["ce/cot"] - rb["ce/cot"]) <= 1e-3 * abs(ra["ce/cot"])
+    metrics = json.loads((cached / "train_metrics.json").read_text())
+    assert "teacher cache" in (cached / "README.md").read_text()
+    assert metrics["train_loss"] > 0
+
+
+def test_sampled_cache_trains_and_resumes(setup):
+    tmp, models, data = setup
+    out = _cache(setup, "resume", "--samples", "8", "--rows-per-shard", "4")
+    shards = sorted((out / "data").glob("*.parquet"))
+    before = {p.name: p.read_bytes() for p in shards}
+    shards[1].unlink()  # an interrupted build: one shard missing, cache_info says incomplete
+    info = json.loads((out / "cache_info.json").read_text())
+    (out / "cache_info.json").write_text(json.dumps({**info, "complete": False}))
+    with pytest.raises(ValueError, match="complete False"):
+        TeacherCache(out)
+    _cache(setup, "resume", "--samples", "8", "--rows-per-shard", "4")
+    assert {p.name: p.read_bytes() for p in sorted((out / "data").glob("*.parquet"))} == before  # same draws
+    run = tmp / "from_sampled"
+    assert (
+        main(
+            [
+                "train",
+                *_args(
+                    models, data, "--output_dir", str(run), "--max_steps", "2", "--teacher_cache", str(out)
+                ),
+            ]
+        )
+        == 0
+    )
+
+
+def test_refusals(setup, capsys):
+    tmp, models, data = setup
+    out = _cache(setup, "refusals", "--samples", "4")
+
+    def run(*extra):
+        argv = _args(
+            models, data, "--output_dir", str(tmp / "r"), "--max_steps", "1", "--teacher_cache", str(out)
+        )
+        return main(["train", *argv, *extra])
+
+    assert run("--temperature", "2.0") == 2
+    assert "temperature=2.0: the teacher cache" in capsys.readouterr().err
+    assert run("--supervision_preset", "cot+answer") == 2
+    err = capsys.readouterr().err
+    assert "distils ['answer', 'cot'] but the teacher cache" in err and "holds only ['cot']" in err
+    assert run("--max_length", "64") == 2
+    assert "max_length: cache 512, run 64" in capsys.readouterr().err
+    assert run("--divergence", "jsd") == 2
+    assert "divergence='jsd' with teacher_cache" in capsys.readouterr().err
+    # building into a folder that is not a cache of these settings
+    assert (
+        main(
+            [
+                "cache-teacher",
+                *_args(models, data, "--output_dir", str(tmp / "u"), "--out", str(out), "--samples", "5"),
+            ]
+        )
+        == 2
+    )
+    assert "holds a teacher cache built with other settings (settings:" in capsys.readouterr().err
+    stranger = tmp / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    assert (
+        main(["cache-teacher", *_args(models, data, "--output_dir", str(tmp / "u"), "--out", str(stranger))])
+        == 2
+    )
+    assert (
+        "is not empty (notes.txt)" in capsys.readouterr().err
+        and (stranger / "notes.txt").read_text() == "mine"
+    )
+    # a damaged shard is named
+    shard = sorted((out / "data").glob("*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert run() == 2
+    assert shard.name in capsys.readouterr().err
