@@ -98,3 +98,56 @@ def test_resume_continues_the_same_loss_curve(assets):
     ours, ref = load_file(str(resumed_dir / "model.safetensors")), load_file(str(full / "model.safetensors"))
     for key in ref:
         torch.testing.assert_close(ours[key], ref[key], rtol=1e-5, atol=1e-6)
+
+
+# ---- the teacher cache under several processes -------------------------------------------------
+
+
+def _run_cli(args: list[str], nproc: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "hf_cot_distill.cli", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "hf_cot_distill.cli", *args]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+
+
+@pytest.fixture(scope="module")
+def cache_dirs(assets):
+    """The same cache built by one process and by two (each rank writes its shards)."""
+    dirs = {}
+    for nproc in (1, 2):
+        out = assets["base"] / f"cache_{nproc}p"
+        _run_cli(
+            ["cache-teacher", "--config", RECIPE, "--model_name_or_path", str(assets["student"]),
+             "--teacher_model_name_or_path", str(assets["teacher"]), "--dataset_name", str(assets["data"]),
+             "--output_dir", str(assets["base"] / "unused"), "--out", str(out), "--rows-per-shard", "3",
+             "--samples", "16"],
+            nproc,
+        )  # fmt: skip
+        dirs[nproc] = out
+    return dirs
+
+
+def test_two_process_cache_build_equals_one_process(cache_dirs):
+    one, two = cache_dirs[1], cache_dirs[2]
+    shards = sorted(p.name for p in (one / "data").glob("*.parquet"))
+    assert len(shards) == 4 and shards == sorted(p.name for p in (two / "data").glob("*.parquet"))
+    for name in shards:  # per-shard seeds: the same draws whichever rank built the shard
+        assert (one / "data" / name).read_bytes() == (two / "data" / name).read_bytes()
+    info1, info2 = (json.loads((d / "cache_info.json").read_text()) for d in (one, two))
+    assert info1 == info2 and info1["complete"]
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_from_the_cache_matches_one_process(assets, cache_dirs, stage):
+    cache = str(cache_dirs[1])
+    ref = _train(assets, assets["base"] / f"cached_single{stage}", "--per_device_train_batch_size", "4",
+                 "--max_steps", "2", "--teacher_cache", cache)  # fmt: skip
+    losses = _train(
+        assets, assets["base"] / f"cached_zero{stage}", "--per_device_train_batch_size", "2", "--max_steps", "2",
+        "--teacher_cache", cache, "--deepspeed", str(ROOT / f"recipes/deepspeed/zero{stage}.json"), nproc=2,
+    )  # fmt: skip
+    assert losses == pytest.approx(ref, rel=1e-4, abs=1e-5)

@@ -12,6 +12,7 @@ from datasets import load_dataset
 
 from hf_cot_distill.cli import main
 from hf_cot_distill.trainers.teacher_cache import TeacherCache, pack_bits, unpack_bits
+from tests.test_hub import api, hub, online  # noqa: F401  (fixtures)
 from tests.test_train_cli import _messages_dataset, _tiny_pair
 from tests.tiny_tokenizer import tiny_qwen2_tokenizer
 
@@ -84,8 +85,8 @@ def test_train_from_a_full_topk_cache_equals_online(setup):
     (up to the float16 storage of the teacher log-probs)."""
     tmp, models, data = setup
     out = _cache(setup, "topk_full", "--mode", "topk", "--k", "1000")
-    online, cached = tmp / "online", tmp / "cached"
-    assert main(["train", *_args(models, data, "--output_dir", str(online), "--max_steps", "2")]) == 0
+    online_run, cached = tmp / "online", tmp / "cached"
+    assert main(["train", *_args(models, data, "--output_dir", str(online_run), "--max_steps", "2")]) == 0
     assert (
         main(
             [
@@ -97,7 +98,7 @@ def test_train_from_a_full_topk_cache_equals_online(setup):
         )
         == 0
     )
-    a = [r for r in json.loads((online / "log_history.json").read_text()) if "loss" in r]
+    a = [r for r in json.loads((online_run / "log_history.json").read_text()) if "loss" in r]
     b = [r for r in json.loads((cached / "log_history.json").read_text()) if "loss" in r]
     for ra, rb in zip(a, b, strict=True):
         # fp16 log-probs: |dp| <= p * 2^-11 per token, so KL moves by < 1e-3 relative here
@@ -180,3 +181,49 @@ def test_refusals(setup, capsys):
     shard.write_bytes(shard.read_bytes()[:100])
     assert run() == 2
     assert shard.name in capsys.readouterr().err
+
+
+def test_packing_and_accumulation_from_the_cache_match_padded(setup):
+    tmp, models, data = setup
+    out = _cache(setup, "batching", "--samples", "8")
+
+    def losses(name, *extra):
+        run = tmp / name
+        argv = _args(models, data, "--output_dir", str(run), "--max_steps", "2", "--teacher_cache", str(out))
+        assert main(["train", *argv, "--train_sampling_strategy", "sequential", *extra]) == 0
+        return [r["loss"] for r in json.loads((run / "log_history.json").read_text()) if "loss" in r]
+
+    padded = losses("padded")
+    assert losses("packed", "--padding_free", "true") == pytest.approx(padded, rel=1e-4, abs=1e-5)
+    accumulated = losses(
+        "accumulated", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2"
+    )
+    assert accumulated == pytest.approx(padded, rel=1e-4, abs=1e-5)
+
+
+def test_a_truncation_that_is_not_a_prefix_is_refused(setup, capsys):
+    tmp, models, data = setup
+    out = _cache(setup, "window", "--samples", "4")
+    argv = _args(
+        models, data, "--output_dir", str(tmp / "w"), "--max_steps", "1", "--teacher_cache", str(out)
+    )
+    window = [
+        "--truncation_policy",
+        "keep_window",
+        "--truncation_kwargs",
+        '{"position": "right", "window_proportion": 0.5}',
+    ]
+    assert main(["train", *argv, *window]) == 2
+    err = capsys.readouterr().err
+    assert "are not a prefix of it" in err and "follows the start" in err and "lead_span_proportion" in err
+
+
+def test_a_cache_pushes_as_a_dataset(setup, hub, monkeypatch, capfd):  # noqa: F811 (fixture)
+    from tests.test_hub import TOKEN, local_files
+
+    out = _cache(setup, "push", "--samples", "4")
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert main(["push", str(out), "--repo-id", "me/cache", "--repo-type", "dataset"]) == 0
+    assert hub.files("dataset", "me/cache") == local_files(out)
+    assert TOKEN not in "".join(capfd.readouterr())

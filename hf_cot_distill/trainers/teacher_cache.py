@@ -648,10 +648,10 @@ def batch_targets(cache: TeacherCache, inputs: dict[str, Tensor], kd_weights: Te
         prefix = int(np.argmin(np.append(ti == np.arange(len(ti)), False)))
         if int(wanted.max()) - a >= prefix:
             raise ValueError(
-                f"truncation: row {row} keeps tokens {ti[prefix - 1] if prefix else '-'} then {ti[prefix]} (a gap) before a "
-                "KD position; the teacher cache holds the teacher on whole rows, so past a gap the student's context "
-                "differs from the teacher's; fix: a prefix truncation (lead_span_proportion, keep_first), or the online "
-                "teacher for this policy."
+                f"truncation: the tokens kept of row {row} are not a prefix of it (token {ti[prefix]} follows "
+                f"{'the start' if prefix == 0 else f'token {ti[prefix - 1]}'}) before a KD position; the teacher cache "
+                "holds the teacher on whole rows, so there the student's context differs from the teacher's; fix: a "
+                "prefix truncation (lead_span_proportion, keep_first), or the online teacher for this policy."
             )
         originals = ti[(wanted - a).numpy()]
         cached = cached_positions(section_ids[r, a : a + prefix].numpy(), cache.section_ids)
