@@ -30,8 +30,11 @@ refuses parameters holding NaN/inf (final model and checkpoints).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +61,32 @@ from hf_cot_distill.trainers.teacher_cache import (
 )
 
 _FORWARD_KEYS = ("input_ids", "attention_mask", "position_ids")
+COUNTERS_FILE = "hf_cot_distill_counters-rank{rank}.json"
+
+
+def _fields_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass of ints, floats and numpy arrays as JSON-able lists (exact: int64 / float64)."""
+    return {
+        f.name: (v.tolist() if isinstance(v, np.ndarray) else v)
+        for f in fields(obj)
+        if (v := getattr(obj, f.name)) is not None
+    }
+
+
+def _from_fields(cls: type, saved: dict[str, Any]) -> Any:
+    """Rebuild ``cls`` from :func:`_fields_dict`, each array with its default's dtype."""
+    default = cls()
+    values = {}
+    for f in fields(cls):
+        if f.name not in saved or not f.init:
+            continue
+        old = getattr(default, f.name)
+        values[f.name] = (
+            np.asarray(saved[f.name], dtype=old.dtype) if isinstance(old, np.ndarray) else saved[f.name]
+        )
+    return cls(**values)
+
+
 _REQUIRED_KEYS = ("input_ids", "labels", "section_ids", "ce_weights", "kd_weights")
 
 
@@ -179,6 +208,8 @@ class SectionKDTrainer(Trainer):
         self.truncation_accounting = TruncationAccounting()
         self._flop_sizes = self._model_sizes(model, teacher_model)
         self._window_loss: Tensor | None = None  # summed micro-batch losses of the current window
+        self._loss_before_call = 0.0  # loss summed over the steps before a resume (restored)
+        self._resumed = False
         self.model_card_fields: dict[str, Any] = {}
         self._update_model_card_fields()
 
@@ -445,6 +476,71 @@ class SectionKDTrainer(Trainer):
             student_flops=student_flops,
             teacher_flops=teacher_flops,
         )
+
+    # ---- resume: the run's counters travel with its checkpoints -------------------------
+    def _counters(self) -> dict[str, Any]:
+        return {
+            "compute": _fields_dict(self.compute_accounting),
+            "truncation": _fields_dict(self.truncation_accounting),
+            "train_stats": _fields_dict(self._stats["train"]),
+            # the Trainer's loss bookkeeping: logged sum, the sum not logged yet, the last logged step
+            "loss_logged": self._loss_before_call + float(getattr(self, "_total_loss_scalar", 0.0)),
+            "loss_pending": float(self._tr_loss.item()) if hasattr(self, "_tr_loss") else 0.0,
+            "last_logged_step": int(getattr(self, "_globalstep_last_logged", 0)),
+        }
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """``Trainer._save_checkpoint`` plus this rank's counters (tokens, FLOPs, truncation and
+        per-section loss sums since the last log), so a resumed run reports what the uninterrupted
+        run reports."""
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        super()._save_checkpoint(model, trial)
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / COUNTERS_FILE.format(rank=self.args.process_index)).write_text(json.dumps(self._counters()))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        """Called once when a run resumes from ``checkpoint``: restore the counters saved with it."""
+        super()._load_rng_state(checkpoint)
+        if checkpoint is None:
+            return
+        path = Path(checkpoint) / COUNTERS_FILE.format(rank=self.args.process_index)
+        if not path.is_file():
+            raise ValueError(
+                f"resume_from_checkpoint={checkpoint!r}: no {path.name} (a checkpoint of another trainer, or of "
+                "another number of processes); the run's token, FLOP and truncation counts would restart at 0. "
+                "Fix: resume with the number of processes that wrote it, or start a new run."
+            )
+        saved = json.loads(path.read_text())
+        peak = self.compute_accounting.peak_memory  # a measure of this process, not a count
+        self.compute_accounting = _from_fields(ComputeAccounting, saved["compute"])
+        self.compute_accounting.peak_memory = max(peak, self.compute_accounting.peak_memory)
+        self.truncation_accounting = _from_fields(TruncationAccounting, saved["truncation"])
+        self._stats["train"] = _from_fields(SectionLossStats, saved["train_stats"])
+        # the next log averages over the steps since the last one logged before the interruption,
+        # and the run's train_loss over every step (see _finalize_training)
+        self._tr_loss += saved["loss_pending"]
+        self._globalstep_last_logged = saved["last_logged_step"]
+        self._loss_before_call = saved["loss_logged"]
+        self._resumed = True
+        self._update_model_card_fields()
+
+    def _finalize_training(self, trial: Any, num_train_samples: int, start_time: float) -> Any:
+        """The Trainer's ``train_loss`` averages the steps of this ``train()`` call only; a resumed
+        run reports the mean over all its steps, as the uninterrupted run does."""
+        from transformers.trainer_utils import TrainOutput
+
+        out = super()._finalize_training(trial, num_train_samples, start_time)
+        if not self._resumed:
+            return out
+        loss = (self._loss_before_call + self._total_loss_scalar) / max(self.state.global_step, 1)
+        metrics = {**out.metrics, "train_loss": loss}
+        for entry in reversed(self.state.log_history):
+            if "train_loss" in entry:
+                entry["train_loss"] = loss
+                break
+        return TrainOutput(out.global_step, loss, metrics)
 
     # ---- divergence guards: no step on a non-finite loss / gradient, no NaN saved ----------
     def training_step(
