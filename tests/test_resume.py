@@ -89,3 +89,20 @@ def test_resume_without_counters_is_refused(tmp_path, capsys):
         == 2
     )
     assert "no hf_cot_distill_counters-rank0.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["missing/checkpoint-9", "true"])
+def test_a_missing_checkpoint_fails_before_anything(tmp_path, target, capsys, monkeypatch):
+    import hf_cot_distill.pipelines.train as train
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded before the checkpoint was checked")
+
+    monkeypatch.setattr(train, "load_tokenizers", no_models)
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(ROOT / "recipes/tiny/kd_messages.yaml"), "--output_dir", str(out),
+            "--resume_from_checkpoint", str(tmp_path / target) if target != "true" else "true"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "resume_from_checkpoint" in err and "fix:" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -29,6 +29,31 @@ def run_inputs(
     }
 
 
+def check_resume_checkpoint(kd_args: SectionKDConfig) -> None:
+    """``resume_from_checkpoint``: a folder that exists (or ``true``: output_dir holds a checkpoint),
+    checked before any model loads or file is written."""
+    target = kd_args.resume_from_checkpoint
+    if not target:
+        return
+    if target is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        out = Path(kd_args.output_dir)
+        if not out.is_dir() or get_last_checkpoint(str(out)) is None:
+            raise ValueError(
+                f"resume_from_checkpoint=true: output_dir {out} holds no checkpoint-* folder to resume from; fix: "
+                "point resume_from_checkpoint at a checkpoint folder, or drop it to start a new run."
+            )
+        return
+    folder = Path(str(target))
+    if not folder.is_dir():
+        where = "is a file" if folder.exists() else "does not exist"
+        raise ValueError(
+            f"resume_from_checkpoint={str(target)!r} {where}; fix: a checkpoint-N folder written by a run with "
+            "save_strategy steps or epoch (e.g. OUTPUT_DIR/checkpoint-500), or true for the latest in output_dir."
+        )
+
+
 def check_output_dir(
     kd_args: SectionKDConfig, overwrite: bool, inputs: dict[str, str | None], command: str
 ) -> None:
@@ -41,6 +66,7 @@ def check_output_dir(
     resuming = bool(kd_args.resume_from_checkpoint)  # SectionKDConfig made "true"/"false" True/None
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {out} is a file; fix: give output_dir a folder (missing or empty).")
+    check_resume_checkpoint(kd_args)
     if overwrite and resuming:
         raise ValueError(
             f"--overwrite_output_dir true would delete the checkpoints resume_from_checkpoint="
