@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -151,3 +152,32 @@ def test_zero_from_the_cache_matches_one_process(assets, cache_dirs, stage):
         "--teacher_cache", cache, "--deepspeed", str(ROOT / f"recipes/deepspeed/zero{stage}.json"), nproc=2,
     )  # fmt: skip
     assert losses == pytest.approx(ref, rel=1e-4, abs=1e-5)
+
+
+def test_cache_built_by_a_zero3_teacher_matches_one_process(assets, cache_dirs):
+    """The teacher sharded by ZeRO-3 over 2 processes, as in training: the full top-K (K = V)
+    distributions equal one process's within the float16 storage (ids are a permutation: compare
+    per id)."""
+    from hf_cot_distill.trainers.teacher_cache import TeacherCache
+
+    outs = {}
+    for nproc, extra in ((1, []), (2, ["--deepspeed", str(ROOT / "recipes/deepspeed/zero3.json")])):
+        out = assets["base"] / f"topk_{nproc}p"
+        _run_cli(
+            ["cache-teacher", "--config", RECIPE, "--model_name_or_path", str(assets["student"]),
+             "--teacher_model_name_or_path", str(assets["teacher"]), "--dataset_name", str(assets["data"]),
+             "--output_dir", str(assets["base"] / "unused"), "--out", str(out), "--rows-per-shard", "3",
+             "--mode", "topk", "--k", "100000", *extra],
+            nproc,
+        )  # fmt: skip
+        outs[nproc] = TeacherCache(out)
+    one, two = outs[1], outs[2]
+    assert one.rows == two.rows == 12
+    for row in range(one.rows):
+        (ids1, p1, _), (ids2, p2, _) = one.decode(row), two.decode(row)
+        assert ids1.shape == ids2.shape
+        order1, order2 = np.argsort(ids1, 1), np.argsort(ids2, 1)
+        assert (np.take_along_axis(ids1, order1, 1) == np.take_along_axis(ids2, order2, 1)).all()
+        # fp16 log-probs (relative step 2^-11) of fp32 values that differ in the last bits: |dp| <= p 2^-10
+        a, b = np.take_along_axis(p1, order1, 1), np.take_along_axis(p2, order2, 1)
+        assert (np.abs(a - b) <= a * 2**-10 + 1e-7).all()

@@ -122,6 +122,19 @@ def _prepare_out(out: Path, info: dict[str, Any]) -> bool:
     return False
 
 
+def _placed(teacher: Any, kd_args: SectionKDConfig) -> Any:
+    """The frozen teacher placed as in training (:func:`~hf_cot_distill.trainers.teacher.prepare_teacher`):
+    under DeepSpeed (``--deepspeed zero3.json``) sharded by ZeRO-3, else on the device. A bare
+    ``transformers.Trainer`` over the teacher provides the accelerator and DeepSpeed plugin; it
+    never trains."""
+    from transformers import Trainer
+
+    from hf_cot_distill.trainers.teacher import prepare_teacher
+
+    host = Trainer(model=teacher, args=kd_args)
+    return prepare_teacher(teacher, host)
+
+
 def _barrier() -> None:
     import torch
 
@@ -142,7 +155,7 @@ def run_cache_teacher(
 
     from hf_cot_distill.hub.cards import render_teacher_cache_card
     from hf_cot_distill.models import heads
-    from hf_cot_distill.trainers.teacher import freeze, load_teacher
+    from hf_cot_distill.trainers.teacher import load_teacher
 
     if not kd_args.teacher_model_name_or_path:
         raise ValueError(
@@ -152,8 +165,9 @@ def run_cache_teacher(
     setup_distributed(kd_args)
     tokenizers = load_tokenizers(model_args, kd_args)
     data = prepare_data(data_args, tokenizers.student, tokenizers.source)
-    teacher = freeze(load_teacher(kd_args), disable_dropout=True).to(kd_args.device)
+    teacher = load_teacher(kd_args)
     vocab_size = heads.resolve_vocab_size(teacher, teacher, tokenizers.student, tokenizers.teacher)
+    teacher = _placed(teacher, kd_args)
     info = _run_info(data, tokenizers.student, data_args, kd_args, vocab_size)
     info["settings"] = settings_dict(settings)
     info["shards"] = len(shard_plan(len(data.train), settings.rows_per_shard))

@@ -45,7 +45,7 @@ from hf_cot_distill.losses.cached import (
     sample_targets,
     topk_targets,
 )
-from hf_cot_distill.losses.chunked import default_chunk_size
+from hf_cot_distill.losses.chunked import default_chunk_size, gather_zero3
 from hf_cot_distill.models import heads
 
 CACHE_INFO = "cache_info.json"
@@ -265,9 +265,8 @@ def build_shard(
     applied chunk by chunk to the cached positions only (never ``(N, V)`` logits for a batch)."""
     layout = settings.layout(vocab_size)
     generator = torch.Generator(device="cpu").manual_seed(shard_seed)
-    weight, bias = heads.lm_head_params(teacher)
-    weight, bias = weight[:vocab_size], (bias[:vocab_size] if bias is not None else None)
-    device = weight.device
+    full_weight, full_bias = heads.lm_head_params(teacher)
+    device = next(p.device for p in heads.unwrap_causal_lm(teacher).parameters())
     chunk = default_chunk_size(vocab_size, 3)
     stats, records = ShardStats(), []
     for start in range(0, len(rows), settings.batch_size):
@@ -282,26 +281,60 @@ def build_shard(
         hidden = heads.last_hidden_states(
             teacher, {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
         )
-        for b, r in enumerate(batch):
-            secs = np.asarray(r["section_ids"], dtype=np.int64)
-            positions = cached_positions(secs, settings.section_ids)
-            parts: list[Tensor] = []
-            for c in range(0, len(positions), chunk):  # hidden at i - 1 predicts token i
-                idx = torch.as_tensor(positions[c : c + chunk] - 1, device=device)
-                h = hidden[b].index_select(0, idx)
-                logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
-                parts.append(torch.log_softmax(logits.float() / settings.temperature, 1))
-            logp = torch.cat(parts) if parts else torch.zeros((0, vocab_size))
-            record = {"row": row_offset + start + b, "n_positions": len(positions)}
-            for name in CONTENT_SECTION_NAMES:
-                record[f"n_{name}"] = int((secs[positions] == int(Section[name.upper()])).sum())
-            record.update(_row_targets(logp.cpu(), settings, layout, generator, stats))
-            records.append(record)
-            stats.rows += 1
-            stats.positions += len(positions)
-            for name in CONTENT_SECTION_NAMES:
-                stats.positions_by_section[name] += record[f"n_{name}"]
+        # a ZeRO-3 teacher's lm_head is partitioned: gathered for this batch's products, read only
+        with gather_zero3([full_weight, full_bias]):
+            weight = full_weight[:vocab_size]
+            bias = full_bias[:vocab_size] if full_bias is not None else None
+            _batch_records(
+                batch,
+                hidden,
+                weight,
+                bias,
+                row_offset + start,
+                settings,
+                layout,
+                generator,
+                stats,
+                records,
+                chunk,
+            )
     return records, stats
+
+
+def _batch_records(
+    batch: Sequence[dict[str, Any]],
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    first_row: int,
+    settings: CacheSettings,
+    layout: dict[str, int],
+    generator: torch.Generator,
+    stats: ShardStats,
+    records: list[dict[str, Any]],
+    chunk: int,
+) -> None:
+    """Append one record per row of ``batch`` (teacher last hidden states ``hidden``)."""
+    device = hidden.device
+    for b, r in enumerate(batch):
+        secs = np.asarray(r["section_ids"], dtype=np.int64)
+        positions = cached_positions(secs, settings.section_ids)
+        parts: list[Tensor] = []
+        for c in range(0, len(positions), chunk):  # hidden at i - 1 predicts token i
+            idx = torch.as_tensor(positions[c : c + chunk] - 1, device=device)
+            h = hidden[b].index_select(0, idx)
+            logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
+            parts.append(torch.log_softmax(logits.float() / settings.temperature, 1))
+        logp = torch.cat(parts) if parts else torch.zeros((0, weight.shape[0]))
+        record = {"row": first_row + b, "n_positions": len(positions)}
+        for name in CONTENT_SECTION_NAMES:
+            record[f"n_{name}"] = int((secs[positions] == int(Section[name.upper()])).sum())
+        record.update(_row_targets(logp.cpu(), settings, layout, generator, stats))
+        records.append(record)
+        stats.rows += 1
+        stats.positions += len(positions)
+        for name in CONTENT_SECTION_NAMES:
+            stats.positions_by_section[name] += record[f"n_{name}"]
 
 
 def _schema(mode: str) -> Any:
