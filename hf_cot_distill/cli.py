@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--private", action="store_true", help="with --push: create the repo private")
     gen.add_argument("--revision", help="with --push: the branch to push to (created if missing)")
     gen.add_argument("--no-progress", action="store_true")
+    gen.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --out not written by generate (its files stay)",
+    )
 
     push = sub.add_parser(
         "push",
@@ -176,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert-gguf", help="convert a GGUF checkpoint to a safetensors model folder")
     conv.add_argument("gguf", help="path to the .gguf file")
     conv.add_argument("--out", required=True)
+    conv.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty --out not written by convert-gguf"
+    )
     return parser
 
 
@@ -278,6 +286,7 @@ def _generate(args: argparse.Namespace) -> int:
             tasks_per_shard=args.tasks_per_shard,
             config_name=args.name,
             progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
     except USER_ERRORS as err:
         return _error(err)
@@ -522,9 +531,11 @@ def _recipes(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """``demo``: the end-to-end demo into ``--out`` (an earlier demo's model folders there are replaced)."""
+    from hf_cot_distill.core.outputs import claim_output_dir
     from hf_cot_distill.experiments.demo import clear_earlier_demo, run_demo
 
     try:
+        claim_output_dir(args.out, "demo")
         for folder in clear_earlier_demo(args.out):
             print(f"demo: replacing the earlier run in {folder}")
         run_demo(args.out, size="small" if args.small else "full")
@@ -595,7 +606,7 @@ def _convert_gguf(args: argparse.Namespace) -> int:
     from hf_cot_distill.models.convert import convert_gguf_to_safetensors
 
     try:
-        out = convert_gguf_to_safetensors(args.gguf, args.out)
+        out = convert_gguf_to_safetensors(args.gguf, args.out, overwrite=args.overwrite)
     except (*USER_ERRORS, ImportError) as err:
         return _error(err)
     print(f"Wrote {out}")

@@ -145,7 +145,7 @@ def test_generate_refuses_bad_out_names_and_config_files_before_writing(tmp_path
     a_file.write_text("x: 1\n")
     small = ["--num-tasks", "2", "--num-eval-tasks", "1", "--no-progress"]
     assert main(["generate", "--config", "cot_icl_lab_cot", "--out", str(a_file), *small]) == 2
-    assert f"out_dir: {str(a_file)!r} is a file; fix: pass a folder path" in capsys.readouterr().err
+    assert f"--out {a_file}: is a file; fix: give a folder path" in capsys.readouterr().err
 
     out = tmp_path / "out"
     for name in ("../escaped", "a/b", "..", ""):

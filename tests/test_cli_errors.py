@@ -205,6 +205,9 @@ def test_demo_replaces_its_own_earlier_models_only(tmp_path, monkeypatch, capsys
 
     ran = []
     monkeypatch.setattr(demo, "run_demo", lambda out, size: ran.append((Path(out), size)))
+    from hf_cot_distill.core.outputs import MARKER
+
+    (tmp_path / MARKER).write_text('{"command": "demo"}')  # an earlier demo claimed the folder
     teacher = tmp_path / "teacher"
     teacher.mkdir()
     (teacher / "training_args.json").write_text("{}")

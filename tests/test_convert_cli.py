@@ -92,4 +92,4 @@ def test_a_non_empty_out_names_the_cli_fix(tiny_gguf: Path, tmp_path: Path, caps
     (out / "stale.txt").write_text("x")
     assert main(["convert-gguf", str(tiny_gguf), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "is not empty; fix: choose an empty or new folder (`convert-gguf GGUF --out NEW_DIR`)" in err
+    assert "is not empty" in err and "fix: give a new or empty folder, or pass --overwrite" in err

@@ -72,8 +72,13 @@ def api(hub):
 
 
 def local_files(folder: Path) -> dict[str, bytes]:
+    """What a push must send: every file but the output-folder marker (local bookkeeping)."""
+    from hf_cot_distill.core.outputs import MARKER
+
     return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MARKER
     }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from hf_cot_distill.core.outputs import claim_output_dir
 from hf_cot_distill.data.builder import (
     SPLIT_NAMES,
     GeneratorConfig,
@@ -44,24 +45,25 @@ def export_dataset(
     tasks_per_shard: int = 4096,
     config_name: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``out_dir/<config>/{train,eval}-XXXXX-of-YYYYY.parquet`` and a README with
     ``configs:`` YAML + dataset card, so that ``load_dataset(out_dir, "<config>")`` works.
 
-    Several configs can be exported into the same folder: the README lists them all.
+    Several configs can be exported into the same folder: the README lists them all. The folder
+    follows the one output rule (:func:`hf_cot_distill.core.outputs.claim_output_dir`): new, empty,
+    or written by ``generate`` before, unless ``overwrite`` (``--overwrite``).
     Returns the folder of this config.
     """
     if config_name is not None:
         check_config_name(config_name, "config_name (--name)")
     root = Path(out_dir)
-    if root.exists() and not root.is_dir():
-        raise ValueError(
-            f"out_dir: {str(root)!r} is a file; fix: pass a folder path (created if missing) as --out."
-        )
     name, config = resolve_config(name_or_config)
+    config_file = str(name_or_config) if isinstance(name_or_config, (str, os.PathLike)) else None
     if config_name is None:
         check_config_name(name, f"{name_or_config}: name")
     name = config_name or name
+    claim_output_dir(root, "generate", overwrite=overwrite, inputs=[config_file])
     if (root / name).exists() and not (root / name).is_dir():
         raise ValueError(
             f"out_dir: {str(root / name)!r} is a file in the way of config {name!r}; fix: move it."

@@ -34,6 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from hf_cot_distill.core.outputs import MARKER
 from hf_cot_distill.models.loading import PICKLE_SUFFIXES  # pickles run code on load: refused
 
 if TYPE_CHECKING:
@@ -112,7 +113,13 @@ def _folder_files(folder: Path) -> list[Path]:
     files = []
     for p in folder.rglob("*"):
         parts = p.relative_to(folder).parts
-        if p.is_file() and parts[0] not in checkpoints and not any(part in _SKIPPED_DIRS for part in parts):
+        ours = p.name == MARKER  # the output-folder marker: local bookkeeping, not published
+        if (
+            p.is_file()
+            and not ours
+            and parts[0] not in checkpoints
+            and not any(s in _SKIPPED_DIRS for s in parts)
+        ):
             files.append(p)
     return sorted(files)
 

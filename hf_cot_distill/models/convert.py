@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
+from hf_cot_distill.core.outputs import check_output_dir, claim_output_dir
 from hf_cot_distill.core.validation import check_choice
-from hf_cot_distill.models.student_init import check_out_dir
 
 GGUF_MAGIC = b"GGUF"
 DTYPES: dict[str, torch.dtype] = {
@@ -82,15 +82,6 @@ def _corrupt_gguf_message(gguf_path: Path, why: str) -> str:
         f"gguf_path: {str(gguf_path)!r} is a truncated or corrupt GGUF file ({why}); "
         "fix: download it again (an interrupted download leaves a short file) and compare its size with the source."
     )
-
-
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    check_out_dir(out_dir, overwrite=True)  # a file in the way
-    if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
-        raise ValueError(
-            f"out_dir: {str(out_dir)!r} is not empty; fix: choose an empty or new folder "
-            "(`convert-gguf GGUF --out NEW_DIR`), or from Python pass overwrite=True to write into it."
-        )
 
 
 def untie_state_dict(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
@@ -170,7 +161,7 @@ def convert_gguf_to_safetensors(
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     torch_dtype = _resolve_dtype(dtype)
     _check_gguf_file(gguf_path)
-    _check_out_dir(out_dir, overwrite)
+    check_output_dir(out_dir, "convert-gguf", overwrite=overwrite, inputs=[gguf_path])
     if importlib.util.find_spec("gguf") is None:
         raise ImportError(f"Reading GGUF files needs the `gguf` package; {_GGUF_INSTALL_HINT}.")
     _check_gguf_complete(gguf_path)
@@ -185,7 +176,7 @@ def convert_gguf_to_safetensors(
     model = model.to(torch_dtype).eval()
     tensors, tied = untie_state_dict(model)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(out_dir, "convert-gguf", overwrite=overwrite, inputs=[gguf_path])
     _save_weights(tensors, out_dir, max_shard_size)
     _config_for_safetensors(model.config, torch_dtype, tied).save_pretrained(out_dir)
     model.generation_config.save_pretrained(out_dir)

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hf_cot_distill.core.outputs import check_output_dir, claim_output_dir
 from hf_cot_distill.pipelines.recipe import DataArguments, ModelArguments
 from hf_cot_distill.pipelines.training_data import PreparedData, prepare_data
 from hf_cot_distill.pipelines.training_models import load_tokenizers, setup_distributed
@@ -113,12 +114,6 @@ def _prepare_out(out: Path, info: dict[str, Any]) -> bool:
                 "or delete that folder."
             )
         return bool(old.get("complete"))
-    if out.is_dir() and any(out.iterdir()):
-        shown = sorted(p.name for p in out.iterdir())[:5]
-        raise ValueError(
-            f"--out {out} is not empty ({', '.join(shown)}) and holds no teacher cache; fix: another --out (a cache is "
-            "written only into a new folder or one it wrote)."
-        )
     return False
 
 
@@ -162,6 +157,8 @@ def run_cache_teacher(
             "teacher_model_name_or_path: the teacher to cache is required (a local safetensors folder)."
         )
     out = Path(out_dir)
+    inputs = [kd_args.teacher_model_name_or_path, model_args.model_name_or_path, data_args.dataset_name]
+    check_output_dir(out, "cache-teacher", inputs=inputs)  # before any model loads
     setup_distributed(kd_args)
     tokenizers = load_tokenizers(model_args, kd_args)
     data = prepare_data(data_args, tokenizers.student, tokenizers.source)
@@ -176,7 +173,12 @@ def run_cache_teacher(
         if kd_args.process_index == 0:
             done = _prepare_out(out, info)
             if not done:
-                out.mkdir(parents=True, exist_ok=True)
+                inputs = [
+                    kd_args.teacher_model_name_or_path,
+                    model_args.model_name_or_path,
+                    data_args.dataset_name,
+                ]
+                claim_output_dir(out, "cache-teacher", inputs=inputs, overwrite=(out / CACHE_INFO).is_file())
                 write_info(out, {**info, "complete": False})
     if done:
         if kd_args.process_index == 0:
@@ -197,7 +199,7 @@ def run_cache_teacher(
         )
     _barrier()
     if kd_args.process_index == 0:
-        stats = shard_stats(out, settings)
+        stats = shard_stats(out, settings, vocab_size)
         files = sum(p.stat().st_size for p in iter_shard_files(out))
         n = max(stats.positions, 1)
         info["stats"] = {

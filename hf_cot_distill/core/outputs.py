@@ -1,0 +1,109 @@
+"""The one output-folder rule: a command writes only into a folder that is new or empty, that it
+wrote itself before, or that the user told it to overwrite — never over what the user owns.
+
+:func:`claim_output_dir` is called by every writer before it writes anything. A folder it claims
+gets a small marker file (:data:`MARKER`) naming the command, so a later run of the same command
+can add to or resume its own output (``generate`` adding a config, ``cache-teacher`` resuming),
+while any other non-empty folder is refused with the fix. Refused always, overwrite or not: a
+path that is a file, the current folder or one of its parents, the home folder, the filesystem
+root, and a folder that holds, or lies inside, one of the command's inputs. A path that cannot be
+created (under a file, read-only, a pseudo filesystem) is one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+MARKER = ".hf-cot-distill-output.json"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def written_by(folder: str | os.PathLike) -> str | None:
+    """The command that claimed ``folder`` (its marker), or None."""
+    marker = Path(folder) / MARKER
+    try:
+        return json.loads(marker.read_text()).get("command") if marker.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def check_output_dir(
+    path: str | os.PathLike,
+    command: str,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    flag: str = "--out",
+) -> Path:
+    """Check ``path`` for ``command`` (e.g. ``"generate"``) without writing anything.
+
+    Allowed: a missing or empty folder, one this command claimed before, or any other folder
+    when ``overwrite`` is true (the caller then replaces only the files it writes). ``inputs``:
+    the local paths the command reads (model, dataset, config folders). ``ValueError`` otherwise,
+    naming ``flag``, the path and the fix.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out}: is a file; fix: give a folder path (a new or empty folder).")
+    resolved = out.resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if resolved == Path(resolved.anchor) or resolved == home or _inside(cwd, resolved):
+        raise ValueError(
+            f"{flag} {out}: is the current folder, one of its parents, the home folder or the filesystem root; "
+            "fix: give a dedicated new folder, e.g. {flag} ./{command}_output."
+        )
+    for given in inputs:
+        if not given:
+            continue
+        source = Path(given)
+        if not source.exists():
+            continue
+        source = source.resolve()
+        if _inside(resolved, source) or _inside(source, resolved):
+            raise ValueError(
+                f"{flag} {out}: lies inside (or holds) the input {given}; writing there could replace the input's "
+                "files; fix: give a folder outside every input."
+            )
+    owner = written_by(out) if out.is_dir() else None
+    if out.is_dir() and any(p.name != MARKER for p in out.iterdir()) and owner != command and not overwrite:
+        shown = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if p.name != MARKER)
+        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+        whose = f"written by `hf-cot-distill {owner}`" if owner else "not written by hf-cot-distill"
+        raise ValueError(
+            f"{flag} {out}: is not empty ({', '.join(shown[:5])}{more}) and {whose}; nothing was written; fix: give "
+            f"a new or empty folder, or pass --overwrite to let `{command}` write its files there."
+        )
+    parent = resolved.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {out}: {parent} is a file, not a folder; fix: a folder path.")
+    return out
+
+
+def claim_output_dir(
+    path: str | os.PathLike,
+    command: str,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    flag: str = "--out",
+) -> Path:
+    """:func:`check_output_dir`, then create the folder and mark it as ``command``'s; returns it."""
+    out = check_output_dir(path, command, overwrite=overwrite, inputs=inputs, flag=flag)
+    owner = written_by(out) if out.is_dir() else None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if owner is None or owner != command:
+            (out / MARKER).write_text(json.dumps({"command": command}) + "\n")
+    except OSError as err:
+        raise ValueError(
+            f"{flag} {out}: cannot be written ({err.strerror or err}); fix: a writable folder path."
+        ) from None
+    return out

@@ -1,0 +1,100 @@
+"""Writers never destroy what they did not write: one output-folder rule for every command that
+writes a folder (generate, cache-teacher, demo, convert-gguf; train and compress keep their own
+stricter output_dir rule), each refusal one line with exit code 2 and nothing written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hf_cot_distill.cli import main
+from hf_cot_distill.core.outputs import MARKER, claim_output_dir, written_by
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _commands(out: str) -> dict[str, list[str]]:
+    return {
+        "generate": ["generate", "--config", "cot_icl_lab_cot", "--out", out, "--num-tasks", "3", "--num-eval-tasks", "1", "--no-progress"],
+        "cache-teacher": ["cache-teacher", "--config", str(ROOT / "recipes/tiny/kd_messages.yaml"), "--out", out],
+        "demo": ["demo", "--small", "--out", out],
+    }  # fmt: skip
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["generate", "cache-teacher", "demo"])
+def test_a_users_folder_is_never_written(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my own notes")
+    before = _snapshot(tmp_path)
+    assert main(_commands(str(mine))[command]) == 2
+    err = _one_line(capsys)
+    assert "is not empty (README.md)" in err and "not written by hf-cot-distill" in err
+    assert _snapshot(tmp_path) == before  # nothing written anywhere
+
+    for bad, message in (
+        (".", "the current folder"),
+        (str(mine / "README.md"), "is a file"),
+        ("mine/README.md/sub", "is a file"),
+    ):
+        assert main(_commands(bad)[command]) == 2, bad
+        assert message in _one_line(capsys)
+    assert _snapshot(tmp_path) == before
+
+
+def test_generate_adds_to_its_own_folder_and_overwrite_is_explicit(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert main(_commands(str(out))["generate"]) == 0 and written_by(out) == "generate"
+    assert main([*_commands(str(out))["generate"], "--name", "second"]) == 0  # its own folder: adds a config
+    assert {p.name for p in out.iterdir()} >= {"cot_icl_lab_cot", "second", "README.md", MARKER}
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("x")
+    assert main(_commands(str(foreign))["generate"]) == 2
+    capsys.readouterr()
+    assert main([*_commands(str(foreign))["generate"], "--overwrite"]) == 0
+    assert (foreign / "keep.txt").read_text() == "x"  # --overwrite writes its files, deletes nothing else
+
+
+def test_claim_refuses_home_root_and_inputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    for path in (tmp_path / "home", Path("/"), tmp_path):
+        with pytest.raises(
+            ValueError, match="current folder, one of its parents, the home folder or the filesystem root"
+        ):
+            claim_output_dir(path, "generate", overwrite=True)
+    model = tmp_path / "models" / "teacher"
+    model.mkdir(parents=True)
+    for path in (model / "cache", tmp_path / "models"):
+        with pytest.raises(ValueError, match="lies inside \\(or holds\\) the input"):
+            claim_output_dir(path, "cache-teacher", inputs=[str(model)], overwrite=True)
+    assert not (model / "cache").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_folder_is_one_line(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(ValueError, match="cannot be written"):
+        claim_output_dir(locked / "out", "generate")
+
+
+def test_a_pseudo_filesystem_path_is_one_line(tmp_path, capsys):
+    assert main(_commands("/proc/hf_cot_distill_out")["generate"]) == 2
+    assert "cannot be written" in _one_line(capsys)
