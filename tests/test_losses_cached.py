@@ -252,7 +252,9 @@ def test_many_samples_reproduce_the_online_loss():
     # per position the gradient error is |w - p| <= ~3 sqrt(p (1 - p) / S) <= 1.5 / sqrt(S) per token
     tol = 1.5 / math.sqrt(samples) * float(kd_w.sum()) * float(weight.abs().max()) * weight.shape[0] ** 0.5
     assert (h1.grad - h2.grad).abs().max() < tol
-    assert abs(float(online.loss.detach()) - float(cached.loss.detach())) < 9 * float(kd_w.sum()) / math.sqrt(samples)
+    assert abs(float(online.loss.detach()) - float(cached.loss.detach())) < 9 * float(kd_w.sum()) / math.sqrt(
+        samples
+    )
 
 
 @pytest.mark.parametrize(

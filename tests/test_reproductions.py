@@ -259,6 +259,60 @@ def test_resolve_sweep_moves_roots_and_overrides(tmp_path):
     assert students["set"]["teacher_model_name_or_path"] == str(tmp_path / "r3_cpu_teacher" / "seed=0")
     assert students["grid"]["seed"] == [7, 8] and students["grid"]["supervision_preset"] == ["cot"]
     assert students["set"]["max_steps"] == 3
+    # the students share one teacher cache (built by the sweep); set_overrides can turn it off
+    assert students["set"]["teacher_cache"] == "auto"
+    assert students["teacher_cache_options"] == {"mode": "topk", "k": 32}
+    online = reproduce.resolve_sweep(
+        sweeps / "r3_cpu_students.yaml", tmp_path, remap, set_overrides={"teacher_cache": None}
+    )
+    assert online["set"]["teacher_cache"] is None
+
+
+def test_r3_students_train_from_one_teacher_cache(tmp_path, monkeypatch):
+    """The R3 CPU sweeps as reproduce runs them (seeds and SMOKE_SET overridden), with the cache build
+    and the training stubbed: one cache per student sweep, built before its students, every student
+    trained from it; the teacher sweep (CE only) builds none."""
+    import hf_cot_distill.pipelines.train
+    from hf_cot_distill.pipelines import cache_teacher
+
+    events = []
+
+    def run_cache_teacher(model_args, data_args, kd_args, settings, out_dir, progress=True):
+        events.append(("cache", Path(out_dir), settings.mode, settings.k, settings.sections))
+        assert data_args.generator_num_tasks == reproduce.SMOKE_SET["generator_num_tasks"]
+        return Path(out_dir)
+
+    def run_training(model_args, data_args, kd_args, recipe_path=None):
+        events.append(("train", Path(kd_args.output_dir).parent.name, kd_args.teacher_cache, kd_args.seed))
+        Path(kd_args.output_dir, "train_metrics.json").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(cache_teacher, "run_cache_teacher", run_cache_teacher)
+    monkeypatch.setattr(hf_cot_distill.pipelines.train, "run_training", run_training)
+    monkeypatch.chdir(reproduce.ROOT)
+    lead_spans = {"truncation_kwargs": [{"lead_span_proportion": 0.5}, {"lead_span_proportion": 1.0}]}
+    runs = reproduce._run_sweeps(
+        "R3", "cpu", tmp_path, seeds=[4, 5], set_overrides=reproduce.SMOKE_SET, grid_overrides=lead_spans
+    )
+    students, control = tmp_path / "r3_cpu_students", tmp_path / "r3_cpu_ce_follows_kd"
+    caches = [e for e in events if e[0] == "cache"]
+    assert caches == [
+        ("cache", students / "teacher_cache", "topk", 32, ("prompt", "cot", "answer")),
+        ("cache", control / "teacher_cache", "topk", 32, ("cot",)),
+    ]
+    trained = [e for e in events if e[0] == "train"]
+    assert trained[0] == ("train", "r3_cpu_teacher", None, 0)  # the teacher: CE only, no cache
+    assert events.index(caches[0]) < events.index(
+        ("train", "r3_cpu_students", str(students / "teacher_cache"), 4)
+    )
+    by_sweep = {
+        name: [e[2:] for e in trained if e[1] == name] for name in ("r3_cpu_students", "r3_cpu_ce_follows_kd")
+    }
+    assert len(by_sweep["r3_cpu_students"]) == 4 * 2 * 2 and len(by_sweep["r3_cpu_ce_follows_kd"]) == 2
+    assert {c for c, _ in by_sweep["r3_cpu_students"]} == {str(students / "teacher_cache")}
+    assert {c for c, _ in by_sweep["r3_cpu_ce_follows_kd"]} == {str(control / "teacher_cache")}
+    assert {s for _, s in by_sweep["r3_cpu_students"]} == {4, 5}
+    assert all(e["teacher_cache"] == str(students / "teacher_cache") for e in runs["main"][1])
 
 
 def test_cli_arguments():

@@ -28,7 +28,18 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     dist = base / "dist"
     # --no-build-isolation: setuptools of this environment (no download); the build is out of tree.
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(ROOT),
+        ],
         check=True,
         cwd=base,
     )
@@ -47,7 +58,17 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     # after the venv's own (its .pth files, e.g. the editable install of the checkout, are not run).
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps", "-q", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-deps",
+            "-q",
+            str(wheel),
+        ],
         check=True,
     )
     return wheel, venv / "bin" / "hf-cot-distill"
@@ -59,19 +80,28 @@ def test_every_recipe_is_in_the_wheel(installed):
     packaged = {p.relative_to(ROOT).as_posix() for p in RECIPES_DIR.rglob("*") if p.is_file()}
     packaged = {"hf_cot_distill/" + p.removeprefix("hf_cot_distill/") for p in packaged}
     assert packaged and packaged <= names
-    assert {"hf_cot_distill/hub/templates/model_card.md.j2", "hf_cot_distill/hub/templates/dataset_card.md.j2"} <= names
+    assert {
+        "hf_cot_distill/hub/templates/model_card.md.j2",
+        "hf_cot_distill/hub/templates/dataset_card.md.j2",
+    } <= names
 
 
 def _run(script: Path, cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_installed_wheel_runs_outside_the_repository(installed, tmp_path):
     _, script = installed
-    where = _run(script.parent / "python", tmp_path, "-c", "import hf_cot_distill; print(hf_cot_distill.__file__)")
-    assert where.returncode == 0 and ROOT not in Path(where.stdout.strip()).parents, where.stdout + where.stderr
+    where = _run(
+        script.parent / "python", tmp_path, "-c", "import hf_cot_distill; print(hf_cot_distill.__file__)"
+    )
+    assert where.returncode == 0 and ROOT not in Path(where.stdout.strip()).parents, (
+        where.stdout + where.stderr
+    )
 
     listed = _run(script, tmp_path, "recipes", "list")
     assert listed.returncode == 0, listed.stderr
@@ -85,7 +115,9 @@ def test_installed_wheel_runs_outside_the_repository(installed, tmp_path):
     again = _run(script, tmp_path, "recipes", "copy", "tiny/kd_messages", str(tmp_path))
     assert again.returncode == 2 and "exists" in again.stderr  # never replaces a file
 
-    gen = _run(script, tmp_path, "generate", "--config", "cot_icl_lab_cot", "--out", "X", "--num-tasks", "100")
+    gen = _run(
+        script, tmp_path, "generate", "--config", "cot_icl_lab_cot", "--out", "X", "--num-tasks", "100"
+    )
     assert gen.returncode == 0, gen.stderr
     assert len(list((tmp_path / "X" / "cot_icl_lab_cot").glob("train-*.parquet"))) == 1
 

@@ -5,7 +5,12 @@
   ``hybrid_special_token`` prompts, each model evaluated with the CoT dropped from 0, 25%, 50%,
   75% and 100% of the context examples (the paper's 0, 10, 20, 30, 39 of 39).
 * **R3** Distilling the Essence: KD allocation by section x lead-span proportion, quality retained
-  (student / teacher accuracy) vs counted compute, one teacher, several student seeds.
+  (student / teacher accuracy) vs counted compute, one teacher, several student seeds. The student
+  sweeps set ``teacher_cache: auto``: the teacher runs once per sweep into
+  ``<output_root>/teacher_cache`` (CPU size: top-K with K = the 32-token vocabulary, the exact
+  forward KL; GPU size: sampled, S = 12) and every student trains from it, so the students' counted
+  FLOPs are their own (``flops_teacher`` 0). ``set_overrides={"teacher_cache": None}`` distils
+  from the online teacher instead.
 
 ``run_reproduction(name, size, out_dir)`` runs the sweep specs of ``reproductions/sweeps/``
 through :func:`hf_cot_distill.pipelines.sweep.run_sweep` (finished points are skipped: re-running resumes),

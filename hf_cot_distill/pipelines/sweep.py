@@ -21,6 +21,42 @@ point applied). A re-run skips a point whose ``train_metrics.json`` exists *and*
 matches (re-running a sweep resumes it); a folder trained with other settings, or holding files
 but no record, is refused before anything trains (use a new ``output_root`` or delete the folder).
 ``summary.json`` / ``summary.md`` list the grid values and the final metrics of every point.
+
+**One teacher cache for the sweep.** ``teacher_cache: auto`` (a value of the recipe field
+``teacher_cache``: in ``set``, in the grid, e.g. ``teacher_cache: [auto, null]`` to compare with
+the online teacher, or in the base recipe) runs the teacher once for the points that share it
+instead of once per training step of every point::
+
+    set:
+      teacher_cache: auto
+    teacher_cache_options: {mode: sampled, samples: 12}   # optional, the defaults shown
+
+Before anything trains, the ``auto`` points are grouped by what a cache depends on: the teacher
+(``teacher_model_name_or_path``, ``teacher_dtype``, ``teacher_model_init_kwargs``), the tokenizer
+(its fingerprint), the data and encoding settings
+(:func:`~hf_cot_distill.pipelines.cache_teacher.encoding_settings`) and the KD ``temperature``.
+Each group gets one cache (:func:`~hf_cot_distill.pipelines.cache_teacher.run_cache_teacher`),
+``<output_root>/teacher_cache`` (further groups, in grid order: ``teacher_cache-2``,
+``teacher_cache-3``, ...), holding the union of the sections its points distil, and its points
+train with ``teacher_cache`` set to that folder. ``teacher_cache_options`` (every key optional)
+holds the build settings of :class:`~hf_cot_distill.trainers.teacher_cache.CacheSettings`:
+``mode`` (``sampled``, the default, or ``topk``), ``samples`` (S = 12), ``k`` (64; a ``k`` of at
+least the vocabulary stores the whole distribution: the exact forward KL), ``seed``,
+``rows_per_shard``, ``batch_size``, and ``sections`` (``all``, ``cot+answer`` or a list: cache
+these, which must cover what the points distil; by default exactly the union).
+
+* A point that distils nothing (no ``teacher_model_name_or_path``, or ``kd_weight: 0``) trains
+  without a cache: ``auto`` resolves to none for it (said on stdout and recorded).
+* A point that distils but that a cache cannot serve (``divergence`` other than ``forward_kl``,
+  ``kd_mode`` other than ``supervised``, ``section_kd_temperatures``) is refused before anything is
+  created, naming the point and the field.
+* Re-running: a group whose points are all finished builds nothing; otherwise the build resumes a
+  partial cache and reuses a complete one. A cache folder built with other settings (another
+  ``teacher_cache_options``, a section union that grew with the grid, another teacher or encoding)
+  is refused before anything trains.
+* Each point's ``sweep_point.json`` records what ``auto`` resolved to (``teacher_cache``: the
+  folder, or null) and the cache's build settings (``teacher_cache_build``), so a point trained
+  from another cache is a stale point; ``summary.json`` names each point's cache.
 """
 
 from __future__ import annotations
@@ -29,22 +65,35 @@ import itertools
 import json
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hf_cot_distill.core.outputs import MARKER
 from hf_cot_distill.core.resources import resolve_recipe
+from hf_cot_distill.core.sections import CONTENT_SECTION_NAMES
 from hf_cot_distill.core.tables import markdown_table
+from hf_cot_distill.pipelines import cache_teacher, training_models
 from hf_cot_distill.pipelines.recipe import (
     load_recipe_yaml,
     parse_recipe,
     recipe_argv,
     train_config_types,
 )
+from hf_cot_distill.trainers.teacher_cache import (
+    CACHE_INFO,
+    CacheSettings,
+    fingerprint_tokenizer,
+    settings_dict,
+)
 
-SWEEP_KEYS = {"recipe", "output_root", "grid", "set"}
+SWEEP_KEYS = {"recipe", "output_root", "grid", "set", "teacher_cache_options"}
 POINT_RECORD = "sweep_point.json"  # in every point folder: the settings it was trained with
+AUTO = "auto"  # teacher_cache: auto -> the sweep's shared cache
+CACHE_FOLDER = "teacher_cache"  # <output_root>/teacher_cache, then teacher_cache-2, ...
+CACHE_OPTIONS = ("mode", "samples", "k", "seed", "rows_per_shard", "batch_size", "sections")
 
 
 def _kind(value: Any) -> str:
@@ -97,6 +146,7 @@ def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: set must map recipe fields to values (e.g. `set: {{max_steps: 50}}`), "
             f"got {_kind(spec['set'])}."
         )
+    cache_options(spec, path)  # checked here, used by run_sweep
     names: dict[str, dict] = {}
     for point in grid_points(grid):
         recipe_argv({**spec["set"], **point}, train_config_types(), where=f"{path} (grid/set)")
@@ -108,6 +158,46 @@ def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
             )
         names[name] = point
     return spec
+
+
+def cache_options(spec: dict[str, Any], path: str | os.PathLike = "sweep") -> dict[str, Any]:
+    """The sweep's ``teacher_cache_options``, checked (``sections`` as a list of names, or absent).
+
+    The keys are :class:`~hf_cot_distill.trainers.teacher_cache.CacheSettings` fields but the
+    ``temperature``, which is each group's own."""
+    options = spec.get("teacher_cache_options")
+    if options is None:
+        return {}
+    example = "e.g. `teacher_cache_options: {mode: sampled, samples: 12}`"
+    if not isinstance(options, dict):
+        raise ValueError(
+            f"{path}: teacher_cache_options must map cache settings {list(CACHE_OPTIONS)} to values ({example}), "
+            f"got {_kind(options)}."
+        )
+    unknown = sorted(map(str, set(options) - set(CACHE_OPTIONS)))
+    if unknown:
+        raise ValueError(
+            f"{path}: teacher_cache_options: unknown keys {unknown}; use {list(CACHE_OPTIONS)} (the temperature "
+            "is the points' own `temperature`)."
+        )
+    options = dict(options)
+    if "sections" in options:
+        sections = options["sections"]
+        if sections == "all":
+            sections = list(CONTENT_SECTION_NAMES)
+        elif isinstance(sections, str):
+            sections = [s.strip() for s in re.split(r"[+,]", sections) if s.strip()]
+        if not isinstance(sections, list):
+            raise ValueError(
+                f"{path}: teacher_cache_options: sections must be `all`, names joined by + (`cot+answer`) or a "
+                f"list of names among {list(CONTENT_SECTION_NAMES)}, got {_kind(options['sections'])}."
+            )
+        options["sections"] = sections
+    try:
+        CacheSettings(**options)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: teacher_cache_options: {err}") from None
+    return options
 
 
 def grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
@@ -126,9 +216,17 @@ def point_name(point: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9=._+-]", "_", "__".join(parts))
 
 
-def point_record(spec: dict[str, Any], point: dict[str, Any], extra_overrides: list[str] = ()) -> dict:
+def point_record(
+    spec: dict[str, Any],
+    point: dict[str, Any],
+    extra_overrides: list[str] = (),
+    teacher_cache: tuple[str | None, dict[str, Any] | None] | None = None,
+) -> dict:
     """What a point folder records (``sweep_point.json``) and a re-run compares: the recipe's path,
-    its fields with ``set`` and the point applied (``output_dir`` aside), and any extra overrides."""
+    its fields with ``set`` and the point applied (``output_dir`` aside), and any extra overrides.
+
+    ``teacher_cache``: for a ``teacher_cache: auto`` point, what it resolved to: ``(folder or None,
+    the cache's build settings or None)``."""
     settings = {**load_recipe_yaml(spec["recipe"]), **spec["set"], **point}
     settings.pop("output_dir", None)  # the sweep sets it per point
     record = {
@@ -136,6 +234,10 @@ def point_record(spec: dict[str, Any], point: dict[str, Any], extra_overrides: l
         "settings": settings,
         "extra_overrides": list(extra_overrides),
     }
+    if teacher_cache is not None:
+        settings["teacher_cache"], build = teacher_cache
+        if build is not None:
+            record["teacher_cache_build"] = build
     return json.loads(json.dumps(record, default=str))  # as it reads back from the file
 
 
@@ -145,8 +247,8 @@ def _differences(recorded: dict, current: dict) -> list[str]:
 
     diffs = [
         f"{key} was {shown(recorded, key)}, now {shown(current, key)}"
-        for key in ("recipe", "extra_overrides")
-        if recorded.get(key) != current[key]
+        for key in ("recipe", "extra_overrides", "teacher_cache_build")
+        if recorded.get(key) != current.get(key)
     ]
     old, new = recorded.get("settings"), current["settings"]
     old = old if isinstance(old, dict) else {}
@@ -189,24 +291,237 @@ def _point_is_finished(out: Path, record: dict, path: str | os.PathLike) -> bool
 
 
 def _parse_point(
-    path: str | os.PathLike, spec: dict[str, Any], point: dict[str, Any], out: Path, extra: list[str]
+    path: str | os.PathLike,
+    spec: dict[str, Any],
+    point: dict[str, Any],
+    out: Path,
+    extra: list[str],
+    teacher_cache: str | None = None,
 ) -> tuple:
     """The point's ``(ModelArguments, DataArguments, SectionKDConfig)``; a bad value is a
-    ``ValueError`` naming the sweep file and the point (not argparse's usage and exit)."""
+    ``ValueError`` naming the sweep file and the point (not argparse's usage and exit).
+
+    A ``teacher_cache: auto`` of the point becomes ``teacher_cache`` (its group's folder), or no
+    cache when that is ``None``; other values are parsed as written."""
     where = f"{path}: grid point {point_name(point)}"
-    overrides = recipe_argv({**spec["set"], **point}, train_config_types(), where=where)
+    values = {**spec["set"], **point}
+    if values.get("teacher_cache") == AUTO:
+        values.pop("teacher_cache")
+    if teacher_cache is not None:
+        values["teacher_cache"] = teacher_cache
+        where += f" (teacher_cache: auto -> {teacher_cache})"
+    overrides = recipe_argv(values, train_config_types(), where=where)
     overrides += ["--output_dir", str(out), *extra]
     try:
-        return parse_recipe(train_config_types(), spec["recipe"], overrides)
+        args = parse_recipe(train_config_types(), spec["recipe"], overrides)
     except ValueError as err:  # the overrides are the sweep's grid/set, not a command line
         raise ValueError(f"{where}: {str(err).removeprefix('command line: ')}") from None
+    if args[2].teacher_cache == AUTO:  # the base recipe's `auto`, with no folder for it (yet)
+        args[2].teacher_cache = None
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# teacher_cache: auto
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Point:
+    """One grid point's plan: its folder, parsed arguments, record, and cache group (if any)."""
+
+    point: dict[str, Any]
+    out: Path
+    args: tuple
+    auto: bool  # its teacher_cache is `auto`
+    cache: _CacheGroup | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return point_name(self.point)
+
+
+@dataclass
+class _CacheGroup:
+    """The points that share one cache, the cache's folder and build settings."""
+
+    folder: Path
+    points: list[_Point] = field(default_factory=list)
+    sections: set[str] = field(default_factory=set)
+    settings: CacheSettings | None = None
+
+
+def _no_distillation(kd_args: Any) -> str | None:
+    """Why a point distils nothing (it then needs no cache), or ``None`` when it distils."""
+    if not kd_args.teacher_model_name_or_path:
+        return "no teacher_model_name_or_path"
+    if kd_args.kd_weight <= 0:
+        return f"kd_weight={kd_args.kd_weight!r}"
+    try:
+        cache_teacher.default_sections(kd_args)
+    except ValueError:
+        return f"supervision_preset={kd_args.supervision_preset!r} distils no section"
+    return None
+
+
+def _local(path: Any) -> Any:
+    """A local path made absolute (two spellings of one folder share a cache); else unchanged."""
+    return os.path.abspath(path) if isinstance(path, str) and os.path.exists(path) else path
+
+
+def _cache_key(args: tuple, tokenizers: dict[tuple, str | None]) -> str:
+    """What a cache depends on, as one string: points with equal keys share a cache."""
+    model_args, data_args, kd_args = args
+    source = (
+        _local(model_args.tokenizer_name_or_path),
+        _local(model_args.model_name_or_path),
+        model_args.student_from_teacher_layers is not None,
+        model_args.trust_remote_code,
+        _local(kd_args.teacher_model_name_or_path),
+    )
+    if source not in tokenizers:  # the fingerprint a cache is checked against (one load per source)
+        tokenizers[source] = fingerprint_tokenizer(
+            training_models.load_tokenizers(model_args, kd_args).student
+        )
+    key = {
+        "teacher": _local(kd_args.teacher_model_name_or_path),
+        "teacher_dtype": kd_args.teacher_dtype,
+        "teacher_model_init_kwargs": kd_args.teacher_model_init_kwargs,
+        "tokenizer_fingerprint": tokenizers[source],
+        "encoding": cache_teacher.encoding_settings(data_args),
+        "temperature": float(kd_args.temperature),
+    }
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def _plan_caches(
+    path: str | os.PathLike,
+    spec: dict[str, Any],
+    root: Path,
+    plans: list[_Point],
+    options: dict[str, Any],
+    extra: list[str],
+) -> list[_CacheGroup]:
+    """Group the ``auto`` points that distil, give each group a folder and build settings, and
+    re-parse those points with their folder (which refuses a point a cache cannot serve)."""
+    groups: dict[str, _CacheGroup] = {}
+    tokenizers: dict[tuple, str | None] = {}
+    for plan in plans:
+        if not plan.auto:
+            continue
+        why = _no_distillation(plan.args[2])
+        if why is not None:
+            print(f"{path}: grid point {plan.name}: teacher_cache: auto -> none ({why}: nothing to distil)")
+            continue
+        key = _cache_key(plan.args, tokenizers)
+        if key not in groups:
+            name = CACHE_FOLDER if not groups else f"{CACHE_FOLDER}-{len(groups) + 1}"
+            groups[key] = _CacheGroup(root / name)
+        plan.cache = groups[key]
+        plan.cache.points.append(plan)
+        plan.cache.sections |= set(cache_teacher.default_sections(plan.args[2]))
+    build = {k: v for k, v in options.items() if k != "sections"}
+    for group in groups.values():
+        chosen = options.get("sections")
+        if chosen is not None:
+            for plan in group.points:
+                missing = sorted(set(cache_teacher.default_sections(plan.args[2])) - set(chosen))
+                if missing:
+                    raise ValueError(
+                        f"{path}: grid point {plan.name} distils {missing}, which teacher_cache_options.sections "
+                        f"{chosen} leaves out; fix: add them to sections, or drop sections (the default caches "
+                        "what the points distil)."
+                    )
+        sections = tuple(chosen if chosen is not None else group.sections)
+        temperature = float(group.points[0].args[2].temperature)
+        group.settings = CacheSettings(temperature=temperature, sections=sections, **build)
+    for plan in plans:
+        if plan.cache is not None:
+            plan.args = _parse_point(
+                path, spec, plan.point, plan.out, extra, teacher_cache=str(plan.cache.folder)
+            )
+    return list(groups.values())
+
+
+def _check_cache_folder(group: _CacheGroup, path: str | os.PathLike) -> None:
+    """Refuse (``ValueError``) a group folder that is neither missing, empty, nor a cache of the
+    group's settings, teacher and encoding (the build checks the fingerprints too)."""
+    folder = group.folder
+    if not folder.exists():
+        return
+    trained = ", ".join(p.name for p in group.points[:3]) + (", ..." if len(group.points) > 3 else "")
+    fix = (
+        f"fix: set a new output_root in {path}, or delete {folder} and the point folders trained from it "
+        f"({trained})."
+    )
+    if not folder.is_dir():
+        raise ValueError(f"{path}: {folder} is a file, not the sweep's teacher cache folder; {fix}")
+    info_file = folder / CACHE_INFO
+    if not info_file.is_file():
+        if any(p.name != MARKER for p in folder.iterdir()):  # only the marker: a build cut short
+            raise ValueError(
+                f"{path}: {folder} holds files but no {CACHE_INFO}, so it is not the sweep's teacher cache; "
+                f"refusing to build into it. {fix}"
+            )
+        return
+    try:
+        info = json.loads(info_file.read_text())
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: {info_file} is not a readable teacher cache record; {fix}")
+    _, data_args, kd_args = group.points[0].args
+    planned = {
+        "settings": settings_dict(group.settings),
+        "encoding": cache_teacher.encoding_settings(data_args),
+        "teacher": kd_args.teacher_model_name_or_path,
+    }
+    planned = json.loads(json.dumps(planned, default=str))
+    diffs = []
+    for key, value in planned.items():
+        old = info.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            diffs += [
+                f"{key}.{k} was {json.dumps(old.get(k))}, now {json.dumps(value.get(k))}"
+                for k in sorted(set(old) | set(value))
+                if old.get(k) != value.get(k)
+            ]
+        elif old != value:
+            diffs.append(f"{key} was {json.dumps(old)}, now {json.dumps(value)}")
+    if diffs:
+        raise ValueError(
+            f"{path}: the teacher cache {folder} was built with other settings ({'; '.join(diffs)}); refusing "
+            f"to reuse or overwrite it. {fix}"
+        )
+
+
+def _build_caches(groups: list[_CacheGroup], finished: set[str], path: str | os.PathLike) -> None:
+    """Build (or resume, or find complete) the cache of every group with a point left to train."""
+    for group in groups:
+        if all(str(p.out) in finished for p in group.points):
+            continue
+        model_args, data_args, kd_args = group.points[0].args  # the same point on every run
+        settings = group.settings
+        size = f"S={settings.samples}" if settings.mode == "sampled" else f"K={settings.k}"
+        print(
+            f"{path}: teacher cache {group.folder} ({settings.mode} {size}, sections "
+            f"{'+'.join(settings.sections)}, T={settings.temperature:g}) for {len(group.points)} points",
+            flush=True,
+        )
+        try:
+            cache_teacher.run_cache_teacher(model_args, data_args, kd_args, settings, group.folder)
+        except ValueError as err:
+            raise ValueError(f"{path}: the sweep's teacher cache {group.folder}: {err}") from None
 
 
 def run_sweep(path: str | os.PathLike, extra_overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """Run every grid point (skipping finished ones); return and write the summary.
 
     Everything is checked before anything is created or trained: the sweep file, the recipe,
-    every point's full recipe, and every existing point folder against the point's settings."""
+    every point's full recipe, every existing point folder against the point's settings, and
+    (``teacher_cache: auto``) the shared caches' folders; then the caches are built, then the
+    points train."""
     from hf_cot_distill.pipelines.train import run_training
 
     extra = list(extra_overrides or [])
@@ -219,32 +534,52 @@ def run_sweep(path: str | os.PathLike, extra_overrides: list[str] | None = None)
     root = Path(spec["output_root"])
     if root.exists() and not root.is_dir():
         raise ValueError(f"{path}: output_root {root} is a file; fix: name a folder.")
+    base = load_recipe_yaml(spec["recipe"])
     plans = []
     for point in grid_points(spec["grid"]):
         out = root / point_name(point)
-        args = _parse_point(path, spec, point, out, extra)
-        plans.append((point, out, args, point_record(spec, point, extra)))
+        auto = {**base, **spec["set"], **point}.get("teacher_cache") == AUTO
+        plans.append(_Point(point, out, _parse_point(path, spec, point, out, extra), auto))
+    groups = _plan_caches(path, spec, root, plans, cache_options(spec, path), extra)
+    for plan in plans:
+        cache = plan.cache
+        resolved = (str(cache.folder), settings_dict(cache.settings)) if cache else (None, None)
+        plan.record = point_record(spec, plan.point, extra, resolved if plan.auto else None)
     refused, finished = [], set()
-    for _, out, _, record in plans:
+    for plan in plans:
         try:
-            if _point_is_finished(out, record, path):
-                finished.add(str(out))
+            if _point_is_finished(plan.out, plan.record, path):
+                finished.add(str(plan.out))
         except ValueError as err:
             refused.append(str(err))
-    if refused:
-        more = len(refused) - 1
-        if more:
-            refused[0] += f" ({more} more point folder{'s are' if more > 1 else ' is'} refused too.)"
-        raise ValueError(refused[0])
+    caches_refused = []
+    for group in groups:
+        try:
+            _check_cache_folder(group, path)
+        except ValueError as err:
+            caches_refused.append(str(err))
+    if refused or caches_refused:
+        first = (caches_refused + refused)[0]
+        more = [
+            (len(caches_refused) - 1, "teacher cache folder"),
+            (len(refused) - (not caches_refused), "point folder"),
+        ]
+        more = [f"{n} more {what}{'s are' if n > 1 else ' is'} refused too" for n, what in more if n > 0]
+        raise ValueError(first + (f" ({'; '.join(more)}.)" if more else ""))
     root.mkdir(parents=True, exist_ok=True)
+    _build_caches(groups, finished, path)
     summary = []
-    for point, out, (model_args, data_args, kd_args), record in plans:
-        if str(out) not in finished:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / POINT_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
+    for plan in plans:
+        model_args, data_args, kd_args = plan.args
+        if str(plan.out) not in finished:
+            plan.out.mkdir(parents=True, exist_ok=True)
+            (plan.out / POINT_RECORD).write_text(json.dumps(plan.record, indent=2, sort_keys=True))
             run_training(model_args, data_args, kd_args, recipe_path=spec["recipe"])
-        metrics = json.loads((out / "train_metrics.json").read_text())
-        summary.append({"point": point, "output_dir": str(out), "metrics": metrics})
+        metrics = json.loads((plan.out / "train_metrics.json").read_text())
+        entry = {"point": plan.point, "output_dir": str(plan.out), "metrics": metrics}
+        if plan.cache is not None:
+            entry["teacher_cache"] = str(plan.cache.folder)
+        summary.append(entry)
     (root / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     table = markdown_table(*_summary_cells(summary)) if summary else "(empty sweep)\n"
     (root / "summary.md").write_text(table)

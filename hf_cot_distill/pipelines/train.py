@@ -64,6 +64,8 @@ def run_training(
     metrics = _train_and_evaluate(trainer, data, kd_args)
     metrics["wall_time_s"] = time.perf_counter() - start
     metrics["data_rows"] = data.rows  # rows read, dropped by the trace encoder (by case), used
+    if kd_args.teacher_cache:
+        metrics["teacher_cache"] = str(kd_args.teacher_cache)
     _save(trainer, tokenizers.student, kd_args)
     if trainer.is_world_process_zero():
         _write_card_and_metrics(

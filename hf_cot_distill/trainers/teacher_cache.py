@@ -434,7 +434,7 @@ def build_shards(
     return total, skipped
 
 
-def shard_stats(out_dir: Path, settings: CacheSettings) -> ShardStats:
+def shard_stats(out_dir: Path, settings: CacheSettings, vocab_size: int) -> ShardStats:
     """Stats of a finished cache, read back from its shards (every rank's work counted once)."""
     import pyarrow.parquet as pq
 
@@ -452,7 +452,7 @@ def shard_stats(out_dir: Path, settings: CacheSettings) -> ShardStats:
                 stats.targets += int(np.frombuffer(rec["n_targets"], dtype=np.uint8).sum())
             else:
                 mass = np.exp(np.frombuffer(rec["tail_logmass"], dtype=np.float16).astype(np.float64))
-                stats.targets += rec["n_positions"] * settings.k
+                stats.targets += rec["n_positions"] * min(settings.k, vocab_size)
                 stats.tail_mass_sum += float(mass.sum())
                 stats.tail_mass_max = max(stats.tail_mass_max, float(mass.max()) if mass.size else 0.0)
     return stats
