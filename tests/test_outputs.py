@@ -98,3 +98,45 @@ def test_an_unwritable_folder_is_one_line(tmp_path):
 def test_a_pseudo_filesystem_path_is_one_line(tmp_path, capsys):
     assert main(_commands("/proc/hf_cot_distill_out")["generate"]) == 2
     assert "cannot be written" in _one_line(capsys)
+
+
+# ---- offline is the normal case: a mistyped name is one line, at once ------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        (
+            "--model_name_or_path",
+            "tiny_models/nope",
+            "model_name_or_path='tiny_models/nope': not a local folder",
+        ),
+        ("--model_name_or_path", "./tiny_models/nope", "not a local path"),
+        ("--teacher_model_name_or_path", "a/b/c", "teacher_model_name_or_path='a/b/c': not a local path"),
+        ("--dataset_name", "data/missing/set", "dataset_name='data/missing/set': not a local path"),
+    ],
+)
+def test_a_mistyped_name_fails_fast_in_one_line(field, value, message, tmp_path, capsys, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    names = {
+        "--model_name_or_path": str(tmp_path),
+        "--teacher_model_name_or_path": str(tmp_path),
+        field: value,
+    }
+    argv = [
+        "train",
+        "--config",
+        str(ROOT / "recipes/tiny/kd_messages.yaml"),
+        "--output_dir",
+        str(tmp_path / "o"),
+    ]
+    argv += [x for pair in names.items() for x in pair]
+    start = time.perf_counter()
+    assert main(argv) == 2
+    assert message in _one_line(capsys)
+    assert time.perf_counter() - start < 20  # no Hub retries (they took 25-50 s)

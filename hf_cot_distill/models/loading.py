@@ -23,6 +23,35 @@ TOKENIZER_FILES: tuple[str, ...] = (
 )
 
 
+def hub_offline() -> bool:
+    """Whether the Hub is off (``HF_HUB_OFFLINE=1``): every name must then be a local folder."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def looks_like_a_path(name: str) -> bool:
+    """A name that can only mean a local path: ``./x``, ``../x``, ``/x``, ``~/x``, a backslash,
+    or more than one ``/`` (a Hub id is ``name`` or ``namespace/name``)."""
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+
+
+def check_source(name: str | None, field: str) -> None:
+    """Refuse, before anything loads or waits on Hub retries, a model/tokenizer/dataset ``name``
+    that is neither a local path nor usable as a Hub id: a path-like name that does not exist,
+    or any missing local name when the Hub is off. One ``ValueError`` naming field and fix."""
+    if not name or Path(name).exists() or str(name).startswith("generator:"):
+        return
+    here = f"nothing at {Path(name).absolute()}"
+    if looks_like_a_path(str(name)):
+        raise ValueError(f"{field}={name!r}: not a local path ({here}); fix: the path of an existing folder.")
+    if hub_offline():
+        raise ValueError(
+            f"{field}={name!r}: not a local folder ({here}), and the Hub is off (HF_HUB_OFFLINE=1), so it cannot be a "
+            "Hub id either; fix: the path of an existing folder, or go online (HF_HUB_OFFLINE=0) for a Hub id."
+        )
+
+
 def has_tokenizer_files(folder: str | Path) -> bool:
     """Whether ``folder`` holds any of :data:`TOKENIZER_FILES`."""
     return any((Path(folder) / f).is_file() for f in TOKENIZER_FILES)

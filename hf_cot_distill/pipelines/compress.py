@@ -346,12 +346,13 @@ def run_compress(
     from hf_cot_distill.hub.cards import write_model_card
     from hf_cot_distill.pipelines.train import run_training
     from hf_cot_distill.pipelines.training_data import prepare_data
-    from hf_cot_distill.pipelines.training_models import load_tokenizer
+    from hf_cot_distill.pipelines.training_models import check_run_sources, load_tokenizer
 
     if not model_args.model_name_or_path:
         raise ValueError(
             "model_name_or_path: the model to compress is required (a local safetensors folder)."
         )
+    check_run_sources(model_args, kd_args, data_args)
     original = model_args.model_name_or_path
     teacher = kd_args.teacher_model_name_or_path or original
     out = Path(kd_args.output_dir)

@@ -24,6 +24,7 @@ from hf_cot_distill.pipelines.training_data import (
 from hf_cot_distill.pipelines.training_models import (
     build_student,
     build_trainer,
+    check_run_sources,
     load_tokenizers,
     peft_config,
     setup_distributed,
@@ -48,6 +49,7 @@ def run_training(
     there is an eval split).
     """
     start = time.perf_counter()
+    check_run_sources(model_args, kd_args, data_args)  # a mistyped name: one line, before anything loads
     setup_distributed(kd_args)
     tokenizers = load_tokenizers(model_args, kd_args)
     data = prepare_data(data_args, tokenizers.student, tokenizers.source)

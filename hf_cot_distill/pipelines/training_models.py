@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from hf_cot_distill.core.validation import check_int
-from hf_cot_distill.models.loading import has_tokenizer_files
+from hf_cot_distill.models.loading import check_source, has_tokenizer_files
 from hf_cot_distill.pipelines.recipe import ModelArguments
 from hf_cot_distill.pipelines.training_data import PreparedData
 from hf_cot_distill.trainers.kd_config import SectionKDConfig
@@ -30,6 +30,7 @@ class Tokenizers:
 
 def load_tokenizers(model_args: ModelArguments, kd_args: SectionKDConfig) -> Tokenizers:
     """The run's tokenizers. A student made of the teacher's layers shares its tokenizer."""
+    check_run_sources(model_args, kd_args)
     tokenizer = load_tokenizer(model_args)
     source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     teacher_path = kd_args.teacher_model_name_or_path
@@ -37,6 +38,16 @@ def load_tokenizers(model_args: ModelArguments, kd_args: SectionKDConfig) -> Tok
         return Tokenizers(load_tokenizer(model_args, teacher_path), teacher_path)
     teacher = load_tokenizer(model_args, teacher_path) if teacher_path and tokenizer is not None else None
     return Tokenizers(tokenizer, source, teacher)
+
+
+def check_run_sources(model_args: ModelArguments, kd_args: SectionKDConfig, data_args: Any = None) -> None:
+    """Every model, tokenizer and dataset name of a run resolved up front (local or Hub), so a
+    typo is one line at once, not a traceback after Hub retries."""
+    check_source(model_args.model_name_or_path, "model_name_or_path")
+    check_source(model_args.tokenizer_name_or_path, "tokenizer_name_or_path")
+    check_source(kd_args.teacher_model_name_or_path, "teacher_model_name_or_path")
+    if data_args is not None:
+        check_source(data_args.dataset_name, "dataset_name")
 
 
 def load_tokenizer(model_args: ModelArguments, path: str | None = None) -> Any:
