@@ -578,8 +578,10 @@ def _sweep(args: argparse.Namespace) -> int:
         summary = run_sweep(args.config)
     except USER_ERRORS as err:
         return _error(err)
-    print(f"{len(summary)} runs; summary in {summary[0]['output_dir'].rsplit('/', 1)[0]}/summary.md")
-    return 0
+    failed = [s for s in summary if s.get("status") == "failed"]
+    where = f"{summary[0]['output_dir'].rsplit('/', 1)[0]}/summary.md" if summary else "-"
+    print(f"{len(summary)} runs, {len(failed)} failed; summary in {where}")
+    return 1 if failed else 0
 
 
 def _reproduce(args: argparse.Namespace) -> int:

@@ -22,6 +22,12 @@ matches (re-running a sweep resumes it); a folder trained with other settings, o
 but no record, is refused before anything trains (use a new ``output_root`` or delete the folder).
 ``summary.json`` / ``summary.md`` list the grid values and the final metrics of every point.
 
+**A bad point does not sink the sweep.** A point whose training fails (a refused setting found
+only while training, a diverged loss) is recorded with its error in ``summary.md`` /
+``summary.json`` (``status: failed``) and the other points run; ``on_error: stop`` (a sweep key)
+stops at the first failure instead. The CLI exits 1 when any point failed; a re-run retrains the
+failed points and says which finished ones it skips.
+
 **One teacher cache for the sweep.** ``teacher_cache: auto`` (a value of the recipe field
 ``teacher_cache``: in ``set``, in the grid, e.g. ``teacher_cache: [auto, null]`` to compare with
 the online teacher, or in the base recipe) runs the teacher once for the points that share it
@@ -65,6 +71,7 @@ import itertools
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +82,7 @@ from hf_cot_distill.core.outputs import MARKER
 from hf_cot_distill.core.resources import resolve_recipe
 from hf_cot_distill.core.sections import CONTENT_SECTION_NAMES
 from hf_cot_distill.core.tables import markdown_table
+from hf_cot_distill.core.validation import check_choice
 from hf_cot_distill.pipelines import cache_teacher, training_models
 from hf_cot_distill.pipelines.recipe import (
     load_recipe_yaml,
@@ -89,7 +97,8 @@ from hf_cot_distill.trainers.teacher_cache import (
     settings_dict,
 )
 
-SWEEP_KEYS = {"recipe", "output_root", "grid", "set", "teacher_cache_options"}
+SWEEP_KEYS = {"recipe", "output_root", "grid", "set", "teacher_cache_options", "on_error"}
+ON_ERROR = ("continue", "stop")
 POINT_RECORD = "sweep_point.json"  # in every point folder: the settings it was trained with
 AUTO = "auto"  # teacher_cache: auto -> the sweep's shared cache
 CACHE_FOLDER = "teacher_cache"  # <output_root>/teacher_cache, then teacher_cache-2, ...
@@ -118,6 +127,7 @@ def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
     spec = {} if spec is None else spec
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: a sweep is a mapping with keys {sorted(SWEEP_KEYS)}, got {_kind(spec)}.")
+    check_choice(f"{path}: on_error", spec.get("on_error", "continue"), ON_ERROR)
     unknown = sorted(map(str, set(spec) - SWEEP_KEYS))
     if unknown:
         raise ValueError(f"{path}: unknown sweep keys {unknown}; use {sorted(SWEEP_KEYS)}.")
@@ -569,17 +579,28 @@ def run_sweep(path: str | os.PathLike, extra_overrides: list[str] | None = None)
     root.mkdir(parents=True, exist_ok=True)
     _build_caches(groups, finished, path)
     summary = []
+    stop = spec.get("on_error", "continue") == "stop"
     for plan in plans:
         model_args, data_args, kd_args = plan.args
-        if str(plan.out) not in finished:
-            plan.out.mkdir(parents=True, exist_ok=True)
-            (plan.out / POINT_RECORD).write_text(json.dumps(plan.record, indent=2, sort_keys=True))
-            run_training(model_args, data_args, kd_args, recipe_path=spec["recipe"])
-        metrics = json.loads((plan.out / "train_metrics.json").read_text())
-        entry = {"point": plan.point, "output_dir": str(plan.out), "metrics": metrics}
+        entry: dict[str, Any] = {"point": plan.point, "output_dir": str(plan.out), "status": "ok"}
         if plan.cache is not None:
             entry["teacher_cache"] = str(plan.cache.folder)
         summary.append(entry)
+        if str(plan.out) in finished:
+            print(f"{path}: grid point {point_name(plan.point)}: finished before, skipped")
+        else:
+            plan.out.mkdir(parents=True, exist_ok=True)
+            (plan.out / POINT_RECORD).write_text(json.dumps(plan.record, indent=2, sort_keys=True))
+            (plan.out / "train_metrics.json").unlink(missing_ok=True)  # a failed try leaves none behind
+            try:
+                run_training(model_args, data_args, kd_args, recipe_path=spec["recipe"])
+            except (ValueError, FileNotFoundError, RuntimeError) as err:  # one point, not the sweep
+                entry.update(status="failed", error=f"{type(err).__name__}: {err}", metrics={})
+                print(f"{path}: grid point {point_name(plan.point)} failed: {err}", file=sys.stderr)
+                if stop:
+                    break
+                continue
+        entry["metrics"] = json.loads((plan.out / "train_metrics.json").read_text())
     (root / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     table = markdown_table(*_summary_cells(summary)) if summary else "(empty sweep)\n"
     (root / "summary.md").write_text(table)
@@ -591,6 +612,7 @@ def _summary_cells(summary: list[dict[str, Any]]) -> tuple[list[str], list[list[
     numeric metrics."""
     grid_keys = list(summary[0]["point"])
     metric_keys = sorted({k for s in summary for k, v in s["metrics"].items() if isinstance(v, (int, float))})
+    failed = any(s.get("status") == "failed" for s in summary)
     rows = []
     for s in summary:
         cells = [
@@ -600,5 +622,7 @@ def _summary_cells(summary: list[dict[str, Any]]) -> tuple[list[str], list[list[
         for k in metric_keys:
             v = s["metrics"].get(k)
             cells.append(f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v)))
+        if failed:
+            cells.append(s["error"] if s.get("status") == "failed" else "ok")
         rows.append(cells)
-    return grid_keys + metric_keys, rows
+    return grid_keys + metric_keys + (["status"] if failed else []), rows
