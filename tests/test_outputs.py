@@ -97,7 +97,8 @@ def test_an_unwritable_folder_is_one_line(tmp_path):
 
 def test_a_pseudo_filesystem_path_is_one_line(tmp_path, capsys):
     assert main(_commands("/proc/hf_cot_distill_out")["generate"]) == 2
-    assert "cannot be written" in _one_line(capsys)
+    err = _one_line(capsys)  # refused by the free-space estimate or by the write itself
+    assert "/proc" in err and ("cannot be written" in err or "nothing was written" in err)
 
 
 # ---- offline is the normal case: a mistyped name is one line, at once ------------------------
@@ -140,3 +141,48 @@ def test_a_mistyped_name_fails_fast_in_one_line(field, value, message, tmp_path,
     assert main(argv) == 2
     assert message in _one_line(capsys)
     assert time.perf_counter() - start < 20  # no Hub retries (they took 25-50 s)
+
+
+def test_generate_refuses_what_cannot_fit_before_writing(tmp_path, capsys):
+    out = tmp_path / "huge"
+    assert (
+        main(["generate", "--config", "cot_icl_lab_cot", "--out", str(out), "--num-tasks", "1000000000000"])
+        == 2
+    )
+    err = _one_line(capsys)
+    assert "1,000,000,000,100 tasks would take about" in err and "free; nothing was written" in err
+    assert not out.exists()
+
+
+def test_an_interrupted_generate_leaves_the_previous_export(tmp_path, monkeypatch):
+    from datasets import load_dataset
+
+    import hf_cot_distill.hub.datasets as datasets_module
+
+    out = tmp_path / "data"
+    argv = [
+        "generate",
+        "--config",
+        "cot_icl_lab_cot",
+        "--out",
+        str(out),
+        "--num-eval-tasks",
+        "2",
+        "--no-progress",
+    ]
+    assert main([*argv, "--num-tasks", "5"]) == 0
+    real = datasets_module.generate_table
+    calls = []
+
+    def dies_on_the_second_table(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the timed sample, then the first split; die in the second split
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datasets_module, "generate_table", dies_on_the_second_table)
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "--num-tasks", "9"])
+    monkeypatch.setattr(datasets_module, "generate_table", real)
+    ds = load_dataset(str(out), "cot_icl_lab_cot")
+    assert (len(ds["train"]), len(ds["eval"])) == (5, 2)  # the complete earlier export, not a mix

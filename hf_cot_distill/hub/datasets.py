@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from hf_cot_distill.core.outputs import claim_output_dir
+from hf_cot_distill.core.outputs import check_output_dir, claim_output_dir
 from hf_cot_distill.data.builder import (
     SPLIT_NAMES,
     GeneratorConfig,
@@ -25,6 +26,48 @@ from hf_cot_distill.data.builder import (
     resolve_config,
 )
 from hf_cot_distill.hub.cards import write_dataset_readme
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} PB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:,.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:,.0f} min"
+    return f"{seconds / 3600:,.1f} h"
+
+
+def estimate_export(config: GeneratorConfig, n_tasks: int, root: Path, sample: int = 64) -> dict[str, float]:
+    """Bytes and seconds an export of ``n_tasks`` will take, from a timed sample of ``sample``
+    tasks; ``ValueError`` (before anything is written) when the estimate exceeds the free space of
+    the disk that holds ``root``."""
+    import io
+    import time
+
+    k = max(1, min(sample, n_tasks))
+    start = time.perf_counter()
+    table = generate_table(config, 0, k, "train")
+    seconds = (time.perf_counter() - start) / k * n_tasks
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    total = buffer.tell() / k * n_tasks * 1.1  # parquet pages and metadata vary a little
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if total > free:
+        raise ValueError(
+            f"num_tasks: {n_tasks:,} tasks would take about {_human(total)} ({_duration(seconds)}), but the disk of "
+            f"{existing} has {_human(free)} free; nothing was written; fix: fewer tasks (--num-tasks), or another --out."
+        )
+    return {"bytes": total, "seconds": seconds}
 
 
 def check_config_name(name: object, source: str) -> None:
@@ -63,7 +106,7 @@ def export_dataset(
     if config_name is None:
         check_config_name(name, f"{name_or_config}: name")
     name = config_name or name
-    claim_output_dir(root, "generate", overwrite=overwrite, inputs=[config_file])
+    check_output_dir(root, "generate", overwrite=overwrite, inputs=[config_file])
     if (root / name).exists() and not (root / name).is_dir():
         raise ValueError(
             f"out_dir: {str(root / name)!r} is a file in the way of config {name!r}; fix: move it."
@@ -77,26 +120,41 @@ def export_dataset(
     if tasks_per_shard < 1:
         raise ValueError(f"tasks_per_shard={tasks_per_shard} must be >= 1.")
     cfg_dir = root / name
+    sizes = {split: num_tasks_for(config, split) for split in SPLIT_NAMES}
+    estimate = estimate_export(config, sum(sizes.values()), root)
+    if progress:
+        print(
+            f"{name}: {sum(sizes.values()):,} tasks, about {_human(estimate['bytes'])} and {_duration(estimate['seconds'])}"
+        )
+    claim_output_dir(root, "generate", overwrite=overwrite, inputs=[config_file])
     cfg_dir.mkdir(parents=True, exist_ok=True)
+    # New shards go to a hidden staging folder and replace the old ones only once complete: an
+    # interrupted export leaves the previous data (or nothing) for load_dataset, never a mix.
+    staging = cfg_dir / ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
     schema = features_for(config).arrow_schema
     counts, num_bytes = {}, {}
     for split in SPLIT_NAMES:
-        n = num_tasks_for(config, split)
-        for old in cfg_dir.glob(f"{split}-*.parquet"):
-            old.unlink()  # a re-export replaces the split, never mixes two runs
+        n = sizes[split]
         if n == 0:
             continue  # no shard and no card entry: load_dataset refuses a listed split without rows
         n_shards = max(1, math.ceil(n / tasks_per_shard))
         bar = tqdm(total=n, desc=f"{name}/{split}", unit="task", disable=not progress)
         for shard in range(n_shards):
             start, stop = shard * tasks_per_shard, min((shard + 1) * tasks_per_shard, n)
-            path = cfg_dir / f"{split}-{shard:05d}-of-{n_shards:05d}.parquet"
+            path = staging / f"{split}-{shard:05d}-of-{n_shards:05d}.parquet"
             with pq.ParquetWriter(path, schema) as writer:
                 for s in range(start, stop, 1024):  # bounded memory within a shard
                     writer.write_table(generate_table(config, s, min(s + 1024, stop), split))
                     bar.update(min(s + 1024, stop) - s)
         bar.close()
         counts[split] = n
-        num_bytes[split] = sum(p.stat().st_size for p in cfg_dir.glob(f"{split}-*.parquet"))
+        num_bytes[split] = sum(p.stat().st_size for p in staging.glob(f"{split}-*.parquet"))
+    for old in cfg_dir.glob("*.parquet"):
+        old.unlink()  # a re-export replaces the splits, never mixes two runs
+    for new in staging.iterdir():
+        os.replace(new, cfg_dir / new.name)
+    staging.rmdir()
     write_dataset_readme(root, name, config, counts, num_bytes)
     return cfg_dir
