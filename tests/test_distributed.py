@@ -46,14 +46,7 @@ def _train(assets, out: Path, *extra: str, nproc: int = 1) -> list[float]:
         "--teacher_model_name_or_path", str(assets["teacher"]), "--dataset_name", str(assets["data"]),
         "--output_dir", str(out), "--train_sampling_strategy", "sequential", *extra,
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "hf_cot_distill.cli", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "hf_cot_distill.cli", *args]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    _run_cli(args, nproc)
     history = json.loads((out / "log_history.json").read_text())
     return [h["loss"] for h in history if "loss" in h]
 

@@ -367,44 +367,25 @@ class SectionKDTrainer(Trainer):
         args = self.args
 
         def fused(hidden: Tensor, kd_weights: Tensor, ce_weights: Tensor, temperature: float) -> Any:
-            if cached is not None:
-                return fused_cached_kd(
-                    hidden,
-                    student_w,
-                    cached,
-                    kd_weights=kd_weights,
-                    ce_labels=labels,
-                    ce_weights=ce_weights,
-                    student_bias=student_b,
-                    temperature=temperature,
-                    scale_by_temperature_squared=args.scale_by_temperature_squared,
-                    vocab_size=self.vocab_size,
-                    section_ids=sections,
-                    kd_scale=world / n_kd if n_kd else 0.0,
-                    ce_scale=world / n_ce if n_ce else 0.0,
-                    chunk_size=args.chunk_size,
-                )
-            return fused_linear_kd(
-                hidden,
-                student_w,
-                teacher_h,
-                teacher_w,
+            shared = dict(
                 kd_weights=kd_weights,
                 ce_labels=labels,
                 ce_weights=ce_weights,
                 student_bias=student_b,
-                teacher_bias=teacher_b,
-                divergence=args.divergence,
                 temperature=temperature,
                 scale_by_temperature_squared=args.scale_by_temperature_squared,
-                beta=args.beta,
-                alpha=args.alpha,
                 vocab_size=self.vocab_size,
                 section_ids=sections,
                 kd_scale=world / n_kd if n_kd else 0.0,
                 ce_scale=world / n_ce if n_ce else 0.0,
                 chunk_size=args.chunk_size,
             )
+            if cached is not None:  # the teacher cache's targets instead of the teacher's logits
+                return fused_cached_kd(hidden, student_w, cached, **shared)
+            return fused_linear_kd(
+                hidden, student_w, teacher_h, teacher_w, teacher_bias=teacher_b, divergence=args.divergence,
+                beta=args.beta, alpha=args.alpha, **shared,
+            )  # fmt: skip
 
         # One fused pass per distinct KD temperature (per-section temperatures); CE goes with
         # the first. Each pass touches only its own positions, so no work is repeated.
