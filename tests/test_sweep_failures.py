@@ -30,7 +30,9 @@ def test_a_diverged_point_is_recorded_and_the_others_run(tmp_path, capsys):
     spec = _spec(tmp_path, models, data, "runs0")
     assert main(["sweep", "--config", str(spec)]) == 1
     out = capsys.readouterr()
-    assert "2 runs, 1 failed" in out.out and "learning_rate=1000000000000.0 failed: training diverged" in out.err
+    assert (
+        "2 runs, 1 failed" in out.out and "learning_rate=1000000000000.0 failed: training diverged" in out.err
+    )
     summary = json.loads((tmp_path / "runs0" / "summary.json").read_text())
     assert [s["status"] for s in summary] == ["failed", "ok"]
     assert "TrainingDivergedError" in summary[0]["error"] and summary[1]["metrics"]["train_loss"] > 0
