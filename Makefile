@@ -40,7 +40,7 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/hf-cot-distill demo --out demo_output
 
-# CPU benchmarks B0-B6 (B5 runs TRL's GKDTrainer: ~12 GB and many minutes). G1 needs a CUDA GPU:
+# CPU benchmarks B0-B8 (B5 runs TRL's GKDTrainer: ~12 GB and many minutes; B8 the teacher cache, ~30 min). G1 needs a CUDA GPU:
 # `python benchmarks/g1_kd_gpu.py` on a GPU machine.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
