@@ -533,7 +533,7 @@ def report_speed(res: dict[str, Any], a: argparse.Namespace) -> str:
         f"shares "
         + " / ".join(f"{k} {v:.1%}" for k, v in rows["shares"].items())
         + "), 0.5·CE + 0.5·forward KL "
-        f"on prompt+CoT+answer, lead-span 1.0, fp32, {a.threads} threads; tokens/s over steps 2..{a.speed_steps}, "
+        f"on prompt+CoT+answer, lead-span 1.0, fp32, {a.threads} thread(s); tokens/s over steps 2..{a.speed_steps}, "
         f"median of {a.repeats} fresh workers per variant run alternately; cache: sampled S=12, built in "
         f"{res['cache_build_s']:.1f} s (fresh process, imports included).",
         "",
@@ -629,7 +629,7 @@ def report_grid(res: dict[str, Any], a: argparse.Namespace) -> str:
     rows = res["rows"]
     lines = [
         f"Grid: 12 points (6 presets x lead-span 0.5 / 1.0), each one epoch over the same {rows['rows']} CHAMP rows "
-        f"({rows['tokens']} tokens), batch 1, KD on the preset's sections + CE on CoT + answer, {a.threads} threads. "
+        f"({rows['tokens']} tokens), batch 1, KD on the preset's sections + CE on CoT + answer, {a.threads} thread(s). "
         f"Cache: sampled S=12, all three sections ({res['cache_bytes_per_position']:.1f} B/position on disk).",
         "",
         "| point | online wall_time_s | cached wall_time_s | online counted FLOPs (student + teacher) | cached counted FLOPs |",
@@ -880,7 +880,7 @@ def main() -> None:
     ratio, pt, ps = flop_ratio(TEACHER, STUDENT)
     qratio, qpt, qps = flop_ratio(QWEN25_7B, QWEN25_05B)
     print(
-        f"B8 teacher cache — {datetime.date.today()}, {machine()}, torch {torch.__version__}, {a.threads} threads"
+        f"B8 teacher cache — {datetime.date.today()}, {machine()}, torch {torch.__version__}, {a.threads} thread(s)"
     )
     print(f"  counted FLOPs per token, teacher forward : student forward+backward: Qwen2.5-7B -> 0.5B {qratio:.3f} "
           f"(bodies {qpt / 1e9:.3f}B / {qps / 1e6:.1f}M); B8 pair {ratio:.3f} (teacher hidden {TEACHER['hidden_size']} "
