@@ -56,7 +56,7 @@ def check_output_dir(
     if resolved == Path(resolved.anchor) or resolved == home or _inside(cwd, resolved):
         raise ValueError(
             f"{flag} {out}: is the current folder, one of its parents, the home folder or the filesystem root; "
-            "fix: give a dedicated new folder, e.g. {flag} ./{command}_output."
+            f"fix: give a dedicated new folder, e.g. {flag} ./{command}_output."
         )
     for given in inputs:
         if not given:
