@@ -88,7 +88,7 @@ def test_yaml_configs_and_unknown_keys(tmp_path):
     nested = tmp_path / "nested.yaml"
     nested.write_text("base: cot_recipe_hybrid\ncot_schedule: {kind: power_law, alpah: 2.0}\n")
     with pytest.raises(
-        ValueError, match=r"nested.yaml: cot_schedule: unknown config keys 'alpah' \(did you mean \['alpha'\]"
+        ValueError, match=r"nested.yaml: cot_schedule: unknown config keys 'alpah' \(did you mean 'alpha'\?\)"
     ):
         load_generator_yaml(nested)
 

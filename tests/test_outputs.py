@@ -1,6 +1,7 @@
 """Writers never destroy what they did not write: one output-folder rule for every command that
-writes a folder (generate, cache-teacher, demo, convert-gguf; train and compress keep their own
-stricter output_dir rule), each refusal one line with exit code 2 and nothing written."""
+writes a folder (generate, cache-teacher, demo, convert-gguf; train and compress share its
+refusals and add their own: a non-empty output_dir is cleared only on --overwrite_output_dir true),
+each refusal one line with exit code 2 and nothing written."""
 
 from __future__ import annotations
 
@@ -124,9 +125,10 @@ def test_a_mistyped_name_fails_fast_in_one_line(field, value, message, tmp_path,
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    (tmp_path / "m").mkdir()  # a folder that exists, beside the output folder (not holding it)
     names = {
-        "--model_name_or_path": str(tmp_path),
-        "--teacher_model_name_or_path": str(tmp_path),
+        "--model_name_or_path": str(tmp_path / "m"),
+        "--teacher_model_name_or_path": str(tmp_path / "m"),
         field: value,
     }
     argv = [
@@ -186,3 +188,33 @@ def test_an_interrupted_generate_leaves_the_previous_export(tmp_path, monkeypatc
     monkeypatch.setattr(datasets_module, "generate_table", real)
     ds = load_dataset(str(out), "cot_icl_lab_cot")
     assert (len(ds["train"]), len(ds["eval"])) == (5, 2)  # the complete earlier export, not a mix
+
+
+# ---- train and compress: the same refusals, whatever --overwrite_output_dir says ---------------
+@pytest.mark.parametrize("command", ["train", "compress"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_run_output_dir_never_inside_an_input_or_the_cwd(command, overwrite, tmp_path, capsys, monkeypatch):
+    from tests.test_train_cli import _tiny_pair
+    from tests.tiny_tokenizer import tiny_qwen2_tokenizer
+
+    models = _tiny_pair(tmp_path, tiny_qwen2_tokenizer())
+    capsys.readouterr()
+    recipe = {
+        "train": str(ROOT / "recipes/tiny/kd_messages.yaml"),
+        "compress": str(ROOT / "recipes/compress/tiny_cot_icl.yaml"),
+    }[command]
+    flags = ["--overwrite_output_dir", "true"] if overwrite else []
+    before = _snapshot(tmp_path)
+    for out, message in (
+        (models["student"] / "run", "lies inside (or holds) the input model_name_or_path="),
+        (tmp_path, "lies inside (or holds) the input"),
+        (Path("."), "the current folder"),
+    ):
+        monkeypatch.chdir(tmp_path / "student" if out == Path(".") else ROOT)
+        argv = [command, "--config", recipe, "--model_name_or_path", str(models["student"]),
+                "--output_dir", str(out), *flags]  # fmt: skip
+        if command == "train":
+            argv += ["--teacher_model_name_or_path", str(models["teacher"])]
+        assert main(argv) == 2, out
+        assert message in _one_line(capsys)
+        assert _snapshot(tmp_path) == before  # nothing written, nothing deleted

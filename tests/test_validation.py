@@ -204,6 +204,6 @@ def test_known_keys():
         check_known_keys("nested.yaml: cot_schedule", {"alpah": 2, "kind": "x", "zzz": 1}, ["alpha", "kind"])
     message = str(err.value)
     assert message.startswith(
-        "nested.yaml: cot_schedule: unknown config keys 'alpah' (did you mean ['alpha'])"
+        "nested.yaml: cot_schedule: unknown config keys 'alpah' (did you mean 'alpha'?), 'zzz'; "
     )
-    assert "'zzz' (did you mean [])" in message and message.endswith("valid keys: ['alpha', 'kind'].")
+    assert "[]" not in message and message.endswith("valid keys: ['alpha', 'kind'].")

@@ -133,5 +133,8 @@ def check_known_keys(where: str, keys: Iterable[str], valid: Iterable[str]) -> N
     valid = sorted(valid)
     unknown = sorted(set(keys) - set(valid))
     if unknown:
-        hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, valid, 1)})" for k in unknown]
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, valid, 1)
+            hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
         raise ValueError(f"{where}: unknown config keys {', '.join(hints)}; valid keys: {valid}.")

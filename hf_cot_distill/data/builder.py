@@ -183,6 +183,83 @@ def resolve_config(name_or_config: str | GeneratorConfig) -> tuple[str, Generato
     )
 
 
+def _card_metadata(folder: Path) -> dict:
+    """The YAML front matter of ``folder/README.md`` (``{}`` when there is none or it is not YAML)."""
+    import yaml
+
+    readme = folder / "README.md"
+    try:
+        text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if not text.startswith("---"):
+        return {}
+    head, sep, _ = text[3:].partition("\n---")
+    try:
+        meta = yaml.safe_load(head) if sep else None
+    except yaml.YAMLError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def folder_config_names(folder: str | os.PathLike) -> list[str]:
+    """The ``configs:`` a local dataset folder's card declares (``[]`` when it declares none)."""
+    configs = _card_metadata(Path(folder)).get("configs") or []
+    return [
+        c["config_name"] for c in configs if isinstance(c, dict) and isinstance(c.get("config_name"), str)
+    ]
+
+
+def folder_generator_config(folder: str | os.PathLike, config_name: str | None) -> GeneratorConfig | None:
+    """The generator config that wrote ``config_name`` of a ``generate --out`` folder, read from its
+    card (``None`` for folders that are not ours, or a config the card does not record); with
+    ``config_name`` None, the folder's only config."""
+    meta = _card_metadata(Path(folder)).get("hf_cot_distill") or {}
+    entries = {e.get("name"): e for e in meta.get("generator_configs") or [] if isinstance(e, dict)}
+    if config_name is None and len(entries) == 1:
+        config_name = next(iter(entries))
+    entry = entries.get(config_name)
+    if entry is None or not isinstance(entry.get("fields"), dict):
+        return None
+    fields = dict(entry["fields"])
+    base: GeneratorConfig = SymbolicConfig() if entry.get("kind") == "symbolic" else CoTICLConfig()
+    where = f"{Path(folder) / 'README.md'}: generator_configs[{config_name}]"
+    check_known_keys(where, fields, (f.name for f in dataclasses.fields(base)))
+    if isinstance(fields.get("cot_schedule"), dict):
+        fields["cot_schedule"] = CoTSchedule.from_mapping(fields["cot_schedule"], f"{where}: cot_schedule")
+    return dataclasses.replace(base, **fields)
+
+
+# Keys that only a training or compress recipe has: a YAML holding one is not a generator config.
+TRAINING_RECIPE_KEYS = (
+    "model_name_or_path",
+    "teacher_model_name_or_path",
+    "teacher_cache",
+    "init_from_scratch",
+    "dataset_name",
+    "output_dir",
+)
+
+
+def _refuse_training_recipe(path: str | os.PathLike, raw: dict) -> None:
+    """A training recipe given where a generator config is expected: one line naming what is."""
+    found = [key for key in TRAINING_RECIPE_KEYS if key in raw]
+    if not found:
+        return
+    dataset = raw.get("dataset_name")
+    names_generator = isinstance(dataset, str) and dataset.startswith("generator:")
+    hint = (
+        f" This recipe trains on generator {dataset.removeprefix('generator:')!r}: pass that as --config."
+        if names_generator
+        else ""
+    )
+    raise ValueError(
+        f"{path}: is a training recipe (it sets {', '.join(found)}), not a generator config; fix: give a "
+        f"generator YAML (e.g. generators/cot_icl_lab_tiny; `hf-cot-distill recipes list` shows them) or a named "
+        f"config (`hf-cot-distill list-configs`).{hint}"
+    )
+
+
 def load_generator_yaml(path: str | os.PathLike) -> tuple[str, GeneratorConfig]:
     """Load a generator config from YAML: ``name``, ``kind`` (cot_icl_lab | symbolic), ``base``
     (a named config to start from) and any config fields. Unknown keys are an error. ``path`` may
@@ -197,6 +274,7 @@ def load_generator_yaml(path: str | os.PathLike) -> tuple[str, GeneratorConfig]:
         raise ValueError(f"{path}: not valid YAML ({err}); fix the file.") from err
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of config fields, got {type(raw).__name__}.")
+    _refuse_training_recipe(path, raw)
     name = raw.pop("name", Path(path).stem)
     base_name = raw.pop("base", None)
     kind = raw.pop("kind", None)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from hf_cot_distill.core.outputs import check_output_dir, claim_output_dir
+from hf_cot_distill.core.outputs import check_output_dir, claim_output_dir, nearest_existing
 from hf_cot_distill.data.builder import (
     SPLIT_NAMES,
     GeneratorConfig,
@@ -58,9 +58,7 @@ def estimate_export(config: GeneratorConfig, n_tasks: int, root: Path, sample: i
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     total = buffer.tell() / k * n_tasks * 1.1  # parquet pages and metadata vary a little
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(root)
     free = shutil.disk_usage(existing).free
     if total > free:
         raise ValueError(

@@ -1,5 +1,7 @@
 """Where a training run writes: a missing or empty ``output_dir``, a resumed one, or one the user
-asked to clear (``--overwrite_output_dir true``) — never another run's folder silently."""
+asked to clear (``--overwrite_output_dir true``) — never another run's folder silently. What is
+refused whatever the flags (a file, the cwd, home, an input's folder) is the one rule of
+:mod:`hf_cot_distill.core.outputs`."""
 
 from __future__ import annotations
 
@@ -8,11 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hf_cot_distill.core.outputs import check_output_location, contents
 from hf_cot_distill.trainers.kd_config import SectionKDConfig
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 def run_inputs(
@@ -26,6 +25,7 @@ def run_inputs(
         "tokenizer_name_or_path": model_args.tokenizer_name_or_path,
         "teacher_model_name_or_path": kd_args.teacher_model_name_or_path,
         "dataset_name": dataset.removeprefix("generator:") or None,
+        "teacher_cache": kd_args.teacher_cache,
     }
 
 
@@ -64,8 +64,8 @@ def check_output_dir(
     Raises ``ValueError`` naming the folder and the fix."""
     out = Path(kd_args.output_dir)
     resuming = bool(kd_args.resume_from_checkpoint)  # SectionKDConfig made "true"/"false" True/None
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output_dir {out} is a file; fix: give output_dir a folder (missing or empty).")
+    # Refused whatever the flags: a file, the cwd / home / root, a folder inside (or holding) an input.
+    check_output_location(out, command, inputs=inputs, flag="output_dir")
     check_resume_checkpoint(kd_args)
     if overwrite and resuming:
         raise ValueError(
@@ -75,27 +75,12 @@ def check_output_dir(
     if not out.is_dir() or not any(out.iterdir()) or resuming:
         return
     if not overwrite:
-        shown = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
-        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
         raise ValueError(
-            f"output_dir {out} is not empty ({', '.join(shown[:5])}{more}): a new run there would mix its "
+            f"output_dir {out} is not empty ({contents(out)}): a new run there would mix its "
             f"files with the old ones; fix: choose another --output_dir, delete the folder, resume with "
             f"--resume_from_checkpoint CHECKPOINT, or pass --overwrite_output_dir true to `hf-cot-distill "
             f"{command}` to delete its contents first."
         )
-    resolved = out.resolve()
-    cwd = Path.cwd().resolve()
-    if resolved in (Path(resolved.anchor), Path.home().resolve()) or _inside(cwd, resolved):
-        raise ValueError(
-            f"--overwrite_output_dir true: refusing to delete the contents of {out} (the current folder, "
-            "one of its parents, or the home folder); fix: choose a dedicated --output_dir."
-        )
-    for name, path in inputs.items():
-        if path and Path(path).exists() and _inside(Path(path).resolve(), resolved):
-            raise ValueError(
-                f"--overwrite_output_dir true would delete {name}={path}, which lies in output_dir {out}; "
-                "fix: choose another --output_dir."
-            )
     if kd_args.process_index == 0:  # one process deletes; the others wait (main_process_first)
         for entry in out.iterdir():
             if entry.is_dir() and not entry.is_symlink():

@@ -177,7 +177,10 @@ class DataArguments:
         default=None, metadata={"help": "With generator:<config>: eval tasks (default: the config's)."}
     )
     max_train_samples: int | None = field(
-        default=None, metadata={"help": "Use only the first N training rows."}
+        default=None,
+        metadata={
+            "help": "Use only the first N training rows (only they are read and encoded; rows the encoder drops among them are counted, not replaced)."
+        },
     )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval rows."})
     dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for Dataset.map."})

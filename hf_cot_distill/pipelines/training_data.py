@@ -143,10 +143,34 @@ def _load_raw(data_args: DataArguments) -> datasets.DatasetDict:
         ) from err
 
 
+def _check_folder_config(data_args: DataArguments) -> Any:
+    """A local folder whose card declares several configs needs ``dataset_config`` (one line listing
+    them, not the ``datasets`` message); a ``generate --out`` folder's CoT-ICL config is returned so
+    the student is built for the data's vocabulary and evaluated as on ``generator:`` data."""
+    from hf_cot_distill.data.builder import folder_config_names, folder_generator_config
+    from hf_cot_distill.data.synthetic.cot_icl_lab import CoTICLConfig
+
+    name = data_args.dataset_name
+    if not Path(name).is_dir():
+        return None
+    configs = folder_config_names(name)
+    if data_args.dataset_config is None and len(configs) > 1:
+        raise ValueError(
+            f"dataset_name={name!r} holds {len(configs)} configs ({', '.join(configs)}) and dataset_config is "
+            f"not set; fix: add --dataset_config NAME (or dataset_config: NAME in the recipe), e.g. "
+            f"--dataset_config {configs[0]}."
+        )
+    if data_args.dataset_config is not None and configs:
+        check_choice("dataset_config", data_args.dataset_config, configs, fix=f"use a config of {name}")
+    config = folder_generator_config(name, data_args.dataset_config)
+    return config if isinstance(config, CoTICLConfig) else None
+
+
 def _encoded(data_args: DataArguments, tokenizer: Any, tokenizer_source: str | None = None) -> PreparedData:
     from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder, encode_dataset
     from hf_cot_distill.data.traces.formats import MARKER_PRESETS, detect_format
 
+    generator_config = _check_folder_config(data_args)
     raw = _load_raw(data_args)
     fix = f"use a split of {data_args.dataset_name}"
     check_choice("dataset_train_split", data_args.dataset_train_split, list(raw), fix=fix)
@@ -159,7 +183,9 @@ def _encoded(data_args: DataArguments, tokenizer: Any, tokenizer_source: str | N
     columns = set(train.column_names)
     if fmt == "tokenized" or (fmt == "auto" and {"input_ids", "section_ids"} <= columns):
         rows = {"train": _row_counts(train), "eval": _row_counts(evals)}
-        return PreparedData(train, evals, None, None, f"{data_args.dataset_name} (tokenized)", rows)
+        return PreparedData(
+            train, evals, generator_config, None, f"{data_args.dataset_name} (tokenized)", rows
+        )
     if tokenizer is None:
         if tokenizer_source:
             raise ValueError(
@@ -172,6 +198,10 @@ def _encoded(data_args: DataArguments, tokenizer: Any, tokenizer_source: str | N
             "tokenizer_name_or_path so it can be tokenized."
         )
     fmt = detect_format(train.column_names) if fmt == "auto" else fmt
+    # Encode only the rows a capped run can use (rows the encoder drops are not replaced: they are
+    # counted and reported, and the run trains on fewer).
+    train = _limit(train, data_args.max_train_samples)
+    evals = _limit(evals, data_args.max_eval_samples)
     encoder = ReasoningTraceEncoder(
         tokenizer=tokenizer,
         source_format=fmt,
