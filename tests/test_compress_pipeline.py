@@ -80,7 +80,10 @@ def test_compress_cli_runs_every_stage(trained_tiny, tmp_path, capsys):
                        ("quantized", ["Pruning:", "Quantization:", "compressed-tensors"])):  # fmt: skip
         card = (out / name / "README.md").read_text()
         assert "## Compression" in card and all(k in card for k in keys), name
-    assert "| `mlp_keep_ratio` | `0.5` |" in (out / "quantized" / "README.md").read_text()
+    quantized_card = (out / "quantized" / "README.md").read_text()
+    assert "| `mlp_keep_ratio` | `0.5` |" in quantized_card
+    assert "| `act_order` | `True` |" in quantized_card and "static activation order" in quantized_card
+    assert "quantease" not in quantized_card  # QuantEase settings only when it is the method
 
 
 def test_compress_quantize_only_skips_pruning(trained_tiny, tmp_path):
@@ -90,8 +93,28 @@ def test_compress_quantize_only_skips_pruning(trained_tiny, tmp_path):
     assert main(argv) == 0
     report = json.loads((out / "compress_report.json").read_text())
     assert [s["stage"] for s in report["stages"]] == ["original", "quantized"]
+    assert report["stages"][1]["report"]["config"]["act_order"] is True  # the default ordering
     assert not (out / "pruned").exists()
     assert report["stages"][1]["parameters"] == report["stages"][0]["parameters"]
+
+
+def test_compress_quantease_stage_loads_and_card_says_so(trained_tiny, tmp_path):
+    out = tmp_path / "qe"
+    argv = ["compress", "--config", str(RECIPE), "--model_name_or_path", str(trained_tiny), "--prune", "false",
+            "--quantize_bits", "4", "--quantize_method", "quantease", "--quantize_quantease_iters", "3",
+            "--output_dir", str(out), "--disable_tqdm", "true"]  # fmt: skip
+    assert main(argv) == 0
+    stages = json.loads((out / "compress_report.json").read_text())["stages"]
+    config = stages[-1]["report"]["config"]
+    assert (config["method"], config["quantease_iters"], config["act_order"]) == ("quantease", 3, True)
+    card = (out / "quantized" / "README.md").read_text()
+    assert "| `method` | `quantease` |" in card and "| `quantease_iters` | `3` |" in card
+    model = AutoModelForCausalLM.from_pretrained(str(out / "quantized"))
+    from hf_cot_distill.pipelines.recipe import DataArguments
+    from hf_cot_distill.pipelines.training_data import prepare_data
+
+    data = prepare_data(DataArguments(dataset_name=GENERATOR), None)
+    assert heldout_ce(model, data.eval, max_rows=32) == pytest.approx(stages[-1]["heldout_ce"], rel=1e-4)
 
 
 def test_compress_arguments_errors_name_the_field():
@@ -121,8 +144,35 @@ def test_compress_cli_errors(tmp_path, capsys):
 def test_calibration_batches_pad_and_mask():
     rows = [{"input_ids": [5, 6, 7]}, {"input_ids": [8]}, {"input_ids": [9, 10]}]
     batches = calibration_batches(rows, n_samples=3, batch_size=2, pad_token_id=0)
-    assert [b["input_ids"].tolist() for b in batches] == [[[5, 6, 7], [8, 0, 0]], [[9, 10]]]
-    assert batches[0]["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    # longest first, so rows of similar length share a batch (less padding to compute)
+    assert [b["input_ids"].tolist() for b in batches] == [[[5, 6, 7], [9, 10, 0]], [[8]]]
+    assert batches[0]["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    rows = [{"input_ids": [1] * n} for n in (2, 9, 3, 8, 1, 7)]
+    batches = calibration_batches(rows, n_samples=6, batch_size=2, pad_token_id=0)
+    # 9/8, 7/3, 2/1: 1 + 4 + 1 pad positions (in the given order 2/9, 3/8, 1/7: 7 + 5 + 6)
+    assert sum(int((b["attention_mask"] == 0).sum()) for b in batches) == 6
+    assert sum(int(b["attention_mask"].sum()) for b in batches) == 30  # every token kept
+
+
+def test_compress_quantization_defaults_and_ordering():
+    args = CompressArguments(quantize_bits=4)
+    assert args.quantize_act_order is True and args.quantize_method == "gptq"
+    config = args.quantize_config()
+    assert config.act_order and config.method == "gptq"
+    assert args.quantization_ordering().startswith("static activation order")
+    off = CompressArguments(quantize_bits=4, quantize_act_order=False)
+    assert not off.quantize_config().act_order and off.quantization_ordering().startswith("input order")
+    qe = CompressArguments(quantize_bits=4, quantize_method="quantease", quantize_quantease_iters=3,
+                           quantize_quantease_init="weight").quantize_config()  # fmt: skip
+    assert (qe.method, qe.quantease_iters, qe.quantease_init) == ("quantease", 3, "weight")
+    rtn = CompressArguments(quantize_bits=4, quantize_method="rtn")
+    assert rtn.quantize_config().error_report is False and rtn.quantization_ordering().startswith("none")
+    for kwargs, name in (({"quantize_act_order": "yes"}, "quantize_act_order"),
+                         ({"quantize_method": "awq"}, "quantize_method"),
+                         ({"quantize_quantease_iters": -2}, "quantize_quantease_iters"),
+                         ({"quantize_quantease_init": "rtn"}, "quantize_quantease_init")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"{name}="):
+            CompressArguments(quantize_bits=4, **kwargs)
 
 
 def test_heldout_ce_counts_cot_and_answer_targets_only():

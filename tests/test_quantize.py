@@ -205,7 +205,12 @@ def test_gptq_matches_unblocked_reference(
     H[7, :] = H[:, 7] = 0.0  # a column never seen in calibration
     W = torch.randn(12, 64, generator=torch.Generator().manual_seed(3))
     config = QuantizeConfig(
-        bits=bits, group_size=group_size, symmetric=symmetric, block_size=block_size, act_order=act_order
+        bits=bits,
+        group_size=group_size,
+        symmetric=symmetric,
+        block_size=block_size,
+        act_order=act_order,
+        dtype="float64",
     )
     q, scale, zero, W_hat = gptq_quantize_weight(W, H, config)
     expected = reference_gptq(W, H, bits, group_size, symmetric, config.damp, act_order)
@@ -270,10 +275,27 @@ def test_quantize_model_report_and_fake_quant() -> None:
 
 def test_rtn_method_reports_rtn_error() -> None:
     report = quantize_model(
-        tiny_model(), calibration(1), QuantizeConfig(bits=8, method="rtn", group_size=None)
+        tiny_model(), calibration(1), QuantizeConfig(bits=8, method="rtn", group_size=None, error_report=True)
     )
     assert all(r.error == r.rtn_error for r in report.layers)
     assert max(r.error for r in report.layers) < 0.02
+
+
+def test_rtn_without_error_report_runs_no_forward_and_needs_no_calibration() -> None:
+    model, calls = tiny_model(), []
+    model.model.layers[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    config = QuantizeConfig(bits=4, group_size=32, method="rtn")
+    assert config.error_report is False and not config.needs_calibration
+    report = quantize_model(model, None, config)
+    assert calls == [] and len(report.layers) == 14
+    assert all(r.error is None and r.tokens == 0 for r in report.layers)
+    assert report.to_dict()["mean_error"] is None
+    original = tiny_model()
+    for name, record in report.quantized.items():  # exactly round-to-nearest of the original weight
+        q, scale, zero = quantize_weight(original.get_submodule(name).weight, 4, 32, True)
+        assert torch.equal(record.q, q) and torch.equal(record.scale, scale), name
+    with pytest.raises(ValueError, match="calibration=None: method='gptq' needs calibration"):
+        quantize_model(tiny_model(), None, QuantizeConfig(group_size=32))
 
 
 @pytest.mark.parametrize(
@@ -409,7 +431,7 @@ def test_a_sliding_window_layer_is_calibrated_with_its_own_mask() -> None:
     for batch in data:
         logits(model, batch["input_ids"])
     handle.remove()
-    quant = QuantizeConfig(bits=4, group_size=32, ignore=("lm_head", r"re:layers\.0\."))
+    quant = QuantizeConfig(bits=4, group_size=32, ignore=("lm_head", r"re:layers\.0\."), dtype="float64")
     expected = gptq_quantize_weight(o_proj.weight, H.mul_(2.0 / (2 * 4 * 32)), quant, name=name)[0]
     report = quantize_model(model, data, quant)
     assert torch.equal(report.quantized[name].q, expected)
@@ -454,12 +476,23 @@ def test_ignore_leaves_modules_in_full_precision(tmp_path: Path) -> None:
         ({"block_size": 0}, "block_size"),
         ({"act_order": 1}, "act_order"),
         ({"ignore": "lm_head"}, "ignore"),
+        ({"method": "QuantEase"}, "method"),
+        ({"dtype": "bfloat16"}, "dtype"),
+        ({"error_report": "yes"}, "error_report"),
+        ({"quantease_iters": -1}, "quantease_iters"),
+        ({"quantease_init": "rtn"}, "quantease_init"),
         ({"ignore": ("re:(",)}, "ignore"),
     ],
 )
 def test_config_errors_name_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=rf"QuantizeConfig\.{field}="):
         QuantizeConfig(**kwargs)
+
+
+def test_defaults_are_static_act_order_float32_and_no_rtn_calibration() -> None:
+    config = QuantizeConfig()
+    assert config.act_order and config.method == "gptq" and config.dtype == "float32" and config.error_report
+    assert QuantizeConfig(method="rtn").error_report is False
 
 
 def test_config_normalises_per_channel() -> None:
@@ -482,7 +515,9 @@ def test_model_level_errors() -> None:
     model = tiny_model()
     with torch.no_grad():
         model.model.layers[1].input_layernorm.weight[0] = float("nan")
-    with pytest.raises(ValueError, match=r"model\.layers\.1\.self_attn\.q_proj: the Hessian .* NaN/inf"):
+    with pytest.raises(
+        ValueError, match=r"model\.layers\.1\.self_attn\.\{q_proj,k_proj,v_proj\}: the Hessian .* NaN/inf"
+    ):
         quantize_model(model, calibration(1), QuantizeConfig(group_size=32))
 
 
@@ -624,7 +659,8 @@ def test_padding_does_not_change_the_quantized_weights(monkeypatch: pytest.Monke
         "right-padded, kernels rounding differently": (nudged, right_padded),
         "pads not masked": (tiny_model(), [{"input_ids": torch.cat([ids, pad_ids], 1)}]),
     }
-    config = QuantizeConfig(bits=4, group_size=32)
+    # float64 solves in input order: this test isolates what padding does to the Hessians
+    config = QuantizeConfig(bits=4, group_size=32, act_order=False, dtype="float64")
     _, plain = _gptq_calls(tiny_model(), [{"input_ids": ids}], config, monkeypatch)
     runs = {k: _gptq_calls(m, b, config, monkeypatch, replace=plain) for k, (m, b) in variants.items()}
     # H = 2/N Σ_t x_t x_tᵀ over the N real tokens: if every token's activations obey ‖δx_t‖ <= ρ‖x_t‖,
@@ -651,3 +687,106 @@ def test_padding_does_not_change_the_quantized_weights(monkeypatch: pytest.Monke
     diffs = _gptq_differences(plain, unmasked, config, h_rtol, monkeypatch, tau=tau)
     assert min(d["hessian"] for d in diffs.values()) > 100, diffs
     assert sum(d["unexplained"] for d in diffs.values()) > 1000, diffs
+
+
+# ----------------------------------------------------------------------------- 7. shared Hessians, float32
+
+
+def _record_rounding_margin(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Patch ``_round`` to record the smallest distance (in codes) of a pre-rounding value to a
+    rounding boundary; returns the list it appends to."""
+    margins: list[float] = []
+    nearest = quantize_module._round
+
+    def spy(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+        x = (w / scale + zero).double()
+        margins.append(float(((x - x.floor() - 0.5).abs()).min()))
+        return nearest(w, scale, zero, bits)
+
+    monkeypatch.setattr(quantize_module, "_round", spy)
+    return margins
+
+
+def test_linears_reading_one_input_share_one_hessian_and_one_solve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """q/k/v (and gate/up) read the same tensor: one Hessian and one stacked GPTQ call per group, whose
+    codes are those of separate calls (GPTQ treats rows independently)."""
+    calls: dict = {}
+    gptq = quantize_module.gptq_quantize_weight
+
+    def spy(W: torch.Tensor, H: torch.Tensor, config: QuantizeConfig, name: str = "weight") -> tuple:
+        calls[name] = (W.clone(), H.clone())
+        return gptq(W, H, config, name=name)
+
+    config = QuantizeConfig(bits=4, group_size=32, dtype="float64")
+    with monkeypatch.context() as m:
+        m.setattr(quantize_module, "gptq_quantize_weight", spy)
+        report = quantize_model(tiny_model(), calibration(), config)
+    assert list(calls)[:4] == [
+        "model.layers.0.self_attn.{q_proj,k_proj,v_proj}",
+        "model.layers.0.self_attn.o_proj",
+        "model.layers.0.mlp.{gate_proj,up_proj}",
+        "model.layers.0.mlp.down_proj",
+    ]
+    assert len(calls) == 8 and len(report.layers) == 14
+    W, H = calls["model.layers.0.self_attn.{q_proj,k_proj,v_proj}"]
+    assert W.shape == (64 + 32 + 32, 64)  # q: 4 heads x 16, k and v: 2 KV heads x 16
+    # the shared Hessian is the one of q_proj's own input: 2/N XᵀX over the layer's input norm output
+    model, seen = tiny_model(), []
+    model.model.layers[0].self_attn.q_proj.register_forward_pre_hook(lambda _m, a: seen.append(a[0]))
+    for batch in calibration():
+        logits(model, batch["input_ids"])
+    X = torch.cat([x.reshape(-1, 64) for x in seen]).double()
+    expected = 2 * X.T @ X / X.shape[0]
+    # float64 sums of <= 384 float32 products: relative error <= 384 * 2^-53 per entry, far below 1e-12
+    torch.testing.assert_close(H, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max()))
+    # stacked = separate: float64 solves of the same rows differ by ~1e-13 codes; the margin check makes
+    # equal codes sound (no pre-rounding value of the separate solves lies that close to a boundary)
+    margins = _record_rounding_margin(monkeypatch)
+    row = 0
+    for proj in ("q_proj", "k_proj", "v_proj"):
+        name = f"model.layers.0.self_attn.{proj}"
+        n = model.get_submodule(name).out_features
+        q = gptq(W[row : row + n], H, config, name=name)[0]
+        assert torch.equal(q, report.quantized[name].q), name
+        row += n
+    assert min(margins) > 1e-9, min(margins)
+
+
+def test_float32_solve_matches_float64_up_to_rounding_ties(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default float32 GPTQ gives the float64 codes except at rounding ties of its own precision:
+    replayed in float64 following float32's choice wherever a pre-rounding value lies within tau codes of
+    a boundary, no code is left unexplained; tau = κ(damped H) · n · 2^-24 · 8 (backward-stable Cholesky
+    solves in float32, n columns, codes of magnitude <= 8)."""
+    X = correlated_inputs(512, 64, seed=6, rank=48)
+    H = 2 * X.T @ X / X.shape[0]
+    W = torch.randn(32, 64, generator=torch.Generator().manual_seed(7))
+    config32 = QuantizeConfig(bits=4, group_size=16, act_order=False)
+    config64 = QuantizeConfig(bits=4, group_size=16, act_order=False, dtype="float64")
+    q32 = gptq_quantize_weight(W, H.float(), config32)[0]
+    damped = H.clone()
+    damped.diagonal().add_(config64.damp * H.diagonal().mean())
+    eigenvalues = torch.linalg.eigvalsh(damped)
+    tau = float(eigenvalues[-1] / eigenvalues[0]) * 64 * 2.0**-24 * 8
+    assert tau < 0.05, tau  # a meaningful test: ties are a small band of the [0, 1) code interval
+    (q64, *_), unexplained = _gptq_replay(W, H, config64, q32, tau, monkeypatch)
+    assert unexplained == 0
+    assert float((q64 != q32).double().mean()) <= 0.05
+
+
+def test_a_linear_the_layer_never_calls_is_rounded_and_reported_with_no_tokens() -> None:
+    model, original = tiny_model(), torch.nn.Linear(64, 64)
+    model.model.layers[0].mlp.extra = original
+    weight = original.weight.detach().clone()
+    report = quantize_model(model, calibration(1), QuantizeConfig(bits=4, group_size=32))
+    (extra,) = [r for r in report.layers if r.name.endswith("extra")]
+    assert extra.tokens == 0 and extra.error == 0.0  # a zero Hessian: no output error to measure
+    # GPTQ on a zero Hessian is round-to-nearest (no feedback), up to float32 ties: its w / scale is a
+    # float32 quotient (|w / scale| <= 8, so off by <= 8 * 2^-24 codes), round-to-nearest's a float64 one
+    q, scale, _ = quantize_weight(weight, 4, 32, True)
+    record = report.quantized["model.layers.0.mlp.extra"]
+    assert torch.equal(record.scale, scale)
+    x = weight.double() / scale.double().repeat_interleave(32, dim=1)
+    tie = (x - x.floor() - 0.5).abs() <= 2.0**-20
+    differs = record.q != q
+    assert not (differs & ~tie).any() and int((record.q.int() - q.int()).abs().max()) <= 1
+    assert all(r.tokens == 4 * 32 for r in report.layers if r is not extra)

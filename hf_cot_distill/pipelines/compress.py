@@ -10,8 +10,10 @@ unless ``teacher_model_name_or_path`` names another. Stages, each saved to its o
    (:mod:`hf_cot_distill.compress.prune`) scored on calibration rows of the training split;
 2. ``recovered/`` (``prune: true`` and ``recover: true``): ``SectionKDTrainer`` trains the pruned
    model against the original (the recipe's supervision, truncation, steps, ...);
-3. ``quantized/`` (``quantize_bits: 4|8``): GPTQ-style weight quantization of the last stage
-   (:mod:`hf_cot_distill.compress.quantize`), saved in the compressed-tensors format.
+3. ``quantized/`` (``quantize_bits: 4|8``): weight quantization of the last stage
+   (:mod:`hf_cot_distill.compress.quantize`): GPTQ with static activation ordering by default,
+   QuantEase (``quantize_method: quantease``, :mod:`hf_cot_distill.compress.quantease`) or
+   round-to-nearest, saved in the compressed-tensors format; the card states the column ordering.
 
 ``compress_report.json`` in ``output_dir`` lists every stage: folder, parameters, size on disk,
 and the stage's own report (kept channels/heads, reconstruction errors, ...).
@@ -30,10 +32,11 @@ from typing import Any
 import torch
 
 from hf_cot_distill.core.tables import markdown_table
-from hf_cot_distill.core.validation import check_choice, check_float, check_int
+from hf_cot_distill.core.validation import check_bool, check_choice, check_float, check_int
 
 PRUNE_CRITERIA = ("reconstruction", "magnitude")
-QUANT_METHODS = ("gptq", "rtn")
+QUANT_METHODS = ("gptq", "quantease", "rtn")
+QUANTEASE_INITS = ("gptq", "weight")
 
 
 @dataclass
@@ -76,7 +79,27 @@ class CompressArguments:
     quantize_symmetric: bool = field(default=True, metadata={"help": "Symmetric (no zero point) scales."})
     quantize_method: str = field(
         default="gptq",
-        metadata={"help": f"{' or '.join(QUANT_METHODS)}: GPTQ error feedback or round-to-nearest."},
+        metadata={
+            "help": f"{', '.join(QUANT_METHODS)}: GPTQ error feedback, QuantEase coordinate descent "
+            "(starts from GPTQ) or round-to-nearest (no calibration)."
+        },
+    )
+    quantize_act_order: bool = field(
+        default=True,
+        metadata={
+            "help": "Static activation ordering: GPTQ / QuantEase process the columns by decreasing Hessian "
+            "diagonal, group scales from the original weight (false: input order)."
+        },
+    )
+    quantize_quantease_iters: int = field(
+        default=8, metadata={"help": "QuantEase: coordinate-descent sweeps over all columns."}
+    )
+    quantize_quantease_init: str = field(
+        default="gptq",
+        metadata={
+            "help": f"QuantEase start: {' or '.join(QUANTEASE_INITS)} (the GPTQ solution, or the "
+            "unquantized weight as in the paper)."
+        },
     )
     quantize_damp: float = field(default=0.01, metadata={"help": "GPTQ Hessian dampening (x mean diagonal)."})
     quantize_ignore: list[str] | None = field(
@@ -112,6 +135,9 @@ class CompressArguments:
             check_int("quantize_bits", self.quantize_bits, fix=fix)
             check_choice("quantize_bits", self.quantize_bits, (4, 8), fix=fix)
         check_choice("quantize_method", self.quantize_method, QUANT_METHODS)
+        check_bool("quantize_act_order", self.quantize_act_order)
+        check_int("quantize_quantease_iters", self.quantize_quantease_iters, minimum=0, fix="e.g. 8")
+        check_choice("quantize_quantease_init", self.quantize_quantease_init, QUANTEASE_INITS)
         if self.quantize_group_size != -1:  # -1: one scale per output row
             fix = "use a positive size, or -1 for one scale per output row"
             check_int("quantize_group_size", self.quantize_group_size, minimum=1, fix=fix)
@@ -160,6 +186,14 @@ class CompressArguments:
             refit=self.prune_refit,
         )
 
+    def quantization_ordering(self) -> str:
+        """The column ordering of the quantizer, in words (the card's ``ordering``)."""
+        if self.quantize_method == "rtn":
+            return "none (round-to-nearest: every weight on its own)"
+        if self.quantize_act_order:
+            return "static activation order (columns by decreasing Hessian diagonal; group scales from the original weight)"
+        return "input order (group scales from the error-updated columns)"
+
     def quantize_config(self) -> Any:
         from hf_cot_distill.compress.quantize import QuantizeConfig
 
@@ -169,6 +203,9 @@ class CompressArguments:
             symmetric=self.quantize_symmetric,
             method=self.quantize_method,
             damp=self.quantize_damp,
+            act_order=self.quantize_act_order,
+            quantease_iters=self.quantize_quantease_iters,
+            quantease_init=self.quantize_quantease_init,
             **({} if self.quantize_ignore is None else {"ignore": tuple(self.quantize_ignore)}),
         )
 
@@ -176,15 +213,17 @@ class CompressArguments:
 def calibration_batches(
     rows: Any, n_samples: int, batch_size: int, pad_token_id: int = 0
 ) -> list[dict[str, torch.Tensor]]:
-    """The first ``n_samples`` rows (with ``input_ids``) as right-padded batches.
+    """The first ``n_samples`` rows (with ``input_ids``) as right-padded batches, longest rows first.
 
     Returns ``[{"input_ids": LongTensor[B, T], "attention_mask": LongTensor[B, T]}]``; padding
-    carries ``attention_mask = 0`` (the pruning / quantization statistics skip it).
+    carries ``attention_mask = 0`` (the pruning / quantization statistics skip it). The rows are
+    batched in decreasing length (stable), so rows of similar length share a batch and little
+    compute goes to padding; the statistics are sums over the tokens, which the grouping does not change.
     """
     n = min(n_samples, len(rows))
     if n == 0:
         raise ValueError("calibration: the training split has no rows; fix: point dataset_name at data.")
-    ids = [rows[i]["input_ids"] for i in range(n)]
+    ids = sorted((rows[i]["input_ids"] for i in range(n)), key=len, reverse=True)
     batches = []
     for start in range(0, n, batch_size):
         input_ids, mask = _right_pad(ids[start : start + batch_size], pad_token_id)
@@ -440,8 +479,12 @@ def run_compress(
         report = quantize_model(model, calib, compress_args.quantize_config())
         folder = out / "quantized"
         save_quantized(model, folder, report, tokenizer=tokenizer)
+        settings = _settings(compress_args, "quantize_")
+        if compress_args.quantize_method != "quantease":
+            settings = {k: v for k, v in settings.items() if not k.startswith("quantease_")}
         compression["quantization"] = {
-            **_settings(compress_args, "quantize_"),
+            **settings,
+            "ordering": compress_args.quantization_ordering(),
             "format": "compressed-tensors",
             "calibration_samples": n_rows,
         }
