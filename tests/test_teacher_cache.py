@@ -4,6 +4,7 @@ it, resume a build, and refuse every mismatch by name."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,61 @@ def test_build_load_and_card(setup, capsys):
     cache = TeacherCache(out)
     ids, weights, entropy = cache.decode(3)
     assert ids.shape[0] == len(entropy) and np.allclose(weights.sum(1), 1.0)
+
+
+@pytest.mark.parametrize("mode", ["sampled", "topk"])
+def test_shards_carry_no_blob_statistics_and_the_card_counts_bytes_exactly(setup, mode):
+    """The packed byte columns are written without parquet statistics (min/max copies of the
+    blobs), the integer columns keep theirs; the card's bytes per position are exact: the payload
+    equals the format's arithmetic (per row, n_targets 1 B + entropy 2 B per position and
+    ceil(bits / 8) of packed pairs; top-K: packed ids + 2 B per log-prob + 2 B tail) and the files
+    figure is the shards' sizes over the positions."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    out = _cache(
+        setup, f"stats_{mode}", "--mode", mode, "--samples", "12", "--k", "7", "--rows-per-shard", "5",
+        "--positions", "all",
+    )  # fmt: skip
+    info = json.loads((out / "cache_info.json").read_text())
+    id_bits = math.ceil(math.log2(info["vocab_size"]))
+    payload = positions = 0
+    shards = sorted((out / "data").glob("*.parquet"))
+    for path in shards:
+        meta = pq.ParquetFile(path).metadata
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                col = meta.row_group(g).column(c)
+                assert col.is_stats_set == (col.physical_type != "BYTE_ARRAY"), col.path_in_schema
+        for rec in pq.read_table(path).to_pylist():
+            p = rec["n_positions"]
+            positions += p
+            if mode == "sampled":
+                distinct = int(np.frombuffer(rec["n_targets"], dtype=np.uint8).sum())
+                payload += 3 * p + -(-distinct * (id_bits + 4) // 8)  # count_bits = ceil(log2 12) = 4
+            else:
+                payload += -(-p * 7 * id_bits // 8) + 2 * 7 * p + 2 * p
+        table = pq.read_table(path)  # the option matters: with statistics the same table is larger
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="none")
+        assert len(buf.getvalue()) > path.stat().st_size
+    stats = info["stats"]
+    assert stats["positions"] == positions
+    assert stats["bytes_per_position"] == payload / positions
+    assert stats["file_bytes_per_position"] == sum(p.stat().st_size for p in shards) / positions
+    assert f"{payload / positions:.2f}" in (out / "README.md").read_text()
+    # the build's counted FLOPs: the teacher body over every token once (every token but each row's
+    # first is a cached position here), its lm_head over the cached positions
+    from transformers import AutoModelForCausalLM
+
+    from hf_cot_distill.models.compute import body_parameter_count
+
+    teacher = AutoModelForCausalLM.from_pretrained(setup[1]["teacher"])
+    assert stats["tokens_forwarded"] == positions + info["rows"]
+    expected_flops = 2 * body_parameter_count(teacher) * stats["tokens_forwarded"]
+    expected_flops += 2 * info["vocab_size"] * teacher.config.hidden_size * positions
+    assert stats["build_flops"] == expected_flops
 
 
 def test_train_from_a_full_topk_cache_equals_online(setup):

@@ -4,12 +4,15 @@ malformed rows and construction-time validation. Real Qwen2.5 / Qwen3 tokenizers
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from datasets import Dataset
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from hf_cot_distill.core.sections import Section, section_runs
 from hf_cot_distill.data.synthetic.symbolic import SymbolicConfig, generate_symbolic_task
-from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder, encode_dataset
+from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder, encode_dataset, encoding_fingerprint
 from hf_cot_distill.data.traces.formats import (
     CASE_BITS,
     MARKER_PRESETS,
@@ -308,3 +311,95 @@ def test_missing_layout_columns_are_named():
 def test_bad_encoder_settings_are_refused_at_construction(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}=.*fix:"):
         ReasoningTraceEncoder(tiny_qwen2_tokenizer(), **kwargs)
+
+
+# --- the encoded dataset's fingerprint: cheap, stable, and it moves with what the encoding depends on
+
+
+FINGERPRINT_ROWS = [
+    _chat("What is 2 plus 2?", "<think>2 and 2 make 4.</think>4"),
+    _chat("q", "<think>r</think>5"),
+]
+
+
+def _fingerprint_of(tok, rows=FINGERPRINT_ROWS, **settings):
+    return encoding_fingerprint(Dataset.from_list(rows), ReasoningTraceEncoder(tok, **settings))
+
+
+def test_the_fingerprint_moves_with_the_tokenizer_the_settings_and_the_data(tmp_path):
+    tiny_qwen2_tokenizer().save_pretrained(tmp_path / "tok")
+
+    def copy():
+        return AutoTokenizer.from_pretrained(tmp_path / "tok")
+
+    base = _fingerprint_of(copy())
+    assert _fingerprint_of(copy()) == base  # another copy of the same tokenizer
+    added = copy()
+    added.add_tokens(["<extra>"])
+    templated = copy()
+    templated.chat_template = templated.chat_template.replace("<|im_start|>", "<|im_start|> ")
+    other_pad = copy()
+    other_pad.padding_side = "left" if other_pad.padding_side == "right" else "right"
+    changed = {
+        "added token": _fingerprint_of(added),
+        "chat template": _fingerprint_of(templated),
+        "padding side": _fingerprint_of(other_pad),
+        "max_length": _fingerprint_of(copy(), max_length=100),
+        "render markers": _fingerprint_of(
+            copy(), render_markers=MARKER_PRESETS["symbolic"], on_empty_cot="as_given"
+        ),
+        "on_invalid": _fingerprint_of(copy(), on_invalid="drop"),
+        "data": _fingerprint_of(copy(), rows=FINGERPRINT_ROWS[:1]),
+    }
+    assert all(f != base for f in changed.values()), changed
+    assert len(set(changed.values())) == len(changed)
+    ds = Dataset.from_list(FINGERPRINT_ROWS)
+    enc = ReasoningTraceEncoder(copy())
+    assert encoding_fingerprint(ds, enc, batch_size=1) != encoding_fingerprint(ds, enc)
+    # what datasets ignores does not count
+    assert encoding_fingerprint(ds, enc, desc="encoding") == encoding_fingerprint(ds, enc)
+
+
+def test_the_fingerprint_is_the_same_in_another_process(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    tiny_qwen2_tokenizer().save_pretrained(tmp_path / "tok")
+    (tmp_path / "rows.json").write_text(json.dumps(FINGERPRINT_ROWS))
+    code = (
+        "import json, sys; from datasets import Dataset; from transformers import AutoTokenizer; "
+        "from hf_cot_distill.data.traces.encoding import ReasoningTraceEncoder, encoding_fingerprint; "
+        "tok = AutoTokenizer.from_pretrained(sys.argv[1]); rows = json.load(open(sys.argv[2])); "
+        "print(encoding_fingerprint(Dataset.from_list(rows), ReasoningTraceEncoder(tok, max_length=64), batch_size=8))"
+    )
+    here = encoding_fingerprint(
+        Dataset.from_list(FINGERPRINT_ROWS),
+        ReasoningTraceEncoder(AutoTokenizer.from_pretrained(tmp_path / "tok"), max_length=64),
+        batch_size=8,
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "tok"), str(tmp_path / "rows.json")],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "123"},
+    )  # fmt: skip
+    assert out.stdout.strip() == here and len(here) == 32
+
+
+def test_encode_dataset_uses_the_cheap_fingerprint_not_a_pickling_hash_of_the_tokenizer(monkeypatch):
+    from datasets.fingerprint import Hasher
+
+    original = Hasher.hash.__func__
+
+    def refuse_tokenizers(cls, value):
+        if isinstance(value, (ReasoningTraceEncoder, PreTrainedTokenizerBase)):
+            raise AssertionError(f"datasets hashed a {type(value).__name__}")
+        return original(cls, value)
+
+    monkeypatch.setattr(Hasher, "hash", classmethod(refuse_tokenizers))
+    ds = Dataset.from_list(FINGERPRINT_ROWS)
+    enc = ReasoningTraceEncoder(tiny_qwen2_tokenizer())
+    encoded, stats = encode_dataset(ds, enc)
+    assert len(encoded) == 2 and stats.counts["dropped"] == 0
+    assert encoded._fingerprint == encoding_fingerprint(ds, enc)
+    mine, _ = encode_dataset(ds, enc, new_fingerprint="given")  # an explicit one wins
+    assert mine._fingerprint == "given"

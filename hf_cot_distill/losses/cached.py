@@ -25,8 +25,10 @@ The per-chunk functions here see the student's log-probabilities ``lq = log_soft
 chunk of ``m`` positions (``(m, V)``) and the targets of the same positions (``(m, K)``, id ``-1``
 = padding with weight 0), and return the per-position values and write ``dD/dz`` into a
 buffer; :mod:`hf_cot_distill.losses.chunked` owns chunking, CE, weights, temperature and the chain
-rule through the lm_head, as for a dense teacher. The builders (:func:`sample_targets`,
-:func:`topk_targets`) turn teacher log-probs into targets, chunk by chunk, at cache time.
+rule through the lm_head, as for a dense teacher. The builders turn teacher log-probs into
+targets at cache time: :func:`sampled_chunk_targets` / :func:`topk_chunk_targets` work in place on
+one chunk of positions (a fixed ``(m, V)`` buffer or two, whatever the row length);
+:func:`sample_targets`, :func:`entropy` and :func:`topk_targets` are the plain reference forms.
 """
 
 from __future__ import annotations
@@ -168,24 +170,32 @@ def topk_renormalised_rows_and_grad(lq: Tensor, ids: Tensor, probs: Tensor, grad
 # ---------------------------------------------------------------------------------------------
 
 
+def _group_draws(drawn: Tensor, samples: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(m, samples)`` drawn ids -> ``(ids, counts, n_unique)`` as :func:`sample_targets` returns them."""
+    m = drawn.shape[0]
+    drawn, _ = drawn.sort(1)
+    first = torch.ones_like(drawn, dtype=torch.bool)
+    first[:, 1:] = drawn[:, 1:] != drawn[:, :-1]
+    group = first.long().cumsum(1) - 1
+    ids = torch.full((m, samples), PAD_ID, dtype=torch.long, device=drawn.device).scatter_(1, group, drawn)
+    counts = torch.zeros((m, samples), dtype=torch.long, device=drawn.device).scatter_add_(
+        1, group, torch.ones_like(drawn)
+    )
+    return ids, counts, first.sum(1)
+
+
 def sample_targets(
     logp: Tensor, samples: int, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Draw ``samples`` ids per row from ``exp(logp)`` (``(m, V)`` teacher log-probs at the cache
     temperature), with replacement. Returns ``(ids, counts, n_unique)``: ``(m, samples)`` int64
     distinct ids in increasing order then ``-1``, ``(m, samples)`` int64 counts (0 at padding),
-    ``(m,)`` int64 number of distinct ids. Deterministic for a given ``generator`` state."""
-    m = logp.shape[0]
+    ``(m,)`` int64 number of distinct ids. Deterministic for a given ``generator`` state.
+
+    The reference form (one ``(m, V)`` temporary); the cache build uses :func:`sampled_chunk_targets`
+    on chunks of positions, which draws the same ids from the same generator state."""
     drawn = torch.multinomial(logp.float().exp(), samples, replacement=True, generator=generator)
-    drawn, _ = drawn.sort(1)
-    first = torch.ones_like(drawn, dtype=torch.bool)
-    first[:, 1:] = drawn[:, 1:] != drawn[:, :-1]
-    group = first.long().cumsum(1) - 1
-    ids = torch.full((m, samples), PAD_ID, dtype=torch.long, device=logp.device).scatter_(1, group, drawn)
-    counts = torch.zeros((m, samples), dtype=torch.long, device=logp.device).scatter_add_(
-        1, group, torch.ones_like(drawn)
-    )
-    return ids, counts, first.sum(1)
+    return _group_draws(drawn, samples)
 
 
 def entropy(logp: Tensor) -> Tensor:
@@ -194,11 +204,38 @@ def entropy(logp: Tensor) -> Tensor:
     return -torch.where(p > 0, p * logp, 0).sum(-1)
 
 
+def sampled_chunk_targets(
+    logp: Tensor, samples: int, generator: torch.Generator | None, scratch: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`sample_targets` and :func:`entropy` of a chunk of ``(m, V)`` float32 log-probs in one
+    ``exp`` pass and no ``(m, V)`` allocation: ``scratch`` (``(m, V)``, same dtype and device) gets
+    ``p = exp(logp)``, the draws are taken from it, then it is overwritten with ``p log p``.
+    Returns ``(ids, counts, n_unique, entropy)``; ``logp`` is only read.
+
+    Same values as the reference functions on the same rows: the same kernels see the same
+    numbers (``multinomial`` draws row after row from ``generator``, so drawing a row's positions
+    chunk by chunk consumes the generator exactly as one call over the whole row does)."""
+    torch.exp(logp, out=scratch)
+    drawn = torch.multinomial(scratch, samples, replacement=True, generator=generator)
+    ids, counts, n = _group_draws(drawn, samples)
+    ent = -scratch.mul_(logp).sum(1)
+    bad = torch.isnan(ent)  # 0 * -inf: a token the teacher gives no mass at all (an -inf logit)
+    if bool(bad.any()):
+        ent[bad] = entropy(logp[bad])
+    return ids, counts, n, ent
+
+
 def topk_targets(logp: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     """The ``k`` most likely ids of each row of ``(m, V)`` log-probs: ``(ids, logprobs, tail_logmass)``,
     ``(m, k)`` int64, ``(m, k)`` and ``(m,)`` in ``logp``'s dtype; ``tail_logmass = log(1 - sum p_k)``
-    computed as a log-sum-exp over the other tokens (``-inf`` when ``k == V``)."""
+    computed as a log-sum-exp over the other tokens (``-inf`` when ``k == V``). ``logp`` is kept
+    (the cache build uses :func:`topk_chunk_targets`, which reuses it)."""
+    return topk_chunk_targets(logp.clone(), k)
+
+
+def topk_chunk_targets(logp: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`topk_targets` that overwrites ``logp`` (its top-K entries become ``-inf``) instead of
+    copying it: the cache build's form, one ``(m, V)`` buffer per chunk."""
     values, ids = logp.topk(k, dim=1)
-    rest = logp.clone()
-    rest.scatter_(1, ids, -math.inf)
-    return ids, values, torch.logsumexp(rest, 1)
+    logp.scatter_(1, ids, -math.inf)
+    return ids, values, torch.logsumexp(logp, 1)

@@ -24,7 +24,9 @@ from hf_cot_distill.trainers.teacher_cache import (
     FORMAT_VERSION,
     CacheSettings,
     TeacherCache,
+    build_flops,
     build_shards,
+    count_tokens,
     fingerprint_model_folder,
     fingerprint_rows,
     fingerprint_tokenizer,
@@ -150,6 +152,7 @@ def run_cache_teacher(
 
     from hf_cot_distill.hub.cards import render_teacher_cache_card
     from hf_cot_distill.models import heads
+    from hf_cot_distill.models.compute import body_parameter_count
     from hf_cot_distill.trainers.teacher import load_teacher
 
     if not kd_args.teacher_model_name_or_path:
@@ -164,6 +167,7 @@ def run_cache_teacher(
     data = prepare_data(data_args, tokenizers.student, tokenizers.source)
     teacher = load_teacher(kd_args)
     vocab_size = heads.resolve_vocab_size(teacher, teacher, tokenizers.student, tokenizers.teacher)
+    teacher_sizes = (body_parameter_count(teacher), heads.hidden_size(teacher))
     teacher = _placed(teacher, kd_args)
     info = _run_info(data, tokenizers.student, data_args, kd_args, vocab_size)
     info["settings"] = settings_dict(settings)
@@ -202,7 +206,12 @@ def run_cache_teacher(
         stats = shard_stats(out, settings, vocab_size)
         files = sum(p.stat().st_size for p in iter_shard_files(out))
         n = max(stats.positions, 1)
+        tokens = count_tokens(data.train)
         info["stats"] = {
+            # what building it cost, in the trainer's counted FLOPs (a run trained from the cache
+            # counts no teacher FLOPs: reports add a share of these)
+            "tokens_forwarded": tokens,
+            "build_flops": build_flops(*teacher_sizes, vocab_size, tokens, stats.positions),
             "positions": stats.positions,
             "positions_by_section": {
                 k: v for k, v in stats.positions_by_section.items() if k in settings.sections

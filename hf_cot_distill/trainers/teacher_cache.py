@@ -41,9 +41,8 @@ from hf_cot_distill.losses.cached import (
     CACHE_MODES,
     PAD_ID,
     CachedTargets,
-    entropy,
-    sample_targets,
-    topk_targets,
+    sampled_chunk_targets,
+    topk_chunk_targets,
 )
 from hf_cot_distill.losses.chunked import default_chunk_size, gather_zero3
 from hf_cot_distill.models import heads
@@ -171,6 +170,29 @@ def fingerprint_rows(dataset: Any) -> str:
     return h.hexdigest()
 
 
+def count_tokens(dataset: Any) -> int:
+    """Tokens of every row's ``input_ids`` (what a build forwards through the teacher)."""
+    return sum(
+        len(ids)
+        for batch in dataset.select_columns(["input_ids"]).iter(batch_size=1024)
+        for ids in batch["input_ids"]
+    )
+
+
+def build_flops(
+    teacher_body_params: int, teacher_hidden: int, vocab_size: int, tokens: int, positions: int
+) -> int:
+    """Counted FLOPs of a cache build (:mod:`hf_cot_distill.models.compute`'s teacher terms): the
+    body over every token of every row once, the lm_head over the cached positions."""
+    from hf_cot_distill.models.compute import kd_step_flops
+
+    return kd_step_flops(
+        student_body_params=0, student_hidden=0, vocab_size=vocab_size, tokens_forwarded=tokens,
+        head_positions=0, teacher_body_params=teacher_body_params, teacher_hidden=teacher_hidden,
+        kd_positions=positions,
+    )[1]  # fmt: skip
+
+
 def cached_positions(section_ids: np.ndarray, section_set: Iterable[int]) -> np.ndarray:
     """Target positions ``i >= 1`` of a row whose section is cached (``int64``, increasing)."""
     section_ids = np.asarray(section_ids, dtype=np.int64)
@@ -211,35 +233,94 @@ class ShardStats:
         return out
 
 
+class _ChunkBuffers:
+    """The two ``(chunk, V)`` float32 buffers of the build (teacher log-probs, scratch), allocated
+    once per shard and reused by every chunk: the build's memory does not grow with row length."""
+
+    def __init__(self, chunk: int, vocab_size: int, device: torch.device) -> None:
+        self.chunk = chunk
+        self.logp = torch.empty((chunk, vocab_size), dtype=torch.float32, device=device)
+        self.scratch = torch.empty((chunk, vocab_size), dtype=torch.float32, device=device)
+
+
+def _chunk_logprobs(
+    h: Tensor, weight: Tensor, bias: Tensor | None, temperature: float, buffers: _ChunkBuffers
+) -> Tensor:
+    """Teacher log-probs at ``temperature`` of the ``m`` hidden states ``h`` (``(m, H)``), written
+    into ``buffers.logp[:m]`` (float32) and returned: the lm_head product straight into the buffer
+    when the teacher is float32 (else through one ``(m, V)`` product in its dtype), the division
+    by ``T`` only when ``T != 1``, ``log_softmax`` in place."""
+    out = buffers.logp[: h.shape[0]]
+    if weight.dtype == torch.float32 and h.dtype == torch.float32:
+        if bias is None:
+            torch.mm(h, weight.t(), out=out)
+        else:
+            torch.addmm(bias, h, weight.t(), out=out)
+    else:
+        out.copy_(h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t()))
+    if temperature != 1.0:
+        out.div_(temperature)
+    return torch.log_softmax(out, 1, out=out)
+
+
 def _row_targets(
-    logp: Tensor,
+    hidden: Tensor,
+    positions: np.ndarray,
+    weight: Tensor,
+    bias: Tensor | None,
     settings: CacheSettings,
     layout: dict[str, int],
     generator: torch.Generator,
     stats: ShardStats,
+    buffers: _ChunkBuffers,
 ) -> dict[str, bytes]:
-    """Pack the targets of one row's cached positions from their ``(P, V)`` teacher log-probs."""
-    if settings.mode == "sampled":
-        ids, counts, n = sample_targets(logp, settings.samples, generator)
+    """Pack the targets of one row's cached ``positions`` from its teacher last hidden states
+    ``hidden`` (``(L, H)``; the state at ``i - 1`` predicts token ``i``).
+
+    Chunk by chunk (``buffers.chunk`` positions): the teacher log-probs of a chunk live in a
+    ``(chunk, V)`` buffer, are reduced to the chunk's targets (``(chunk, S)`` or ``(chunk, K)``
+    plus one value per position) and dropped, so no ``(P, V)`` tensor exists for a row of ``P``
+    positions. The draws of a row consume ``generator`` position after position, exactly as one
+    call over the whole row would: the targets do not depend on the chunk size."""
+    sampled = settings.mode == "sampled"
+    k = min(settings.k, weight.shape[0])
+    parts: list[tuple[Tensor, ...]] = []
+    for c in range(0, len(positions), buffers.chunk):
+        idx = torch.as_tensor(positions[c : c + buffers.chunk] - 1, device=hidden.device)
+        logp = _chunk_logprobs(hidden.index_select(0, idx), weight, bias, settings.temperature, buffers)
+        if sampled:
+            scratch = buffers.scratch[: logp.shape[0]]
+            ids, counts, n, ent = sampled_chunk_targets(logp, settings.samples, generator, scratch)
+            parts.append((ids.cpu(), counts.cpu(), n.cpu(), ent.cpu()))
+        else:
+            parts.append(tuple(t.cpu() for t in topk_chunk_targets(logp, k)))
+    if not parts:  # a row without a cached position
+        width = settings.samples if sampled else k
+        empty_ids = torch.zeros((0, width), dtype=torch.long)
+        parts.append(
+            (empty_ids, empty_ids, torch.zeros(0, dtype=torch.long), torch.zeros(0))
+            if sampled
+            else (empty_ids, torch.zeros((0, width)), torch.zeros(0))
+        )
+    columns = [torch.cat(col) for col in zip(*parts, strict=True)]
+    if sampled:
+        ids, counts, n, ent = columns
         valid = ids >= 0
-        real_ids = ids[valid].cpu().numpy()
-        real_counts = counts[valid].cpu().numpy() - 1
-        pairs = np.stack([real_ids, real_counts], 1) if layout["count_bits"] else real_ids[:, None]
-        width = layout["id_bits"] + layout["count_bits"]
-        merged = pairs[:, 0] | (pairs[:, 1] << layout["id_bits"]) if layout["count_bits"] else pairs[:, 0]
+        real_ids = ids[valid].numpy()
+        real_counts = counts[valid].numpy() - 1
+        merged = real_ids | (real_counts << layout["id_bits"]) if layout["count_bits"] else real_ids
         out = {
-            "n_targets": n.to(torch.uint8).cpu().numpy().tobytes(),
-            "targets": pack_bits(merged, width),
-            "entropy": entropy(logp).to(torch.float16).cpu().numpy().tobytes(),
+            "n_targets": n.to(torch.uint8).numpy().tobytes(),
+            "targets": pack_bits(merged, layout["id_bits"] + layout["count_bits"]),
+            "entropy": ent.to(torch.float16).numpy().tobytes(),
         }
         stats.targets += int(n.sum())
     else:
-        k = min(settings.k, logp.shape[1])
-        ids, values, tail = topk_targets(logp, k)
+        ids, values, tail = columns
         out = {
-            "targets": pack_bits(ids.cpu().numpy(), layout["id_bits"]),
-            "logprobs": values.to(torch.float16).cpu().numpy().tobytes(),
-            "tail_logmass": tail.to(torch.float16).cpu().numpy().tobytes(),
+            "targets": pack_bits(ids.numpy(), layout["id_bits"]),
+            "logprobs": values.to(torch.float16).numpy().tobytes(),
+            "tail_logmass": tail.to(torch.float16).numpy().tobytes(),
         }
         mass = tail.double().exp()
         stats.targets += ids.numel()
@@ -247,6 +328,13 @@ def _row_targets(
         stats.tail_mass_max = max(stats.tail_mass_max, float(mass.max()) if mass.numel() else 0.0)
     stats.payload_bytes += sum(len(v) for v in out.values())
     return out
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    """The draws' generator: on the CPU for a CPU teacher (the stream every CPU build shares), on
+    the teacher's accelerator otherwise (drawing there keeps the log-probs on it: a GPU build and a
+    CPU build of one cache draw different, equally distributed, ids)."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 @torch.no_grad()
@@ -258,17 +346,23 @@ def build_shard(
     vocab_size: int,
     shard_seed: int,
     pad_token_id: int = 0,
+    chunk_size: int | None = None,
 ) -> tuple[list[dict[str, Any]], ShardStats]:
     """Teacher targets of ``rows`` (``input_ids``, ``section_ids``): one record per row, in order.
 
     The teacher runs batch by batch (right-padded, ``settings.batch_size`` rows); its lm_head is
-    applied chunk by chunk to the cached positions only (never ``(N, V)`` logits for a batch)."""
+    applied ``chunk_size`` positions at a time (default: two float32 ``(chunk, V)`` buffers
+    within :data:`~hf_cot_distill.losses.chunked.BUFFER_BUDGET_BYTES`) to the cached positions
+    only, and each chunk is reduced to its targets before the next: never ``(N, V)`` logits for a
+    batch, nor ``(P, V)`` log-probs for a row."""
     layout = settings.layout(vocab_size)
-    generator = torch.Generator(device="cpu").manual_seed(shard_seed)
     full_weight, full_bias = heads.lm_head_params(teacher)
     device = next(p.device for p in heads.unwrap_causal_lm(teacher).parameters())
-    chunk = default_chunk_size(vocab_size, 3)
+    generator = _generator(device, shard_seed)
+    chunk = default_chunk_size(vocab_size, 3) if chunk_size is None else chunk_size
+    check_int("chunk_size", chunk, minimum=1, fix="pass an int >= 1, or None (automatic)")
     stats, records = ShardStats(), []
+    buffers: _ChunkBuffers | None = None
     for start in range(0, len(rows), settings.batch_size):
         batch = rows[start : start + settings.batch_size]
         lengths = [len(r["input_ids"]) for r in batch]
@@ -281,60 +375,31 @@ def build_shard(
         hidden = heads.last_hidden_states(
             teacher, {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
         )
+        if buffers is None:  # sized to the longest row seen so far: a short shard gets small buffers
+            buffers = _ChunkBuffers(min(chunk, max(width, 1)), vocab_size, hidden.device)
+        elif buffers.chunk < min(chunk, width):
+            buffers = _ChunkBuffers(min(chunk, width), vocab_size, hidden.device)
         # a ZeRO-3 teacher's lm_head is partitioned: gathered for this batch's products, read only
         with gather_zero3([full_weight, full_bias]):
             weight = full_weight[:vocab_size]
             bias = full_bias[:vocab_size] if full_bias is not None else None
-            _batch_records(
-                batch,
-                hidden,
-                weight,
-                bias,
-                row_offset + start,
-                settings,
-                layout,
-                generator,
-                stats,
-                records,
-                chunk,
-            )
+            for b, r in enumerate(batch):
+                secs = np.asarray(r["section_ids"], dtype=np.int64)
+                positions = cached_positions(secs, settings.section_ids)
+                record = {"row": row_offset + start + b, "n_positions": len(positions)}
+                for name in CONTENT_SECTION_NAMES:
+                    record[f"n_{name}"] = int((secs[positions] == int(Section[name.upper()])).sum())
+                record.update(
+                    _row_targets(
+                        hidden[b], positions, weight, bias, settings, layout, generator, stats, buffers
+                    )
+                )
+                records.append(record)
+                stats.rows += 1
+                stats.positions += len(positions)
+                for name in CONTENT_SECTION_NAMES:
+                    stats.positions_by_section[name] += record[f"n_{name}"]
     return records, stats
-
-
-def _batch_records(
-    batch: Sequence[dict[str, Any]],
-    hidden: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    first_row: int,
-    settings: CacheSettings,
-    layout: dict[str, int],
-    generator: torch.Generator,
-    stats: ShardStats,
-    records: list[dict[str, Any]],
-    chunk: int,
-) -> None:
-    """Append one record per row of ``batch`` (teacher last hidden states ``hidden``)."""
-    device = hidden.device
-    for b, r in enumerate(batch):
-        secs = np.asarray(r["section_ids"], dtype=np.int64)
-        positions = cached_positions(secs, settings.section_ids)
-        parts: list[Tensor] = []
-        for c in range(0, len(positions), chunk):  # hidden at i - 1 predicts token i
-            idx = torch.as_tensor(positions[c : c + chunk] - 1, device=device)
-            h = hidden[b].index_select(0, idx)
-            logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
-            parts.append(torch.log_softmax(logits.float() / settings.temperature, 1))
-        logp = torch.cat(parts) if parts else torch.zeros((0, weight.shape[0]))
-        record = {"row": first_row + b, "n_positions": len(positions)}
-        for name in CONTENT_SECTION_NAMES:
-            record[f"n_{name}"] = int((secs[positions] == int(Section[name.upper()])).sum())
-        record.update(_row_targets(logp.cpu(), settings, layout, generator, stats))
-        records.append(record)
-        stats.rows += 1
-        stats.positions += len(positions)
-        for name in CONTENT_SECTION_NAMES:
-            stats.positions_by_section[name] += record[f"n_{name}"]
 
 
 def _schema(mode: str) -> Any:
@@ -350,13 +415,19 @@ def _schema(mode: str) -> Any:
 
 def write_shard(path: Path, records: list[dict[str, Any]], mode: str) -> None:
     """Write one shard atomically (a ``.tmp`` file renamed into place): an interrupted build
-    leaves complete shards or none, never a truncated one ``load_dataset`` would read."""
+    leaves complete shards or none, never a truncated one ``load_dataset`` would read.
+
+    Column statistics are kept for the integer columns only: for a packed byte column parquet
+    would store min/max copies of the blobs (up to four per column chunk when they are short, as
+    a peaked teacher's are: +25% on such a file), which no reader of a cache uses."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(records, schema=_schema(mode))
+    schema = _schema(mode)
+    table = pa.Table.from_pylist(records, schema=schema)
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="none")
+    with_stats = [f.name for f in schema if not pa.types.is_binary(f.type)]
+    pq.write_table(table, tmp, compression="none", write_statistics=with_stats)
     os.replace(tmp, path)
 
 
