@@ -167,17 +167,30 @@ def test_pad_token_id_from_a_tokenizer_without_pad() -> None:
     [
         (
             {"input_ids": [1.7, 2.2], "section_ids": [P, C]},
-            r"features\[0\].input_ids: dtype float64 .*not integers",
+            r"features\[0\].input_ids=1.7: must be integers \(got dtype float64\)",
         ),
         (
             {"input_ids": [1, 2], "section_ids": [P, 7]},
             r"features\[0\].section_ids: values \[1, 7\] outside 0..3",
         ),
         ({"input_ids": [1, 2], "section_ids": [-1, C]}, r"features\[0\].section_ids: values \[-1, 2\]"),
-        ({"input_ids": [1, 2], "section_ids": [1.0, 2.0]}, r"features\[0\].section_ids: dtype float64"),
-        ({"input_ids": [1, 2], "section_ids": [P, C], "labels": [1.0, 2.0]}, r"features\[0\].labels: dtype"),
+        ({"input_ids": [1, 2], "section_ids": [1.0, 2.0]}, r"features\[0\].section_ids=.*dtype float64"),
+        (
+            {"input_ids": [1, 2], "section_ids": [P, C], "labels": [1.0, 2.0]},
+            r"features\[0\].labels=.*dtype float64",
+        ),
         ({"input_ids": [1, -5], "section_ids": [P, C]}, r"features\[0\].input_ids: negative id -5"),
-        ({"input_ids": [1, 2], "section_ids": [P, C], "attention_mask": [1, 0.5]}, r"attention_mask: values"),
+        (
+            {"input_ids": [1, 2], "section_ids": [P, C], "attention_mask": [1, 0.5]},
+            r"attention_mask=.*dtype float64",
+        ),
+        ({"input_ids": [1, 2], "section_ids": [P, C], "attention_mask": [1, 2]}, r"attention_mask: values"),
+        (
+            {"input_ids": [[1, 2]], "section_ids": [P, C]},
+            r"input_ids: shape \(1, 2\) has 2 dims, expected 1; .*ids\[0\]",
+        ),
+        ({"input_ids": [1, 2], "section_ids": [[P, C]]}, r"section_ids: shape \(1, 2\) has 2 dims"),
+        ({"input_ids": ["a", "b"], "section_ids": [P, C]}, r"input_ids='a': must be integers"),
     ],
 )
 def test_bad_rows_are_refused_naming_the_field(row: dict, match: str) -> None:

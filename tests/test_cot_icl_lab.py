@@ -226,7 +226,7 @@ def test_n_parents_clipping_is_reported_and_recorded():
         (dict(num_eval_tasks=2.5), "num_eval_tasks"),
         (
             dict(prompt_strategy="hybrid_special_token", cot_schedule={"alpah": 2}),
-            r"'alpah' \(did you mean \['alpha'\]",
+            r"'alpah' \(did you mean 'alpha'\?\)",
         ),
     ],
 )

@@ -207,3 +207,35 @@ def test_known_keys():
         "nested.yaml: cot_schedule: unknown config keys 'alpah' (did you mean 'alpha'?), 'zzz'; "
     )
     assert "[]" not in message and message.endswith("valid keys: ['alpha', 'kind'].")
+
+
+def test_int_arrays_are_refused_not_coerced():
+    from hf_cot_distill.core.validation import check_int_array
+
+    assert check_int_array("ids", [1, 2]).dtype == np.int64
+    assert check_int_array("ids", range(3)).tolist() == [0, 1, 2]
+    assert check_int_array("ids", torch.tensor([4, 5])).tolist() == [4, 5]
+    assert check_int_array("ids", []).shape == (0,)
+    assert check_int_array("grid", [[1, 2]], ndim=2).shape == (1, 2)
+    for bad, match in (
+        ([1.5, 2.0], r"ids=1.5: must be integers \(got dtype float64\)"),
+        ([True, False], "dtype bool"),
+        (["1"], "ids='1': must be integers"),
+        ([[1, 2]], r"ids: shape \(1, 2\) has 2 dims, expected 1"),
+        (torch.tensor([[1, 2]]), "has 2 dims"),
+        (5, r"shape \(\) has 0 dims"),
+        ([3, -1], r"ids=-1: must be >= 0"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            check_int_array("ids", bad, minimum=0)
+
+
+def test_generators_refuse_bad_task_indices():
+    from hf_cot_distill.data.builder import NAMED_CONFIGS
+    from hf_cot_distill.data.synthetic.generate import generate_batch
+
+    config = NAMED_CONFIGS["cot_icl_lab_cot"]
+    for bad, match in (([0.5], "must be integers"), ([[0, 1]], "has 2 dims"), ([-1], "must be >= 0")):
+        with pytest.raises(ValueError, match=match):
+            generate_batch(config, bad)
+    assert generate_batch(config, [1, 0]).table.num_rows == 2

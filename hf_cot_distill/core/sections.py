@@ -41,6 +41,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from hf_cot_distill.core.validation import check_int_array
+
 
 class Section(IntEnum):
     """Per-token section id. Values are stable: they are written to datasets."""
@@ -146,7 +148,7 @@ def section_runs(section_ids: Sequence[int] | np.ndarray) -> list[tuple[int, int
 
 def section_counts(section_ids: Sequence[int] | np.ndarray) -> np.ndarray:
     """``(NUM_SECTIONS,)`` ``int64`` token counts per section id."""
-    ids = np.asarray(section_ids, dtype=np.int64).ravel()
+    ids = check_int_array("section_ids", section_ids)
     if ids.size and (ids.min() < 0 or ids.max() >= NUM_SECTIONS):
         raise ValueError(
             f"section_ids: values must lie in 0..{NUM_SECTIONS - 1}, got min {ids.min()} max {ids.max()}; "

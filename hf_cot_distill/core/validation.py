@@ -138,3 +138,33 @@ def check_known_keys(where: str, keys: Iterable[str], valid: Iterable[str]) -> N
             close = difflib.get_close_matches(key, valid, 1)
             hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
         raise ValueError(f"{where}: unknown config keys {', '.join(hints)}; valid keys: {valid}.")
+
+
+def check_int_array(
+    field: str, value: object, *, ndim: int = 1, minimum: int | None = None, fix: str | None = None
+) -> np.ndarray:
+    """``value`` (a list, range, numpy array or tensor of integers) as an ``int64`` array of exactly
+    ``ndim`` dims, every entry ``>= minimum`` when given. Refused rather than coerced: floats (they
+    would be cut), bools, strings, and another rank (a ``(1, n)`` batch where one row is expected
+    would otherwise be flattened silently)."""
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch here
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(
+        value if not isinstance(value, range) else np.arange(value.start, value.stop, value.step)
+    )
+    if (
+        arr.size == 0 and arr.dtype == np.float64 and arr.ndim == ndim
+    ):  # [] reads as float64: no values to cut
+        arr = arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        shown = arr.flat[0].item() if arr.size else value
+        raise _fail(field, shown, f"integers (got dtype {arr.dtype})", fix or "pass integer values")
+    if arr.ndim != ndim:
+        raise ValueError(
+            f"{field}: shape {arr.shape} has {arr.ndim} dims, expected {ndim}"
+            + (f"; fix: {fix}" if fix else "; fix: pass one value per entry, not a nested or batched array")
+            + "."
+        )
+    if minimum is not None and arr.size and int(arr.min()) < minimum:
+        raise _fail(field, int(arr.min()), f">= {minimum} (its smallest entry)", fix)
+    return arr.astype(np.int64)

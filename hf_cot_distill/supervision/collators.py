@@ -45,20 +45,19 @@ import numpy as np
 import torch
 
 from hf_cot_distill.core.sections import NUM_SECTIONS, Section
-from hf_cot_distill.core.validation import check_bool, check_choice, check_float, check_int
+from hf_cot_distill.core.validation import check_bool, check_choice, check_float, check_int, check_int_array
 from hf_cot_distill.supervision.policy import IGNORE_INDEX, SupervisionPolicy
 from hf_cot_distill.supervision.truncation import TruncationAccounting, TruncationPolicy, truncate_sample
 
 
 def _int_array(value: Any, where: str) -> np.ndarray:
-    """``value`` as a flat ``int64`` array; non-integer values (floats would be cut to ints) are refused."""
-    arr = np.asarray(value).ravel()
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(
-            f"{where}: dtype {arr.dtype} (first value {arr[0]!r}), not integers; fix: pass integer ids "
-            "(lists of int or an integer array / tensor), e.g. as the tokenizer returns them."
-        )
-    return arr.astype(np.int64)
+    """``value`` as a 1-D ``int64`` array; non-integers (floats would be cut) and other ranks are refused."""
+    return check_int_array(
+        where,
+        value,
+        fix="pass one row's integer ids, shape (n,) (lists of int or an integer array / tensor, as the tokenizer "
+        "returns them without return_tensors; for a (1, n) tensor pass ids[0])",
+    )
 
 
 def _row_arrays(row: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
@@ -92,7 +91,10 @@ def _row_arrays(row: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
             "fix: use hf_cot_distill.core.sections.Section values (0 pad, 1 prompt, 2 cot, 3 answer)."
         )
     if "attention_mask" in row:
-        raw = np.asarray(row["attention_mask"]).ravel()
+        given = np.asarray(row["attention_mask"])
+        raw = check_int_array(
+            f"features[{index}].attention_mask", given.astype(np.int64) if given.dtype == bool else given
+        )
         if len(raw) != n:
             raise ValueError(f"features[{index}].attention_mask: length {len(raw)} != {n}; fix: align them.")
         if not np.isin(raw, (0, 1)).all():

@@ -27,7 +27,14 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from hf_cot_distill.core.validation import check_choice, check_float, check_int, check_probability, is_int
+from hf_cot_distill.core.validation import (
+    check_choice,
+    check_float,
+    check_int,
+    check_int_array,
+    check_probability,
+    is_int,
+)
 from hf_cot_distill.data.synthetic import _random
 from hf_cot_distill.data.synthetic.schedules import CoTSchedule
 
@@ -375,9 +382,7 @@ def generate_groups(
 ) -> list[TaskGroup]:
     """Generate tasks by index, grouped by shape. The order of groups is deterministic."""
     check_choice("split", split, sorted(_random.SPLITS))
-    task_indices = np.asarray(task_indices, dtype=np.int64).reshape(-1)
-    if task_indices.size and task_indices.min() < 0:
-        raise ValueError(f"task indices must be >= 0, got {int(task_indices.min())}.")
+    task_indices = check_int_array("task_indices", task_indices, minimum=0)
     shapes = sample_shapes(config, task_indices, split)
     if shapes.n_parents_clipped.any():
         # Reported, not silent: rows carry the n_parents actually used.

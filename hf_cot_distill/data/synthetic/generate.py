@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from hf_cot_distill.core.sections import SECTION_NAMES
+from hf_cot_distill.core.validation import check_int_array
 from hf_cot_distill.data.synthetic import _random
 from hf_cot_distill.data.synthetic.cot_icl_lab import CoTICLConfig, TaskGroup, generate_groups
 from hf_cot_distill.data.synthetic.prompts import Ragged, get_strategy, render
@@ -118,7 +119,7 @@ def generate_batch(
     config: CoTICLConfig, task_indices: np.ndarray | list[int] | range, split: str = "train"
 ) -> TaskBatch:
     """Generate and render the tasks with these indices (in this order) as one Arrow table."""
-    idx = np.asarray(task_indices, dtype=np.int64).reshape(-1)
+    idx = check_int_array("task_indices", task_indices, minimum=0)
     groups = generate_groups(config, idx, split)
     if not groups:
         return TaskBatch(config, split, ARROW_SCHEMA.empty_table())
