@@ -22,10 +22,21 @@ def sliding_qwen2() -> Qwen2ForCausalLM:
     return Qwen2ForCausalLM(config)
 
 
+def deep_sliding_qwen2() -> Qwen2ForCausalLM:
+    """Tiny 4-layer Qwen2 whose middle layers (passed through while recording) are sliding-window
+    layers: their own masks must still be recorded, and replay must recompute their outputs."""
+    config = tiny_qwen2_config(num_hidden_layers=4)
+    config.use_sliding_window, config.sliding_window, config.max_window_layers = True, 4, 1
+    config.layer_types = ["full_attention", "sliding_attention", "sliding_attention", "full_attention"]
+    torch.manual_seed(5)
+    return Qwen2ForCausalLM(config)
+
+
 MODELS = {
     "qwen2": lambda: tiny_qwen2(seed=1),
     "llama": lambda: tiny_llama(seed=2),
     "qwen2_sliding": sliding_qwen2,
+    "qwen2_deep_sliding": deep_sliding_qwen2,
 }
 
 
@@ -94,3 +105,28 @@ def test_replaying_the_recorded_inputs_gives_the_model_logits(name: str) -> None
         for hidden in calib.hidden:
             torch.testing.assert_close(model.lm_head(model.model.norm(hidden)), expected, atol=1e-5, rtol=0)
     assert len(masks) == 2 and all(m is b[2] for m, b in zip(masks, batches)) and calib.mask is None
+
+
+def test_recording_passes_the_middle_layers_through_and_restores_them() -> None:
+    """Only layer 0 runs while recording (the middle layers' forwards are stand-ins), and every
+    layer's forward is its own again afterwards, a wrapper installed before included."""
+    model = deep_sliding_qwen2().eval()
+    _, layers = decoder_layers(model)
+    wrapped = layers[2].forward
+    layers[2].forward = lambda *a, **k: wrapped(*a, **k)  # e.g. an accelerate hook's wrapper
+    wrapper = layers[2].forward
+    ran: list[int] = []
+    hooks = [layer.mlp.register_forward_hook(lambda *_, i=i: ran.append(i)) for i, layer in enumerate(layers)]
+    ids = torch.randint(3, 128, (2, 9), generator=torch.Generator().manual_seed(1))
+    batches = read_calibration(
+        [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}], torch.device("cpu")
+    )
+    with torch.no_grad():
+        calib = LayerInputs(model, layers, batches)
+    assert ran == [0]  # layers 1 and 2 passed through (their MLPs never ran), layer 3 stopped at its pre-hook
+    assert "forward" not in layers[1].__dict__ and layers[2].forward is wrapper
+    sliding = calib.calls[1][0][1]["attention_mask"]
+    full = calib.calls[0][0][1]["attention_mask"]
+    assert sliding is not None and (full is None or not torch.equal(sliding, full))  # their own masks
+    for hook in hooks:
+        hook.remove()

@@ -39,6 +39,11 @@ class _StopForward(Exception):
     """Raised by the recording pre-hook of the last layer: the rest of the forward is not needed."""
 
 
+def _pass_through(hidden_states: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+    """A decoder layer's stand-in while recording: its input hidden states, unchanged."""
+    return kwargs["hidden_states"] if hidden_states is None else hidden_states
+
+
 class LayerInputs:
     """The inputs of every decoder layer on calibration batches, replayed one layer at a time.
 
@@ -72,8 +77,16 @@ class LayerInputs:
             layer.register_forward_pre_hook(self._recorder(i), with_kwargs=True)
             for i, layer in enumerate(layers)
         ]
+        # Layers 1..L-2 are only passed through while recording: their call arguments (masks, rotary
+        # embeddings, positions) are computed before the layer loop, and replay() recomputes every
+        # hidden state from layer 0's input, so running them would be a wasted forward. Layer 0 runs
+        # for real, which fixes the output type the model's loop expects (a tensor or a tuple).
+        skipped = list(layers)[1:-1]
+        own = {id(layer): layer.__dict__["forward"] for layer in skipped if "forward" in layer.__dict__}
         try:
             for ids, attn, _ in batches:
+                for layer in skipped:
+                    layer.forward = _pass_through
                 try:
                     model(input_ids=ids, attention_mask=attn, use_cache=False)
                 except _StopForward:
@@ -81,6 +94,11 @@ class LayerInputs:
         finally:
             for handle in handles:
                 handle.remove()
+            for layer in skipped:  # back to what it was: the class's forward, or a wrapper (accelerate hooks)
+                if id(layer) in own:
+                    layer.forward = own[id(layer)]
+                else:
+                    layer.__dict__.pop("forward", None)
         for i, calls in enumerate(self.calls):
             if len(calls) != len(batches):
                 raise ValueError(

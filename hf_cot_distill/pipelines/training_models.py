@@ -29,15 +29,23 @@ class Tokenizers:
 
 
 def load_tokenizers(model_args: ModelArguments, kd_args: SectionKDConfig) -> Tokenizers:
-    """The run's tokenizers. A student made of the teacher's layers shares its tokenizer."""
+    """The run's tokenizers. A student made of the teacher's layers shares its tokenizer; a run
+    from a teacher cache loads no teacher tokenizer (the cache records the tokenizer it was built
+    with, checked against the student's)."""
     check_run_sources(model_args, kd_args)
     tokenizer = load_tokenizer(model_args)
     source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     teacher_path = kd_args.teacher_model_name_or_path
     if model_args.student_from_teacher_layers and tokenizer is None and teacher_path:
         return Tokenizers(load_tokenizer(model_args, teacher_path), teacher_path)
-    teacher = load_tokenizer(model_args, teacher_path) if teacher_path and tokenizer is not None else None
-    return Tokenizers(tokenizer, source, teacher)
+    if kd_args.teacher_cache or not teacher_path or tokenizer is None:
+        return Tokenizers(tokenizer, source)  # a cached run loads no teacher: its tokenizer is not needed
+    same = (
+        source is not None
+        and Path(source).is_dir()
+        and Path(source).resolve() == Path(teacher_path).resolve()
+    )
+    return Tokenizers(tokenizer, source, tokenizer if same else load_tokenizer(model_args, teacher_path))
 
 
 def check_run_sources(model_args: ModelArguments, kd_args: SectionKDConfig, data_args: Any = None) -> None:
