@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test test-slow lint format demo bench clean
+.PHONY: install test test-slow lint format demo bench clean help-pages
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +37,14 @@ test: lint
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# The recipe commands' --help field listings (run after changing a config dataclass).
+help-pages: $(STAMP)
+	$(PY) -c 'from hf_cot_distill.cli import write_help_pages; write_help_pages()'
+
 demo: $(STAMP)
 	$(VENV)/bin/hf-cot-distill demo --out demo_output
 
-# CPU benchmarks B0-B8 (B5 runs TRL's GKDTrainer: ~12 GB and many minutes; B8 the teacher cache, ~30 min). G1 needs a CUDA GPU:
+# CPU benchmarks B0-B10 (B5 runs TRL's GKDTrainer: ~12 GB and many minutes; B8 the teacher cache, ~30 min). G1 needs a CUDA GPU:
 # `python benchmarks/g1_kd_gpu.py` on a GPU machine.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"

@@ -8,6 +8,7 @@ on stderr with exit code 2. Nothing heavy is imported before a command runs.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,8 +56,17 @@ def _error(message: object, code: int = 2) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``error: <command>: <message>; see ... --help``)
+    with exit code 2, like every other refused input, not the usage block plus the message."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {self.prog}: {message}; see `{self.prog} --help`.", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-cot-distill", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="hf-cot-distill", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate a synthetic CoT dataset as parquet + dataset card")
@@ -143,7 +153,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--drop-mode", default="first_k", choices=("first_k", "last_k", "random_k"))
     ev.add_argument("--batch-size", type=_positive_int, default=16)
-    ev.add_argument("--out", help="JSON path (a .md table is written beside it); default: MODEL/eval.json")
+    ev.add_argument(
+        "--out",
+        help="JSON path (a .md table is written beside it; never inside the model folder); default: MODEL.eval.json "
+        "beside the model folder",
+    )
+    ev.add_argument(
+        "--overwrite", action="store_true", help="replace report files that an earlier eval did not write"
+    )
+
+    em = sub.add_parser(
+        "eval-math",
+        help="evaluate a saved chat model on a math benchmark with boxed answers (e.g. AIME 2025)",
+        description="Ask every problem of a math-eval spec (recipes/eval/, e.g. aime25_boxed) through the model's "
+        "chat template, take the last \\boxed{} of each completion and score it by math-verify equivalence "
+        "(needs the `math` extra). Writes a JSON report (scores, answers, completions) and a .md table.",
+    )
+    em.add_argument("--model", required=True, help="a saved model folder (safetensors) with its tokenizer")
+    em.add_argument(
+        "--config", required=True, help="a math-eval spec: a packaged name (aime25_boxed) or a YAML file"
+    )
+    em.add_argument(
+        "--dataset",
+        help="the problems from here instead of the spec's dataset_name: a local folder, a .parquet/.json/.jsonl/"
+        ".csv file or a Hub id (offline: a local copy)",
+    )
+    em.add_argument("--num-samples", type=_positive_int, help="completions per problem (default: the spec's)")
+    em.add_argument("--max-new-tokens", type=_positive_int, help="default: the spec's")
+    em.add_argument("--limit", type=_positive_int, help="the first N problems only (a smoke run)")
+    em.add_argument(
+        "--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."
+    )
+    em.add_argument(
+        "--out",
+        help="JSON path (a .md table is written beside it; never inside the model folder); default: "
+        "MODEL.CONFIG.eval.json beside the model folder",
+    )
+    em.add_argument(
+        "--overwrite", action="store_true", help="replace report files that an earlier eval did not write"
+    )
 
     sw = sub.add_parser("sweep", help="run a grid of recipe overrides, one output folder per point")
     sw.add_argument("--config", required=True, help="a sweep YAML (recipe, output_root, grid, set)")
@@ -184,6 +232,32 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "--overwrite", action="store_true", help="write into a non-empty --out not written by convert-gguf"
     )
+
+    card = sub.add_parser(
+        "card",
+        help="write the model card (README.md) of a model folder, e.g. before `push`",
+        description="Render the model card of FOLDER (a save_pretrained model folder) from what it holds: "
+        "config.json, and train_metrics.json when present. Never replaces an existing "
+        "README.md without --overwrite.",
+    )
+    card.add_argument("folder", help="a save_pretrained model folder (*.safetensors + config.json)")
+    start = card.add_mutually_exclusive_group(required=True)  # the card states it: never guessed
+    start.add_argument("--base-model", help="the Hub id or path the model was trained from")
+    start.add_argument("--from-scratch", action="store_true", help="it was trained from random weights")
+    card.add_argument("--teacher", help="the teacher it was distilled from, if any")
+    card.add_argument(
+        "--dataset", action="append", default=[], help="a dataset it was trained on (repeatable)"
+    )
+    card.add_argument("--license", default="apache-2.0", help="the license in the card's metadata")
+    card.add_argument("--repo-id", help="where it will be pushed (its 'how to load' uses it)")
+    card.add_argument("--overwrite", action="store_true", help="replace an existing README.md")
+
+    for command in (gen, demo, ev, em, sw, rep, conv):
+        command.add_argument(
+            "--verbose",
+            action="store_true",
+            help="the libraries' raw output (logs as dicts, warnings with their source line)",
+        )
     return parser
 
 
@@ -192,17 +266,24 @@ OVERWRITE_HELP = (
     "        output_dir must be empty or missing (so that two runs never mix), unless resume_from_checkpoint\n"
     "        is set; this command-line flag (not a recipe field) deletes output_dir's contents first.\n"
 )
+VERBOSE_HELP = (
+    "  --verbose\n"
+    "        the libraries' raw output (every training log as a dict, DeepSpeed's log lines, warnings with\n"
+    "        their source line) instead of one progress bar with the key figures; the logs' files are the same.\n"
+)
 TRAIN_USAGE = (
-    "usage: hf-cot-distill train --config RECIPE [--overwrite_output_dir true] [--<field> <value> ...]\n\n"
+    "usage: hf-cot-distill train --config RECIPE [--overwrite_output_dir true] [--verbose] [--<field> <value> ...]\n\n"
     "RECIPE: a YAML file, or a packaged recipe's name (`hf-cot-distill recipes list`; a path wins).\n"
     "Fields of the model, data and training configs; command-line values override the recipe's.\n\n"
     + OVERWRITE_HELP
+    + VERBOSE_HELP
 )
 COMPRESS_USAGE = (
-    "usage: hf-cot-distill compress --config RECIPE [--<field> <value> ...]\n\n"
+    "usage: hf-cot-distill compress --config RECIPE [--verbose] [--<field> <value> ...]\n\n"
     "Prune (prune: true) -> KD recovery from the original (recover: true) -> quantize (quantize_bits: 4|8).\n"
     "Fields: the compression settings, then the model, data and training configs of the recovery stage.\n\n"
     + OVERWRITE_HELP
+    + VERBOSE_HELP
 )
 _OVERWRITE_FLAGS = ("--overwrite_output_dir", "--overwrite-output-dir")
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -234,16 +315,9 @@ def _pop_overwrite_flag(argv: list[str]) -> tuple[bool, list[str]]:
 
 def _parse_config(argv: list[str], types: tuple[type, ...], usage: str, command: str) -> tuple | int:
     """``--config RECIPE [--overwrite_output_dir true] [--field value ...]`` ->
-    ``(recipe, overwrite, *configs)``; an exit code for ``--help`` (the usage line and every
-    field) or a bad recipe."""
+    ``(recipe, overwrite, *configs)``; an exit code for a bad recipe."""
     from hf_cot_distill.pipelines.recipe import parse_recipe
 
-    if "-h" in argv or "--help" in argv:
-        from transformers import HfArgumentParser
-
-        print(usage)
-        HfArgumentParser(types).print_help()
-        return 0
     recipe, rest = None, list(argv)
     if "--config" in rest:
         i = rest.index("--config")
@@ -256,6 +330,129 @@ def _parse_config(argv: list[str], types: tuple[type, ...], usage: str, command:
         return (recipe, overwrite, *parse_recipe(types, recipe, rest, command=command))
     except USER_ERRORS as err:
         return _error(err)
+
+
+# ---------------------------------------------------------------------------------------------
+# The --help pages of the recipe commands, printed without importing torch
+# ---------------------------------------------------------------------------------------------
+
+# Every field of the configs a command's recipe fills (transformers' HfArgumentParser listing) is
+# rendered ahead of time into hf_cot_distill/_help_pages.py by write_help_pages(): building that
+# parser imports transformers and torch (~10 s). The stored listing is printed only while it was
+# rendered from the same sources (_HELP_SOURCES), transformers and Python; otherwise `--help`
+# renders it live (once per environment: the help cache), so it is never stale. tests/test_cli_help.py checks that the stored pages equal
+# the live rendering.
+HELP_WIDTH = 100
+HELP_PAGE = {"train": "train", "cache-teacher": "train", "compress": "compress"}
+_HELP_SOURCES = ("pipelines/recipe.py", "trainers/kd_config.py", "pipelines/compress.py")
+
+
+def _help_config_types(page: str) -> tuple[type, ...]:
+    from hf_cot_distill.pipelines.recipe import train_config_types
+
+    if page == "compress":
+        from hf_cot_distill.pipelines.compress import CompressArguments
+
+        return (CompressArguments, *train_config_types())
+    return train_config_types()
+
+
+def render_fields_help(page: str) -> str:
+    """The live listing of every field of ``page``'s configs (imports transformers and torch)."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        _help_config_types(page),
+        prog=f"hf-cot-distill {page}",
+        usage=argparse.SUPPRESS,  # the command's own usage text comes first
+        formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, width=HELP_WIDTH),
+    )
+    return parser.format_help()
+
+
+def help_fingerprint() -> dict[str, object]:
+    """What the fields listing is rendered from: the config sources, transformers, Python."""
+    import hashlib
+    import importlib.util
+    import re
+
+    root = Path(__file__).resolve().parent
+    spec = importlib.util.find_spec("transformers")  # its __version__, read without importing it
+    source = Path(spec.origin).read_text() if spec is not None and spec.origin else ""
+    found = re.search(r"^__version__\s*=\s*[\"']([^\"']+)[\"']", source, flags=re.MULTILINE)
+    return {
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "transformers": found.group(1) if found else None,
+        "sources": {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in _HELP_SOURCES},
+    }
+
+
+def help_cache_file(fingerprint: dict[str, object]) -> Path:
+    """Where ``--help`` keeps listings it rendered live (another transformers or Python than the
+    stored pages'), keyed by the fingerprint: ``$XDG_CACHE_HOME/hf_cot_distill/help-<key>.json``."""
+    import hashlib
+    import os
+
+    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "hf_cot_distill" / f"help-{key}.json"
+
+
+def fields_help(page: str) -> str:
+    """The stored listing of ``page`` when it is current; else one rendered live for this exact
+    environment before (the help cache); else the live rendering, then cached (best effort)."""
+    from hf_cot_distill import _help_pages
+
+    fingerprint = help_fingerprint()
+    if _help_pages.FINGERPRINT == fingerprint and page in _help_pages.PAGES:
+        return _help_pages.PAGES[page]
+    cache = help_cache_file(fingerprint)
+    try:
+        pages = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pages = {}
+    if isinstance(pages, dict) and isinstance(pages.get(page), str):
+        return pages[page]
+    text = render_fields_help(page)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(
+            json.dumps({**(pages if isinstance(pages, dict) else {}), page: text}), encoding="utf-8"
+        )
+    except OSError:  # a read-only home: the next --help renders again
+        pass
+    return text
+
+
+def write_help_pages(path: str | Path | None = None) -> Path:
+    """Render the listings into ``hf_cot_distill/_help_pages.py`` (run after changing a config)."""
+    path = Path(path) if path is not None else Path(__file__).resolve().parent / "_help_pages.py"
+    lines = [
+        '"""The fields listed by ``hf-cot-distill train|cache-teacher|compress --help``, rendered from the',
+        "config dataclasses so that ``--help`` imports no torch. Generated; do not edit. Regenerate with",
+        "``python -c 'from hf_cot_distill.cli import write_help_pages; write_help_pages()'``.",
+        '"""',
+        "",
+        "# fmt: off",
+        f"FINGERPRINT = {help_fingerprint()!r}",
+        "PAGES = {",
+    ]
+    for page in sorted(set(HELP_PAGE.values())):
+        lines.append(f"    {page!r}: (")
+        lines += [
+            f"        {json.dumps(line, ensure_ascii=False)}"
+            for line in render_fields_help(page).splitlines(True)
+        ]
+        lines.append("    ),")
+    lines += ["}", "# fmt: on", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _print_help(command: str) -> int:
+    print(COMMAND_USAGE[command])
+    print(fields_help(HELP_PAGE[command]), end="")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +525,26 @@ def _upload(folder: str, repo_id: str, repo_type: str, args: argparse.Namespace)
             "and RNG state for resuming, as pickles; the model is the folder's top level)"
         )
     print(f"Pushed {folder} to {info.repo_url} ({repo_type}, commit {info.oid})")
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    """``card FOLDER``: write a model folder's card (never over a README without --overwrite)."""
+    from hf_cot_distill.hub.push import write_folder_card
+
+    try:
+        path = write_folder_card(
+            args.folder,
+            overwrite=args.overwrite,
+            base_model=args.base_model,
+            teacher=args.teacher,
+            datasets=args.dataset,
+            license=args.license,
+            repo_id=args.repo_id,
+        )
+    except USER_ERRORS as err:
+        return _error(err)
+    print(f"Wrote {path} (review it, then `hf-cot-distill push {args.folder} --repo-id NAMESPACE/NAME`)")
     return 0
 
 
@@ -418,12 +635,13 @@ def _compress(argv: list[str]) -> int:
 CACHE_USAGE = (
     "usage: hf-cot-distill cache-teacher --config RECIPE --out DIR [--mode sampled|topk] [--samples S] [--k K]\n"
     "                                    [--positions all|SECTION,...] [--cache-seed N] [--rows-per-shard N]\n"
-    "                                    [--cache-batch-size N] [--<recipe field> <value> ...]\n\n"
+    "                                    [--cache-batch-size N] [--verbose] [--<recipe field> <value> ...]\n\n"
     "Runs the recipe's teacher once over the recipe's encoded training data (the same encoding as `train`) and\n"
     "writes a `datasets` folder of its targets; train from it with `teacher_cache: DIR`. Sampled (default): S\n"
     "tokens drawn per position (unbiased forward-KL gradient); topk: the K most likely ids + the tail mass.\n"
     "--positions: the sections whose positions are cached (default: those the recipe distils). The temperature\n"
-    "is the recipe's. A re-run with the same --out resumes. Under torchrun every rank builds its shards.\n"
+    "is the recipe's. A re-run with the same --out resumes. Under torchrun every rank builds its shards.\n\n"
+    + VERBOSE_HELP
 )
 _CACHE_FLAGS = {
     "--out": ("out", str),
@@ -435,6 +653,7 @@ _CACHE_FLAGS = {
     "--rows-per-shard": ("rows_per_shard", int),
     "--cache-batch-size": ("batch_size", int),
 }
+COMMAND_USAGE = {"train": TRAIN_USAGE, "compress": COMPRESS_USAGE, "cache-teacher": CACHE_USAGE}
 
 
 def _pop_cache_flags(argv: list[str]) -> tuple[dict[str, object], list[str]]:
@@ -464,8 +683,6 @@ def _cache_teacher(argv: list[str]) -> int:
     """``cache-teacher``: parse the recipe and the cache options, build (or resume) the cache."""
     from hf_cot_distill.pipelines.recipe import train_config_types
 
-    if "-h" in argv or "--help" in argv:
-        return _parse_config(argv, train_config_types(), CACHE_USAGE, "cache-teacher")  # prints the help
     try:
         options, rest = _pop_cache_flags(argv)
     except ValueError as err:
@@ -547,14 +764,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from hf_cot_distill.pipelines.evaluate import (
         check_report_path,
+        default_report_path,
         evaluate_saved_model,
         report_markdown,
         write_report,
     )
 
-    out = args.out or f"{args.model}/eval.json"
-    try:
-        check_report_path(Path(out))  # before the evaluation, not after it
+    out = args.out or default_report_path(args.model)
+    try:  # before the evaluation, not after it
+        check_report_path(
+            out, inputs={"--model": args.model, "--config": args.config}, overwrite=args.overwrite
+        )
         report = evaluate_saved_model(
             args.model,
             args.config,
@@ -564,6 +784,40 @@ def _eval(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
         )
     except (*USER_ERRORS, OSError) as err:
+        return _error(err)
+    json_path, md_path = write_report(report, out)
+    print(report_markdown(report), end="")
+    print(f"Wrote {json_path} and {md_path}")
+    return 0
+
+
+def _eval_math(args: argparse.Namespace) -> int:
+    """``eval-math``: a math benchmark spec on a saved model; the report as ``eval`` writes it."""
+    from hf_cot_distill.pipelines.evaluate import (
+        check_report_path,
+        default_math_report_path,
+        evaluate_math_model,
+        report_markdown,
+        resolve_math_eval_spec,
+        write_report,
+    )
+
+    try:  # the spec and the output path before the evaluation, not after it
+        name, _ = resolve_math_eval_spec(args.config)
+        out = args.out or default_math_report_path(args.model, name)
+        check_report_path(
+            out, inputs={"--model": args.model, "--dataset": args.dataset}, overwrite=args.overwrite
+        )
+        report = evaluate_math_model(
+            args.model,
+            args.config,
+            dataset=args.dataset,
+            num_samples=args.num_samples,
+            max_new_tokens=args.max_new_tokens,
+            limit=args.limit,
+            device=args.device,
+        )
+    except (*USER_ERRORS, ImportError, OSError) as err:
         return _error(err)
     json_path, md_path = write_report(report, out)
     print(report_markdown(report), end="")
@@ -624,10 +878,12 @@ RAW_HANDLERS: dict[str, Callable[[list[str]], int]] = {
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate": _generate,
     "push": _push,
+    "card": _card,
     "list-configs": _list_configs,
     "recipes": _recipes,
     "demo": _demo,
     "eval": _eval,
+    "eval-math": _eval_math,
     "sweep": _sweep,
     "reproduce": _reproduce,
     "convert-gguf": _convert_gguf,
@@ -635,11 +891,20 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hf_cot_distill.core.console import is_verbose, session
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The console is set before anything heavy loads (DeepSpeed's logger is made at import);
+    # HF_COT_DISTILL_VERBOSE=1, set by a parent command, counts as --verbose.
     if argv[:1] and argv[0] in RAW_HANDLERS:
-        return RAW_HANDLERS[argv[0]](argv[1:])
+        command, rest = argv[0], argv[1:]
+        if "-h" in rest or "--help" in rest:
+            return _print_help(command)
+        with session("--verbose" in rest or is_verbose()):
+            return RAW_HANDLERS[command]([a for a in rest if a != "--verbose"])
     args = build_parser().parse_args(argv)
-    return HANDLERS[args.command](args)
+    with session(getattr(args, "verbose", False) or is_verbose()):
+        return HANDLERS[args.command](args)
 
 
 if __name__ == "__main__":

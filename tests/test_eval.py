@@ -278,3 +278,71 @@ def test_evaluate_symbolic_end_to_end_with_a_text_oracle():
     assert out["exact_match"] == 0.5 and out["extracted"] == 0.75
     assert out["format_compliance"] == 0.5
     assert tok.padding_side == "right"  # restored
+
+
+def test_decode_completions_cuts_at_the_first_stop_and_keeps_special_tokens():
+    from hf_cot_distill.eval.generation import decode_completions, stop_token_ids
+    from tests.qwen_tokenizers import load_qwen25_tokenizer
+
+    tok = load_qwen25_tokenizer()
+    im_start, im_end, pad = 151644, 151645, 151643
+    assert stop_token_ids(tok) == {im_end, pad}
+    word = tok.encode("final answer", add_special_tokens=False)
+    rows = torch.tensor(
+        [
+            [im_start, *word, im_end, *word, pad],  # text after the end of the turn is not decoded
+            [*word, pad, pad, pad, im_end, *word[:1]],  # ended by the pad token (no eos generated)
+            [im_start, *word, im_start, *word, *word[:1]][: len(word) * 2 + 3],  # no stop: all of it
+        ]
+    )
+    texts = decode_completions(tok, rows)
+    assert texts[0] == "<|im_start|>final answer"
+    assert texts[1] == "final answer"
+    assert texts[2] == tok.decode(rows[2].tolist()) and texts[2].count("<|im_start|>") == 2
+
+
+def test_paper_rendered_completions_are_format_compliant():
+    """The paper rendering's answer header starts with the special token <|im_start|>: the
+    completions keep it (decoded with special tokens, cut at <|im_end|>), so format compliance
+    counts it; decoded without special tokens, the header would be gone and compliance 0."""
+    from hf_cot_distill.data.synthetic.symbolic import (
+        PAPER_ANSWER_HEADER,
+        SymbolicConfig,
+        generate_symbolic_task,
+    )
+    from hf_cot_distill.eval import evaluate_symbolic
+    from tests.qwen_tokenizers import load_qwen25_tokenizer
+
+    tok = load_qwen25_tokenizer()
+    config = SymbolicConfig(render="paper", n_examples=2, word_length=4)
+    rows = [generate_symbolic_task(config, i, "eval") for i in range(4)]
+    answers, kinds = {}, []
+    for i, r in enumerate(rows):
+        prompt = tok.apply_chat_template(r["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        ids = tuple(tok(prompt, add_special_tokens=False)["input_ids"])
+        # the reference turn itself (CoT + header + box), a direct answer, a wrong word, no header;
+        # each ends its turn with <|im_end|> and runs on after it (never decoded)
+        reference = r["messages"][-1]["content"]
+        answers[ids] = [
+            reference,
+            f"{PAPER_ANSWER_HEADER}\n\\boxed{{{r['answer']}}}",
+            f"{PAPER_ANSWER_HEADER}\n\\boxed{{zz}}",
+            f"final answer \\boxed{{{r['answer']}}}",
+        ][i] + "<|im_end|>\n<|im_start|>user\n\\boxed{runaway}"
+        kinds.append(reference.startswith("<|im_start|>think"))
+    assert kinds[0]  # the first is a CoT answer: two in-turn <|im_start|> tokens
+    out = evaluate_symbolic(
+        TextOracle(tok, answers),
+        tok,
+        rows,
+        answer_header=PAPER_ANSWER_HEADER,
+        max_new_tokens=96,
+        batch_size=3,
+    )
+    assert out["completions"][0] == rows[0]["messages"][-1]["content"]
+    assert out["format_compliance"] == 0.75 and out["format_has_answer_header"] == 0.75
+    assert out["exact_match"] == 0.75 and out["extracted"] == 1.0  # `runaway` after <|im_end|> is not read
+    stripped = tok.decode(
+        tok.encode(answers[next(iter(answers))], add_special_tokens=False), skip_special_tokens=True
+    )
+    assert PAPER_ANSWER_HEADER not in stripped  # what the old decoding gave: no header, compliance 0

@@ -450,3 +450,80 @@ def test_offline_train_push_names_the_command_that_was_run(tmp_path, monkeypatch
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "HF_HUB_OFFLINE=0 hf-cot-distill train" in err and "hf-cot-distill push" not in err
+
+
+def _fix_command(err: str) -> list[str]:
+    """The `hf-cot-distill ...` command an error's fix names, as argv for main()."""
+    import re
+    import shlex
+
+    found = re.search(r"`hf-cot-distill ([^`]+)`", err)
+    assert found, err
+    return shlex.split(found.group(1))
+
+
+def test_push_without_a_card_names_the_card_command_and_it_works(hub, tmp_path, monkeypatch, capfd):
+    """push refuses a model folder without a card; the fix line is a CLI command; running it writes
+    the card and the push then goes through."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    folder = tmp_path / "m"
+    save_tiny_qwen2(folder)
+    (folder / "train_metrics.json").write_text('{"train_loss": 1.25, "data_rows": {"train": 3}}')
+    capfd.readouterr()  # the save's progress bar
+    assert main(["push", str(folder), "--repo-id", "me/m"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no README.md card" in err
+    fix = _fix_command(err)
+    assert fix == ["card", str(folder), "--base-model", "MODEL"] and hub.repos == {}
+    with pytest.raises(SystemExit) as usage:  # what it was trained from is stated, never guessed
+        main(["card", str(folder)])
+    assert usage.value.code == 2 and "--base-model" in capfd.readouterr().err
+    assert not (folder / "README.md").exists()
+
+    assert main([*fix[:-1], "Qwen/Qwen2.5-0.5B", "--repo-id", "me/m"]) == 0
+    assert f"Wrote {folder / 'README.md'}" in capfd.readouterr().out
+    card = (folder / "README.md").read_text()
+    assert "base_model: Qwen/Qwen2.5-0.5B" in card and "qwen2" in card and "1.25" in card
+    assert 'from_pretrained("me/m")' in card
+    assert main(["push", str(folder), "--repo-id", "me/m"]) == 0
+    assert hub.files("model", "me/m") == local_files(folder)
+
+
+def test_card_never_replaces_a_readme_without_overwrite(tmp_path, capsys):
+    folder = tmp_path / "m"
+    save_tiny_qwen2(folder)
+    mine = "# My notes\n\nnot a card\n"
+    (folder / "README.md").write_text(mine)
+    capsys.readouterr()  # the save's progress bar
+    with pytest.raises(ValueError, match="no YAML metadata") as refused:
+        check_folder(folder, "model")
+    fix = _fix_command(str(refused.value))
+    assert fix == ["card", str(folder), "--base-model", "MODEL", "--overwrite"]
+    fix = [*fix[:2], "--from-scratch", fix[-1]]
+    assert main(["card", str(folder), "--from-scratch"]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "--overwrite" in err and err.count("\n") == 1
+    assert (folder / "README.md").read_text() == mine  # untouched
+    assert main(fix) == 0
+    assert check_folder(folder, "model")  # now a card with metadata
+    assert (folder / "README.md").read_text() != mine
+
+
+def test_card_refuses_what_is_not_a_model_folder(tmp_path, capsys):
+    data = tmp_path / "data"
+    export_dataset(SMALL, data, progress=False)
+    (data / "README.md").unlink()
+    capsys.readouterr()
+    assert main(["card", str(data), "--from-scratch"]) == 2
+    assert "hf-cot-distill generate" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="hf-cot-distill generate"):
+        check_folder(data, "dataset")
+    assert main(["card", str(tmp_path / "nope"), "--from-scratch"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    folder = tmp_path / "m"
+    save_tiny_qwen2(folder)
+    capsys.readouterr()
+    assert main(["card", str(folder), "--from-scratch", "--repo-id", "justname"]) == 2
+    assert "namespace" in capsys.readouterr().err
+    assert not (folder / "README.md").exists()  # a refused card writes nothing

@@ -389,3 +389,106 @@ def test_per_section_kd_temperatures_match_naive(tmp_path: Any) -> None:
     torch.testing.assert_close(float(loss.detach()), ref, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="section_kd_temperatures"):
         make_args(tmp_path, section_kd_temperatures={"thoughts": 2.0})
+
+
+# ---- on_empty_window: an accumulation window with nothing to supervise ------------------------
+
+
+def answer_rows(pattern: str) -> list[dict[str, Any]]:
+    """One row per character: 'a' keeps its ANSWER, '-' has none (its answer tokens become COT)."""
+    rows = make_rows(len(pattern))
+    for row, kind in zip(rows, pattern):
+        if kind == "-":
+            row["section_ids"] = [min(s, int(Section.COT)) for s in row["section_ids"]]
+    return rows
+
+
+def test_empty_window_is_an_error_by_default(tmp_path: Any) -> None:
+    student, teacher = student_teacher()
+    args = make_args(tmp_path, supervision_preset="answer", per_device_train_batch_size=1, max_steps=4)
+    assert args.on_empty_window == "error"
+    trainer = SectionKDTrainer(
+        student, teacher, args=args, train_dataset=Dataset.from_list(answer_rows("a-a-"))
+    )
+    with pytest.raises(ValueError, match="no position carries a KD or CE weight.*on_empty_window: skip"):
+        trainer.train()
+    with pytest.raises(ValueError, match=r"on_empty_window='skp'.*'skip'"):
+        make_args(tmp_path, on_empty_window="skp")
+
+
+def test_skipped_windows_train_at_a_connected_zero_and_are_counted(tmp_path: Any) -> None:
+    student, teacher = student_teacher()
+    args = make_args(
+        tmp_path, supervision_preset="answer", per_device_train_batch_size=1, max_steps=4, on_empty_window="skip",
+        learning_rate=1e-3,
+    )  # fmt: skip
+    trainer = SectionKDTrainer(
+        student, teacher, args=args, train_dataset=Dataset.from_list(answer_rows("a-a-"))
+    )
+    # one empty micro-batch: a zero loss whose gradient reaches every student parameter (all zero)
+    empty = trainer.data_collator(answer_rows("--"))
+    loss = trainer.compute_loss(student, empty)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    grads = {n: p.grad for n, p in student.named_parameters()}
+    assert all(g is not None and not g.any() for g in grads.values()), (
+        "not graph-connected to every parameter"
+    )
+    student.zero_grad(set_to_none=True)
+    # evaluation batches are never skipped
+    student.eval()
+    with pytest.raises(ValueError, match="in this evaluation batch"):
+        trainer.compute_loss(student, empty)
+    student.train()
+
+    trainer.train()  # the four rows once: two windows have an answer, two do not
+    assert trainer.windows_skipped_empty == 2
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert [h["windows_skipped_empty"] for h in logs][-1] == 2
+    counts = [h["windows_skipped_empty"] for h in logs]
+    zero_steps = [i for i in range(4) if counts[i] > (counts[i - 1] if i else 0)]
+    assert len(zero_steps) == 2 and all(logs[i]["loss"] == 0.0 for i in zero_steps)
+    assert all(logs[i]["loss"] > 0 for i in range(4) if i not in zero_steps)
+
+
+def test_a_run_of_only_empty_windows_is_refused(tmp_path: Any) -> None:
+    student, teacher = student_teacher()
+    args = make_args(
+        tmp_path,
+        supervision_preset="answer",
+        per_device_train_batch_size=2,
+        max_steps=2,
+        on_empty_window="skip",
+    )
+    trainer = SectionKDTrainer(
+        student, teacher, args=args, train_dataset=Dataset.from_list(answer_rows("----"))
+    )
+    with pytest.raises(ValueError, match=r"all 2 optimizer steps of this run had no position to supervise"):
+        trainer.train()
+
+
+def test_skipped_windows_count_survives_a_resume(tmp_path: Any) -> None:
+    import json
+
+    from hf_cot_distill.trainers.kd_trainer import COUNTERS_FILE
+
+    def run(out: Any, **kwargs: Any) -> SectionKDTrainer:
+        student, teacher = student_teacher()
+        args = make_args(
+            out, supervision_preset="answer", per_device_train_batch_size=1, max_steps=6, on_empty_window="skip",
+            save_strategy="steps", save_steps=3, learning_rate=1e-3,
+        )  # fmt: skip
+        trainer = SectionKDTrainer(
+            student, teacher, args=args, train_dataset=Dataset.from_list(answer_rows("a--a-a"))
+        )
+        trainer.train(**kwargs)
+        return trainer
+
+    full = run(tmp_path / "full")
+    assert full.windows_skipped_empty == 3
+    saved = json.loads((tmp_path / "full/checkpoint-3" / COUNTERS_FILE.format(rank=0)).read_text())
+    assert (
+        1 <= saved["windows_skipped_empty"] < 3
+    )  # some before the checkpoint, some after: restored, not recounted
+    resumed = run(tmp_path / "full", resume_from_checkpoint=str(tmp_path / "full/checkpoint-3"))
+    assert resumed.windows_skipped_empty == full.windows_skipped_empty

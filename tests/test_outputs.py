@@ -5,6 +5,7 @@ each refusal one line with exit code 2 and nothing written."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -218,3 +219,37 @@ def test_run_output_dir_never_inside_an_input_or_the_cwd(command, overwrite, tmp
         assert main(argv) == 2, out
         assert message in _one_line(capsys)
         assert _snapshot(tmp_path) == before  # nothing written, nothing deleted
+
+
+# ---- eval: a report file, never inside the model folder, never over a file it did not write ----
+def test_eval_report_goes_beside_the_model_and_never_over_a_users_file(tmp_path, capsys):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, use_cache=False)  # fmt: skip
+    model = tmp_path / "runs" / "student"
+    LlamaForCausalLM(config).save_pretrained(model)
+    capsys.readouterr()
+    model_files = _snapshot(model)
+    argv = ["eval", "--model", str(model), "--config", "generators/cot_icl_lab_tiny", "--num-tasks", "2"]
+    assert main(argv) == 0
+    report = tmp_path / "runs" / "student.eval.json"  # the default: beside the model folder
+    assert json.loads(report.read_text())["written_by"] == "hf-cot-distill eval"
+    assert report.with_suffix(".md").read_text().startswith("<!-- hf-cot-distill eval -->")
+    assert _snapshot(model) == model_files  # nothing written into the input
+    assert main(argv) == 0  # its own report: replaced
+    capsys.readouterr()
+
+    users = tmp_path / "notes.json"
+    users.write_text('{"mine": 1}')
+    for out, message in (
+        (model / "eval.json", "lies inside the input --model"),
+        (users, "exists and was not written by `hf-cot-distill eval`"),
+        (tmp_path / "runs", "is a folder"),
+        (users / "x.json", "is a file, not a folder"),
+    ):
+        assert main([*argv, "--out", str(out)]) == 2, out
+        assert message in _one_line(capsys)
+    assert users.read_text() == '{"mine": 1}' and _snapshot(model) == model_files
+    assert main([*argv, "--out", str(users), "--overwrite"]) == 0  # asked for: replaced
+    assert json.loads(users.read_text())["written_by"] == "hf-cot-distill eval"

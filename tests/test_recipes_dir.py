@@ -17,9 +17,10 @@ RECIPES = ROOT / "recipes"
 TRAIN_RECIPES = sorted(
     p
     for p in RECIPES.rglob("*.yaml")
-    if p.parent.name not in ("accelerate", "generators", "deepspeed", "compress")
+    if p.parent.name not in ("accelerate", "generators", "deepspeed", "compress", "eval")
 )
 COMPRESS_RECIPES = sorted((RECIPES / "compress").glob("*.yaml"))
+EVAL_RECIPES = sorted((RECIPES / "eval").glob("*.yaml"))
 
 
 def test_the_recipe_grid_is_complete():
@@ -31,6 +32,12 @@ def test_the_recipe_grid_is_complete():
     assert {"cot_icl_lab/standard.yaml", "cot_icl_lab/cot.yaml"} <= names
     assert {f"cot_recipe/alpha{a}.yaml" for a in ("0", "0p5", "1", "2", "inf")} <= names
     assert any(n.startswith("symbolic/") for n in names) and any(n.startswith("tiny/") for n in names)
+    # the symbolic tasks in both renderings (ours, and the paper's: render: paper)
+    assert {
+        "symbolic/qwen2.5-0.5b-instruct_lora.yaml",
+        "symbolic/qwen2.5-0.5b-instruct_lora_paper.yaml",
+    } <= names
+    assert "eval/aime25_boxed.yaml" in {p.relative_to(RECIPES).as_posix() for p in EVAL_RECIPES}
 
 
 @pytest.mark.parametrize("path", TRAIN_RECIPES, ids=lambda p: p.relative_to(RECIPES).as_posix())
@@ -46,6 +53,15 @@ def test_training_recipe_validates(path, tmp_path):
         target = data.dataset_name.split(":", 1)[1]
         if target.endswith(".yaml"):
             load_generator_yaml(ROOT / target)
+
+
+@pytest.mark.parametrize("path", EVAL_RECIPES, ids=lambda p: p.name)
+def test_eval_recipe_validates(path):
+    """recipes/eval/: math-benchmark specs (`hf-cot-distill eval-math --config NAME`)."""
+    from hf_cot_distill.eval.math_benchmark import load_math_eval_yaml
+
+    spec = load_math_eval_yaml(path)
+    assert spec.dataset_name and "{problem}" in spec.prompt_template
 
 
 @pytest.mark.parametrize("path", COMPRESS_RECIPES, ids=lambda p: p.name)

@@ -178,3 +178,62 @@ def test_every_help_page_renders(capsys):
             code = stop.code
         assert code == 0, name
         assert "usage:" in capsys.readouterr().out, name
+
+
+def _scratch_run(out, *extra):
+    return [
+        "train", "--config", "recipes/tiny/cot_icl_lab_scratch.yaml", "--output_dir", str(out),
+        "--max_steps", "4", "--logging_steps", "2", "--eval_steps", "4",
+        "--generator_num_tasks", "32", "--generator_num_eval_tasks", "4", *extra,
+    ]  # fmt: skip
+
+
+_TIMINGS = ("runtime", "per_second", "wall_time_s", "peak_memory_mb")
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if not k.endswith(_TIMINGS)}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def _same(a, b) -> bool:
+    """Equal structure and values; floats to 1e-6 relative (two identical runs in one process)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return b == pytest.approx(a, rel=1e-6, abs=1e-12)
+    return a == b
+
+
+def test_train_console_is_quiet_and_verbose_restores_the_raw_logs(tmp_path, monkeypatch, capsys):
+    """Default: no raw log dicts on stdout, one bar with the key figures on stderr. --verbose: the
+    Trainer's raw dicts. The metrics files hold the same values either way."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("HF_COT_DISTILL_VERBOSE", raising=False)
+    assert main(_scratch_run(tmp_path / "quiet")) == 0
+    quiet = capsys.readouterr()
+    assert main(_scratch_run(tmp_path / "verbose", "--verbose")) == 0
+    verbose = capsys.readouterr()
+
+    assert not [line for line in quiet.out.splitlines() if line.lstrip().startswith("{")], quiet.out
+    assert "Setting accelerator" not in quiet.out
+    assert "loss=" in quiet.err and "ce/cot=" in quiet.err and "tok/s" in quiet.err  # the bar's figures
+    assert "step 4 eval: answer_accuracy@drop0=" in quiet.err
+    assert "Final metrics:" in quiet.out and "Saved to" in quiet.out
+    raw = [line for line in verbose.out.splitlines() if line.startswith("{'loss'")]
+    assert len(raw) == 2 and "'tokens_forwarded'" in raw[0]  # logging_steps 2 of 4 steps
+    assert "tok/s" not in verbose.err
+
+    for name in ("train_metrics.json", "log_history.json"):  # every entry, every key: nothing dropped
+        a = _without_timings(json.loads((tmp_path / "quiet" / name).read_text()))
+        b = _without_timings(json.loads((tmp_path / "verbose" / name).read_text()))
+        assert _same(a, b), name
+    history = json.loads((tmp_path / "quiet" / "log_history.json").read_text())
+    assert sum("loss" in e for e in history) == 2 and any(
+        "cot_icl/answer_accuracy@drop0" in e for e in history
+    )

@@ -18,7 +18,13 @@ def generate_completions(
     max_new_tokens: int = 256,
     batch_size: int = 8,
 ) -> list[str]:
-    """Greedy completions of chat prompts (each a list of messages ending before the answer)."""
+    """Greedy completions of chat prompts (each a list of messages ending before the answer).
+
+    Each completion is its generated tokens up to (not including) the first end-of-sequence or pad
+    token, decoded *with* special tokens (:func:`decode_completions`): a format whose headers are
+    special tokens (the paper rendering of the symbolic tasks, ``<|im_start|>final answer``) stays
+    readable, and nothing after the end of the turn is decoded.
+    """
     if tokenizer.pad_token_id is None:
         raise ValueError(
             "the tokenizer has no pad token; set tokenizer.pad_token (e.g. to its eos token) before batching."
@@ -43,10 +49,34 @@ def generate_completions(
                 eos_token_id=tokenizer.eos_token_id,
             )
             new = gen[:, enc["input_ids"].shape[1] :]
-            texts.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+            texts.extend(decode_completions(tokenizer, new))
     finally:
         model.train(was_training)
         tokenizer.padding_side = side
+    return texts
+
+
+def stop_token_ids(tokenizer) -> set[int]:
+    """The ids that end a generated completion: the tokenizer's eos (one id or a list) and pad."""
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if value is None:
+            continue
+        ids.update(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    return ids
+
+
+def decode_completions(tokenizer, generated: torch.Tensor) -> list[str]:
+    """``generated``: ``(B, N)`` int ids of the new tokens only (right-padded after each row's end).
+
+    Each row cut at its first stop id (:func:`stop_token_ids`: eos or pad), then decoded with its
+    special tokens kept: a special token the model wrote *inside* its answer (``<|im_start|>`` of
+    ``<|im_start|>final answer``) is part of the text a format check reads."""
+    stops = stop_token_ids(tokenizer)
+    texts = []
+    for row in generated.tolist():
+        end = next((i for i, token in enumerate(row) if token in stops), len(row))
+        texts.append(tokenizer.decode(row[:end], skip_special_tokens=False))
     return texts
 
 

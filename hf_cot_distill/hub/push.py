@@ -144,12 +144,11 @@ def check_folder(folder: str | os.PathLike, repo_type: str, *, has_card: bool = 
     readme = folder / "README.md"
     if not has_card:
         if not readme.is_file():
-            hint = "write_model_card(folder, ...)" if repo_type == "model" else "hf-cot-distill generate"
-            raise ValueError(f"{folder} has no README.md card; fix: write one with {hint} or pass card=.")
+            raise ValueError(f"{folder} has no README.md card; fix: {_card_fix(folder, repo_type)}.")
         if not metadata_load(readme):
             raise ValueError(
-                f"{readme} has no YAML metadata block (license, tags, ...); fix: render it with "
-                "hf_cot_distill.hub.cards (write_model_card / write_dataset_readme)."
+                f"{readme} has no YAML metadata block (license, tags, ...); fix: "
+                f"{_card_fix(folder, repo_type, replace=True)}, or add the block to it yourself."
             )
     if repo_type == "model":
         pickles = [str(p) for p in files if p.suffix.lower() in PICKLE_SUFFIXES]
@@ -176,6 +175,91 @@ def check_folder(folder: str | os.PathLike, repo_type: str, *, has_card: bool = 
             f"{folder} holds no data files; fix: export the dataset first (hf-cot-distill generate)."
         )
     return files
+
+
+def _card_fix(folder: Path, repo_type: str, *, replace: bool = False) -> str:
+    """The command that writes the card a push needs (Python: ``card=`` or hub.cards' writers)."""
+    if repo_type == "model":
+        flag = " --overwrite" if replace else ""
+        return (
+            f"`hf-cot-distill card {folder} --base-model MODEL{flag}` (or --from-scratch) writes one"
+            f"{' in its place' if replace else ''}, then push again (Python: hub.cards.write_model_card "
+            "or push_folder(card=...))"
+        )
+    return (
+        f"export the dataset with `hf-cot-distill generate --config NAME --out {folder}`, which writes its "
+        "card (Python: push_folder(card=...))"
+    )
+
+
+def write_folder_card(
+    folder: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    base_model: str | None = None,
+    teacher: str | None = None,
+    datasets: list[str] | tuple[str, ...] = (),
+    license: str = "apache-2.0",
+    repo_id: str | None = None,
+) -> Path:
+    """Write ``folder/README.md``: the model card of a ``save_pretrained`` folder, rendered by
+    :func:`hf_cot_distill.hub.cards.render_model_card` from what the folder holds (``config.json``'s
+    model type as a tag; the numbers of ``train_metrics.json`` when a training run left one) and the
+    given metadata (``base_model=None``: the card says it was trained from random weights).
+    ``hf-cot-distill card`` is this function.
+
+    An existing ``README.md`` is replaced only with ``overwrite`` (``FileExistsError`` otherwise); a
+    folder that is not a model folder is a ``ValueError`` naming what it holds.
+    """
+    import json
+
+    from hf_cot_distill.hub.cards import render_model_card
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"card: {folder} is not a folder; fix: pass the folder written by `save_pretrained`."
+        )
+    files = [p.relative_to(folder) for p in _folder_files(folder)]
+    if not any(p.suffix == ".safetensors" for p in files) or not (folder / "config.json").is_file():
+        data = any(p.suffix.lower() in _DATA_SUFFIXES for p in files)
+        raise ValueError(
+            f"card: {folder} is not a model folder (no *.safetensors + config.json); fix: "
+            + (
+                "a dataset folder's card is written by `hf-cot-distill generate --out FOLDER`."
+                if data
+                else "save the model there first (`model.save_pretrained(folder)`)."
+            )
+        )
+    if repo_id is not None:
+        check_repo_id(repo_id)
+    readme = folder / "README.md"
+    if readme.exists() and not overwrite:
+        raise FileExistsError(
+            f"card: {readme} exists; fix: keep it (push uses it), or replace it with "
+            f"`hf-cot-distill card {folder} --overwrite`."
+        )
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except ValueError as err:
+        raise ValueError(
+            f"card: {folder / 'config.json'} is not valid JSON ({err}); fix: re-save the model."
+        ) from None
+    metrics_path = folder / "train_metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    card = render_model_card(
+        model_name=(repo_id or folder.resolve().name).split("/")[-1],
+        base_model=base_model,
+        teacher=teacher,
+        datasets=list(datasets),
+        license=license,
+        tags=[str(config["model_type"])] if config.get("model_type") else [],
+        eval_results=numbers or None,
+        repo_id=repo_id,
+    )
+    _write_card(folder, card)
+    return readme
 
 
 def _write_card(folder: Path, card: RepoCard | str) -> None:

@@ -141,13 +141,18 @@ class DataArguments:
     )
     source_markers: str = field(
         default="think",
-        metadata={"help": "Reasoning markers in the source text: think, openthoughts or symbolic."},
+        metadata={
+            "help": "Reasoning markers in the source text: think, openthoughts, symbolic or symbolic_paper "
+            "(the symbolic tasks rendered with render: paper)."
+        },
     )
     render_markers: str = field(
         default="think",
         metadata={
-            "help": "Markers the model is trained with: think (<think>...</think>), or symbolic (keep the "
-            "symbolic tasks' '### Reasoning' / '### Answer' headers; use with on_empty_cot: as_given)."
+            "help": "Markers the model is trained with: think (<think>...</think>), symbolic (keep the "
+            "symbolic tasks' '### Reasoning' / '### Answer' headers; use with on_empty_cot: as_given), or "
+            "symbolic_paper (keep the paper rendering's '<|im_start|>think' / '<|im_start|>final answer'; "
+            "likewise with on_empty_cot: as_given)."
         },
     )
     max_length: int = field(default=4096, metadata={"help": "Longest encoded sample, in tokens."})

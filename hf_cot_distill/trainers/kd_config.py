@@ -39,6 +39,7 @@ from hf_cot_distill.supervision.truncation import (
 KD_MODES: tuple[str, ...] = ("supervised", "on_policy", "sequence_level")
 TEACHER_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 GENERATED_SECTIONS: dict[str, Section] = {"cot": Section.COT, "answer": Section.ANSWER}
+ON_EMPTY_WINDOW: tuple[str, ...] = ("error", "skip")
 
 
 @dataclass
@@ -157,6 +158,16 @@ class SectionKDConfig(TrainingArguments):
         default="keep",
         metadata={
             "help": "'keep' or 'drop' samples whose supervised tokens were all cut by truncation (counted)."
+        },
+    )
+    on_empty_window: str = field(
+        default="error",
+        metadata={
+            "help": "A training accumulation window with no position to supervise (every KD/CE weight 0, e.g. an "
+            "answer-only policy whose answers a lead span cut): 'error' stops the run; 'skip' trains it at zero "
+            "loss (a zero that flows through the student, so distributed ranks stay in step; no update beyond "
+            "weight decay and the optimizer's momentum), counted as windows_skipped_empty in the logs and "
+            "checkpoints. A run whose every window was empty is an error either way. Eval batches: always an error."
         },
     )
     padding_free: bool = field(
@@ -303,6 +314,7 @@ class SectionKDConfig(TrainingArguments):
             raise bad("truncation_kwargs", "empty without a truncation_policy", "set truncation_policy too")
         self.build_truncation()  # raises the policy's own ValueError on bad parameters
         check_choice("on_supervision_lost", self.on_supervision_lost, ("keep", "drop"))
+        check_choice("on_empty_window", self.on_empty_window, ON_EMPTY_WINDOW)
         if self.pad_to_multiple_of is not None:  # None: no rounding
             fix = "pass an int >= 1, or None"
             self.pad_to_multiple_of = check_int(

@@ -22,6 +22,15 @@ Logged (train): ``ce/<section>``, ``kd/<section>`` (mean per token, unweighted),
 trained per section (``tokens_kd/*``, ``tokens_ce/*``), tokens cut by truncation
 (``truncation/tokens_cut/*``), counted FLOPs (:mod:`hf_cot_distill.models.compute`) and peak memory.
 ``self.model_card_fields`` keeps what a model card needs.
+The console shows one progress bar with the key figures of these logs instead of the Trainer's
+raw dicts (:mod:`hf_cot_distill.trainers.console`; ``--verbose`` / ``HF_COT_DISTILL_VERBOSE=1``
+keep the raw stream); the logs themselves go to ``state.log_history`` unchanged.
+
+An accumulation window with no position to supervise stops the run (``on_empty_window="error"``)
+or trains at a graph-connected zero loss (``"skip"``: the student's forward and the fused loss run
+with all weights 0, so every parameter gets a zero gradient and DDP / DeepSpeed ranks stay in
+step); skipped windows are counted (``windows_skipped_empty``, logged and saved with the
+checkpoints), and a run whose every window was empty is refused when it ends.
 
 A diverged run stops: a non-finite window loss (checked once per optimizer step) or gradient
 norm raises :class:`TrainingDivergedError` before the optimizer step, and :meth:`save_model`
@@ -50,6 +59,7 @@ from hf_cot_distill.models.loading import load_causal_lm
 from hf_cot_distill.supervision.collators import SectionCollator
 from hf_cot_distill.supervision.truncation import TruncationAccounting
 from hf_cot_distill.trainers import _generation
+from hf_cot_distill.trainers.console import use_console
 from hf_cot_distill.trainers.kd_config import GENERATED_SECTIONS, SectionKDConfig
 from hf_cot_distill.trainers.metrics import SectionLossStats
 from hf_cot_distill.trainers.teacher import load_teacher, prepare_teacher
@@ -209,9 +219,11 @@ class SectionKDTrainer(Trainer):
         self._flop_sizes = self._model_sizes(model, teacher_model)
         self._window_loss: Tensor | None = None  # summed micro-batch losses of the current window
         self._loss_before_call = 0.0  # loss summed over the steps before a resume (restored)
+        self.windows_skipped_empty = 0  # training windows with nothing to supervise (on_empty_window="skip")
         self._resumed = False
         self.model_card_fields: dict[str, Any] = {}
         self._update_model_card_fields()
+        use_console(self)  # one progress bar with the key figures, unless --verbose
 
     # ---- setup helpers ----------------------------------------------------------------
     @staticmethod
@@ -263,7 +275,25 @@ class SectionKDTrainer(Trainer):
                 break
         if self.args.kd_mode != "supervised":
             batches = [self._generated(b) for b in batches]
-        return batches, self._get_num_items_in_batch(batches, device)
+        counts = self._get_num_items_in_batch(batches, device)
+        if counts is not None and not bool(counts.sum() > 0):
+            if self.args.on_empty_window == "error":
+                raise ValueError(self._empty_window_message("this accumulation window"))
+            self.windows_skipped_empty += 1  # global counts: every rank counts the same windows
+        return batches, counts
+
+    def _empty_window_message(self, where: str) -> str:
+        skip = (
+            ""
+            if where != "this accumulation window"
+            else ", or on_empty_window: skip to train such windows at zero loss (counted as windows_skipped_empty)"
+        )
+        return (
+            f"batch: no position carries a KD or CE weight in {where} (policy "
+            f"{self.args.supervision_preset!r}, ce_weight {self.args.ce_weight}, KD "
+            f"{'on' if self.kd_enabled else 'off'}); fix: a supervision preset that matches the data's sections, "
+            f"or a truncation policy that keeps the supervised sections (see truncation accounting){skip}."
+        )
 
     @staticmethod
     def _check_batch(batch: dict[str, Any]) -> None:
@@ -335,13 +365,11 @@ class SectionKDTrainer(Trainer):
         else:
             counts = self._local_counts([inputs])
         n_kd, n_ce = float(counts[0]), float(counts[1])
-        if n_kd + n_ce == 0:
-            raise ValueError(
-                "batch: no position carries a KD or CE weight in this accumulation window (policy "
-                f"{self.args.supervision_preset!r}, ce_weight {self.args.ce_weight}, KD "
-                f"{'on' if self.kd_enabled else 'off'}); fix: a supervision preset that matches the data's sections, "
-                "or a truncation policy that keeps the supervised sections (see truncation accounting)."
-            )
+        if n_kd + n_ce == 0 and not (training and self.args.on_empty_window == "skip"):
+            # skip: the fused loss below runs with all weights 0 (scales 0) and returns a zero that
+            # flows through the student's forward and head: a zero gradient for every parameter.
+            where = "this accumulation window" if training else "this evaluation batch"
+            raise ValueError(self._empty_window_message(where))
         fwd = {k: inputs[k] for k in _FORWARD_KEYS if k in inputs}
         # A cache covers the training rows only: evaluation is CE there (its KD needs the teacher).
         kd_on = self.kd_enabled and (self.teacher_cache is None or training)
@@ -468,6 +496,7 @@ class SectionKDTrainer(Trainer):
             "loss_logged": self._loss_before_call + float(getattr(self, "_total_loss_scalar", 0.0)),
             "loss_pending": float(self._tr_loss.item()) if hasattr(self, "_tr_loss") else 0.0,
             "last_logged_step": int(getattr(self, "_globalstep_last_logged", 0)),
+            "windows_skipped_empty": self.windows_skipped_empty,
         }
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
@@ -504,6 +533,7 @@ class SectionKDTrainer(Trainer):
         self._tr_loss += saved["loss_pending"]
         self._globalstep_last_logged = saved["last_logged_step"]
         self._loss_before_call = saved["loss_logged"]
+        self.windows_skipped_empty = int(saved.get("windows_skipped_empty", 0))  # older checkpoints: none
         self._resumed = True
         self._update_model_card_fields()
 
@@ -512,6 +542,13 @@ class SectionKDTrainer(Trainer):
         run reports the mean over all its steps, as the uninterrupted run does."""
         from transformers.trainer_utils import TrainOutput
 
+        steps = self.state.global_step
+        if self.windows_skipped_empty and self.windows_skipped_empty >= steps:
+            raise ValueError(
+                f"on_empty_window='skip': all {steps} optimizer steps of this run had no position to supervise "
+                f"(windows_skipped_empty={self.windows_skipped_empty}): nothing was trained, and no final model is "
+                f"saved. {self._empty_window_message('any accumulation window').split('; ', 1)[1]}"
+            )
         out = super()._finalize_training(trial, num_train_samples, start_time)
         if not self._resumed:
             return out
@@ -607,6 +644,8 @@ class SectionKDTrainer(Trainer):
             cut = self.truncation_accounting.tokens_removed
             for s in (Section.PROMPT, Section.COT, Section.ANSWER):
                 logs[f"truncation/tokens_cut/{SECTION_NAMES[int(s)]}"] = int(cut[s])
+            if self.args.on_empty_window == "skip":
+                logs["windows_skipped_empty"] = self.windows_skipped_empty  # since the run began
             self._update_model_card_fields()
         elif "eval_loss" in logs:
             logs.update(self._reduced_stats("eval").means("eval_"))

@@ -10,6 +10,22 @@ turn listing the input words and an assistant turn that is either a CoT solution
 header, one ``Step i: <word>`` line per intermediate word, answer header, ``\\boxed{answer}``)
 or a direct one (answer header and ``\\boxed{answer}``), chosen per example with the
 CoT-Recipe probability. The last assistant turn is the target. Plain strings: no tokenizer.
+
+Two renderings (``SymbolicConfig.render``), same words, DAG and CoT flags:
+
+* ``"ours"`` (default): plain-text headers (``### Reasoning`` / ``### Answer``), a short system
+  prompt and ``Input words: w1 w2 w3 w4``. Headers are ordinary text, so any tokenizer and chat
+  template reads them the same way, and the ``symbolic`` trace markers find them.
+* ``"paper"``: the CoT-Recipe code's texts, character for character: :data:`PAPER_SYSTEM_PROMPT`,
+  ``Given the input words: w1, w2, w3, w4, what is the final answer after the string
+  transformations?`` and the headers ``<|im_start|>think`` / ``<|im_start|>final answer``. In the
+  Qwen vocabularies ``<|im_start|>`` is one special token (151644) also inside an assistant turn;
+  with a tokenizer that lacks it, the headers are ordinary text. Section ids for these turns: the
+  ``<|im_start|>`` that opens ``think`` is the first COT token, the one that opens ``final
+  answer`` the first ANSWER token (the ``close_opens_answer`` rule of the trace markers).
+
+Both render an assistant turn as its lines joined by ``\\n``: ``think header``, ``Step i: <word>``
+per intermediate word, ``answer header``, ``\\boxed{<answer>}`` (no newline at the end).
 """
 
 from __future__ import annotations
@@ -24,6 +40,8 @@ from hf_cot_distill.data.synthetic import _random
 from hf_cot_distill.data.synthetic.schedules import CoTSchedule
 
 LETTERS = np.array(list(string.ascii_lowercase))
+DEFAULT_THINK_HEADER = "### Reasoning"
+DEFAULT_ANSWER_HEADER = "### Answer"
 DEFAULT_SYSTEM_PROMPT = (
     "You solve symbolic word puzzles. Each puzzle gives input words. Every new word is built from "
     "earlier words by a fixed hidden rule, the same for every example of this conversation. "
@@ -32,10 +50,29 @@ DEFAULT_SYSTEM_PROMPT = (
     "as \\boxed{<word>}."
 )
 
+RENDERS: tuple[str, ...] = ("ours", "paper")
+# The CoT-Recipe code's texts (symbolic tasks, Kothapalli et al., ACL 2026), verbatim.
+PAPER_THINK_HEADER = "<|im_start|>think"
+PAPER_ANSWER_HEADER = "<|im_start|>final answer"
+PAPER_SYSTEM_PROMPT = (
+    "You are a helpful problem solver who follows instructions.\n\n"
+    "Given some examples of string transformations, you must figure out the underlying transformation rule\n"
+    "and apply it to the set of words in the last example.\n\n"
+    "Instructions for the response:\n"
+    "a. If you choose to think out loud, you must start your response with: <|im_start|>think\n.\n"
+    "b. The final answer must always be provided in the: <|im_start|>final answer\n\\boxed{} format.\n"
+    "c. You should not think or explain after providing the final answer.\n"
+)
+
 
 @dataclass(frozen=True)
 class SymbolicConfig:
-    """Knobs of the symbolic word tasks (defaults: the paper's)."""
+    """Knobs of the symbolic word tasks (defaults: the paper's).
+
+    ``render``: ``"ours"`` (default) or ``"paper"`` (module docstring). ``"paper"`` fixes the
+    system prompt and the headers to the paper's texts: left at our defaults they are replaced,
+    set to anything else they are an error.
+    """
 
     word_length: int = 8
     n_inputs: int = 4
@@ -45,9 +82,10 @@ class SymbolicConfig:
     shift: int = 1
     cot_example_prob: float = 1.0
     cot_schedule: CoTSchedule | None = None
-    think_header: str = "### Reasoning"
-    answer_header: str = "### Answer"
+    think_header: str = DEFAULT_THINK_HEADER
+    answer_header: str = DEFAULT_ANSWER_HEADER
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    render: str = "ours"
     num_tasks: int = 1000
     num_eval_tasks: int = 100
     seed: int = 0
@@ -68,6 +106,26 @@ class SymbolicConfig:
                 "parents among the words available; use n_parents <= n_inputs."
             )
         check_probability("SymbolicConfig.cot_example_prob", self.cot_example_prob)
+        fix = "'ours' (plain-text headers, the default) or 'paper' (the CoT-Recipe code's texts)"
+        check_choice("SymbolicConfig.render", self.render, RENDERS, fix=fix)
+        if self.render == "paper":
+            self._use_paper_texts()
+
+    def _use_paper_texts(self) -> None:
+        paper = {
+            "think_header": (DEFAULT_THINK_HEADER, PAPER_THINK_HEADER),
+            "answer_header": (DEFAULT_ANSWER_HEADER, PAPER_ANSWER_HEADER),
+            "system_prompt": (DEFAULT_SYSTEM_PROMPT, PAPER_SYSTEM_PROMPT),
+        }
+        for name, (ours, theirs) in paper.items():
+            value = getattr(self, name)
+            if value == ours:
+                object.__setattr__(self, name, theirs)
+            elif value != theirs:
+                raise ValueError(
+                    f"SymbolicConfig.{name}={value!r}: render='paper' uses the paper's text ({theirs!r}); "
+                    f"fix: remove {name}, or use render='ours' to set your own."
+                )
 
     def cot_prob(self, task_index: int, split: str) -> float:
         if self.cot_schedule is None or split != "train":
@@ -116,7 +174,7 @@ def generate_symbolic_task(config: SymbolicConfig, task_index: int, split: str =
         for j in range(c):
             words.append(chain_word([words[i] for i in dag[j]], config.shift))
         examples.append(words)
-        messages.append({"role": "user", "content": f"Input words: {' '.join(words[:n])}"})
+        messages.append({"role": "user", "content": render_question(config, words[:n])})
         messages.append({"role": "assistant", "content": render_answer(config, words[n:], bool(flags[e]))})
     return {
         "task_index": task_index,
@@ -128,6 +186,16 @@ def generate_symbolic_task(config: SymbolicConfig, task_index: int, split: str =
         "answer": examples[-1][-1],
         "cot_example_prob": p,
     }
+
+
+def render_question(config: SymbolicConfig, input_words: list[str]) -> str:
+    """A user turn listing the input words, in the config's rendering."""
+    if config.render == "paper":
+        return (
+            f"Given the input words: {', '.join(input_words)}, what is the final answer after the string "
+            "transformations?"
+        )
+    return f"Input words: {' '.join(input_words)}"
 
 
 def render_answer(config: SymbolicConfig, chain: list[str], with_cot: bool) -> str:

@@ -17,7 +17,8 @@ uses to *parse* it and the markers the model is *trained* with are chosen separa
 ``"symbolic"`` preset reads and writes the symbolic tasks' headers (``### Reasoning`` … then
 ``### Answer`` and ``\\boxed{…}``, :mod:`hf_cot_distill.data.synthetic.symbolic`): the closing marker opens the
 answer, so the reasoning block is COT and ``### Answer …`` is ANSWER, and an answer without
-reasoning (a direct example) is valid.
+reasoning (a direct example) is valid. ``"symbolic_paper"`` does the same for the paper rendering of
+those tasks (``render: paper``: ``<|im_start|>think`` … ``<|im_start|>final answer``).
 
 Bad input, each with a rule (``TRACE_CASES`` names; counted in :class:`TraceStats`):
 
@@ -132,6 +133,11 @@ MARKER_PRESETS: dict[str, TraceMarkers] = {
     ),
     # SymbolicConfig's default think_header / answer_header, as render_answer writes them.
     "symbolic": TraceMarkers("### Reasoning", "### Answer", answer_separator="\n", close_opens_answer=True),
+    # The same tasks rendered as the CoT-Recipe code renders them (SymbolicConfig(render="paper")):
+    # PAPER_THINK_HEADER / PAPER_ANSWER_HEADER, whose <|im_start|> is one special token in Qwen vocabularies.
+    "symbolic_paper": TraceMarkers(
+        "<|im_start|>think", "<|im_start|>final answer", answer_separator="\n", close_opens_answer=True
+    ),
 }
 
 
