@@ -508,5 +508,6 @@ def test_reproduce_refuses_unrecorded_model_folders(tmp_path, capsys):
     argv = ["reproduce", "R1", "--smoke", "--seeds", "0", "--threads", "0", "--out", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert f"{old} holds files but no sweep_point.json" in err and "pass another --out" in err
+    assert f"output_root {old.parent}: is not empty ({point}/) and not written by hf-cot-distill" in err
+    assert "pass another --out" in err
     assert (old / "train_metrics.json").read_text() == "{}" and len(list(old.parent.iterdir())) == 1

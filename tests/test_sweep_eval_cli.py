@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hf_cot_distill.cli import main
+from hf_cot_distill.core.outputs import MARKER
 from hf_cot_distill.pipelines.sweep import grid_points, load_sweep, point_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +155,10 @@ def test_sweep_refuses_stale_or_unrecorded_points(tmp_path, fake_training, capsy
     other.write_text(spec.read_text().replace(str(root), str(tmp_path / "old")))
     (tmp_path / "old" / "seed=1").mkdir(parents=True)
     (tmp_path / "old" / "seed=1" / "train_metrics.json").write_text("{}")
+    assert main(["sweep", "--config", str(other)]) == 2 and len(fake_training) == 2
+    err = capsys.readouterr().err  # a folder no sweep wrote: the one output rule refuses it
+    assert f"output_root {tmp_path / 'old'}: is not empty (seed=1/) and not written by hf-cot-distill" in err
+    (tmp_path / "old" / MARKER).write_text('{"command": "sweep"}')  # a sweep's folder: its points are checked
     assert main(["sweep", "--config", str(other)]) == 2 and len(fake_training) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'old' / 'seed=1'} holds files but no sweep_point.json" in err

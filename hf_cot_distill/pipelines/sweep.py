@@ -78,7 +78,7 @@ from typing import Any
 
 import yaml
 
-from hf_cot_distill.core.outputs import MARKER
+from hf_cot_distill.core.outputs import MARKER, check_output_dir, claim_output_dir
 from hf_cot_distill.core.resources import resolve_recipe
 from hf_cot_distill.core.sections import CONTENT_SECTION_NAMES
 from hf_cot_distill.core.tables import markdown_table
@@ -542,8 +542,10 @@ def run_sweep(path: str | os.PathLike, extra_overrides: list[str] | None = None)
             f"directory {os.getcwd()}); fix: set `recipe` to the recipe's path, absolute or from where you run the sweep."
         )
     root = Path(spec["output_root"])
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"{path}: output_root {root} is a file; fix: name a folder.")
+    # The one output rule: a new or empty folder, or one a sweep wrote (resuming); never the cwd,
+    # home, a folder of the user's, or one holding the recipe or the sweep file.
+    owner = {"inputs": {"recipe": spec["recipe"], "sweep file": path}, "flag": f"{path}: output_root"}
+    check_output_dir(root, "sweep", overwrite_flag=None, **owner)
     base = load_recipe_yaml(spec["recipe"])
     plans = []
     for point in grid_points(spec["grid"]):
@@ -576,7 +578,7 @@ def run_sweep(path: str | os.PathLike, extra_overrides: list[str] | None = None)
         ]
         more = [f"{n} more {what}{'s are' if n > 1 else ' is'} refused too" for n, what in more if n > 0]
         raise ValueError(first + (f" ({'; '.join(more)}.)" if more else ""))
-    root.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(root, "sweep", overwrite_flag=None, **owner)
     _build_caches(groups, finished, path)
     summary = []
     stop = spec.get("on_error", "continue") == "stop"
