@@ -198,11 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser(
         "reproduce",
-        help="mini-reproductions R1-R3 of the papers, with seeds and 95%% CIs (from a source checkout)",
-        description="Mini-reproductions R1-R3 (train resumably, evaluate, report mean ± 95%% CI over seeds).",
+        help="mini-reproductions R1-R3, R3-champ of the papers, with seeds and 95%% CIs (source checkout)",
+        description="Mini-reproductions R1-R3, R3-champ (train resumably, evaluate, report mean ± 95%% CI "
+        "over seeds).",
     )
     rep.add_argument(
-        "name", choices=("R1", "R2", "R3"), help="R1 CoT-ICL Lab, R2 CoT-Recipe, R3 Distilling the Essence"
+        "name",
+        choices=("R1", "R2", "R3", "R3-champ"),
+        help="R1 CoT-ICL Lab, R2 CoT-Recipe, R3 Distilling the Essence on CoT-ICL, R3-champ Distilling the "
+        "Essence on real CHAMP traces with the SmolLM2-135M-Instruct teacher (cpu only)",
     )
     rep.add_argument(
         "--size", choices=("cpu", "gpu"), default="cpu", help="cpu (tiny, minutes) or gpu (full size)"

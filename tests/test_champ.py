@@ -233,3 +233,25 @@ def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
     )
     with pytest.raises(ImportError, match=r"pip install champ-dataset==1\.0\.0"):
         champ_json_path()
+
+
+def test_held_out_split_is_by_problem_and_complete(default_traces: list[ChampTrace]) -> None:
+    splits = champ.held_out_split(10, columns=("messages", "id", "source"))
+    assert set(splits) == {"train", "test"}
+    assert all(set(r) == {"messages", "id", "source"} for s in splits.values() for r in s)
+    ids = {s: {r["id"] for r in rows} for s, rows in splits.items()}
+    assert len(ids["train"]) + len(ids["test"]) == len(default_traces)  # nothing dropped, nothing twice
+    problem = {t.id: t.problem_id for t in default_traces}
+    train_p = {problem[i] for i in ids["train"]}
+    test_p = {problem[i] for i in ids["test"]}
+    assert not train_p & test_p  # a problem's traces all land on one side
+    expected = set(list(champ.load_champ_problems())[::10])
+    assert test_p <= expected and test_p  # the held-out problems are every 10th in file order
+    assert len(test_p) < len(train_p)
+
+
+def test_held_out_split_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="held_out_every"):
+        champ.held_out_split(0)
+    with pytest.raises(ValueError, match="fmt"):
+        champ.held_out_split(10, fmt="nope")

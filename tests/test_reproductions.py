@@ -216,9 +216,12 @@ def test_write_r3_round_trip(tmp_path):
 # --------------------------------------------------------------------------- sweep specs
 def test_every_reproduction_names_existing_sweeps():
     names = {p.name for p in SWEEPS}
+    assert set(reproduce.SWEEP_FILES) == set(reproduce.NAMES)
     for name, sizes in reproduce.SWEEP_FILES.items():
-        assert set(sizes) == set(reproduce.SIZES) and name in reproduce.TOPICS
-        for size in reproduce.SIZES:
+        # R3-champ (the real SmolLM2 teacher on CHAMP traces) is a CPU reproduction only
+        want = {"cpu"} if name == "R3-champ" else set(reproduce.SIZES)
+        assert set(sizes) == want and name in reproduce.TOPICS and name in reproduce.report.TEXTS
+        for size in sizes:
             assert set(sizes[size].values()) <= names, (name, size)
 
 
@@ -315,6 +318,45 @@ def test_r3_students_train_from_one_teacher_cache(tmp_path, monkeypatch):
     assert all(e["teacher_cache"] == str(students / "teacher_cache") for e in runs["main"][1])
 
 
+def test_r3_counts_an_equal_share_of_the_cache_build(tmp_path, monkeypatch):
+    """Students trained from a teacher cache log no teacher FLOPs: the R3 records add an equal
+    share of the build's counted FLOPs (cache_info.json) over the points trained from it, the
+    report shows the share and says how it was counted; a cache without a recorded build cost is
+    named, its points keep their own FLOPs."""
+    monkeypatch.chdir(reproduce.ROOT)
+    spec = reproduce.resolve_sweep(reproduce.SWEEPS_DIR / "r3_cpu_students.yaml", tmp_path, {})
+    points = grid_points(spec["grid"])[:3]
+    recorded, unrecorded = tmp_path / "cache_a", tmp_path / "cache_b"
+    recorded.mkdir()
+    unrecorded.mkdir()
+    (recorded / "cache_info.json").write_text(json.dumps({"stats": {"build_flops": 3.0e9, "positions": 9}}))
+    (unrecorded / "cache_info.json").write_text(json.dumps({"stats": {"positions": 9}}))
+    summary = []
+    for i, (point, cache) in enumerate(zip(points, (recorded, recorded, unrecorded), strict=True)):
+        out = tmp_path / f"point{i}"
+        out.mkdir()
+        log = {"tokens_forwarded": 100, "flops_counted": 1.0e9 * (i + 1), "flops_student": 1.0e9 * (i + 1)}
+        (out / "log_history.json").write_text(json.dumps([log | {"flops_teacher": 0, "step": 4}]))
+        (out / "train_metrics.json").write_text(json.dumps({"wall_time_s": 1.0}))
+        summary.append({"point": point, "output_dir": str(out), "teacher_cache": str(cache)})
+    shares = reproduce.cache_build_shares({"main": (spec, summary)})
+    assert shares[str(recorded)] == {"build_flops": 3.0e9, "points": 2, "share": 1.5e9}
+    assert shares[str(unrecorded)] == {"build_flops": None, "points": 1, "share": None}
+    records, teacher = reproduce._r3_records({"main": (spec, summary)}, None)
+    assert teacher is None
+    assert [r["flops_counted"] for r in records] == [1.0e9 + 1.5e9, 2.0e9 + 1.5e9, 3.0e9]
+    assert [r["flops_student"] for r in records] == [1.0e9, 2.0e9, 3.0e9]
+    assert [r["flops_cache_share"] for r in records] == [1.5e9, 1.5e9, None]
+    md, data = _check_files(write_r3(tmp_path, "R3_cache", records, META))
+    rows = parse_markdown_table(md, "KD allocation")
+    assert {r["of which cache build"] for r in rows} <= {"1.500e+09", "not recorded"}
+    assert any(
+        f"Teacher cache {recorded}: built once for 2 points (3.000e+09" in s and "share, 1.500e+09" in s
+        for s in data["statements"]
+    )
+    assert any(f"Teacher cache {unrecorded}: its build cost is not recorded" in s for s in data["statements"])
+
+
 def test_cli_arguments():
     from hf_cot_distill.cli import build_parser
 
@@ -382,7 +424,7 @@ def test_smoke_runs_keep_apart_from_full_runs(tmp_path, monkeypatch):
     """A smoke run neither resumes the full run's models nor writes over its report (and back)."""
     seen = []
 
-    def fake_sweeps(name, size, out_dir, **overrides):
+    def fake_sweeps(name, size, out_dir, remap=None, **overrides):
         seen.append(("out", out_dir))
         return {"main": ({"grid": {"seed": [0]}, "set": overrides["set_overrides"]}, [])}
 

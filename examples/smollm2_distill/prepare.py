@@ -72,15 +72,8 @@ def export_champ(work: Path = WORK, n_train: int | None = None, n_test: int | No
 
     from hf_cot_distill.data.traces import champ
 
-    problems = list(champ.load_champ_problems())
-    held_out = set(problems[::HELD_OUT_EVERY])
-    traces = champ.champ_traces(sources=("solution", "model"), models=("GPT-4",), settings=("0-Shot",))
-    splits: dict[str, list[dict]] = {"train": [], "test": []}
-    for trace in traces:
-        row = champ.to_format(trace, "messages")
-        splits["test" if trace.problem_id in held_out else "train"].append(
-            {"messages": row["messages"], "id": row["id"], "source": row["source"]}
-        )
+    # human solutions + GPT-4 0-shot conversations (SOURCES and the 0-shot setting are the defaults)
+    splits = champ.held_out_split(HELD_OUT_EVERY, columns=("messages", "id", "source"), models=("GPT-4",))
     caps = {"train": n_train, "test": n_test}
     out = work / "champ_messages"
     out.mkdir(parents=True, exist_ok=True)

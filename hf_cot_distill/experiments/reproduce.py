@@ -8,9 +8,18 @@
   (student / teacher accuracy) vs counted compute, one teacher, several student seeds. The student
   sweeps set ``teacher_cache: auto``: the teacher runs once per sweep into
   ``<output_root>/teacher_cache`` (CPU size: top-K with K = the 32-token vocabulary, the exact
-  forward KL; GPU size: sampled, S = 12) and every student trains from it, so the students' counted
-  FLOPs are their own (``flops_teacher`` 0). ``set_overrides={"teacher_cache": None}`` distils
-  from the online teacher instead.
+  forward KL; GPU size: sampled, S = 12) and every student trains from it. A student's own logs
+  count no teacher FLOPs (``flops_teacher`` 0); the report's ``flops_counted`` adds an equal share
+  of the cache build's counted FLOPs (the teacher once over every row, its lm_head over the cached
+  positions; ``cache_info.json``) over the points trained from that cache
+  (:func:`cache_build_shares`). ``set_overrides={"teacher_cache": None}`` distils from the online
+  teacher instead.
+* **R3-champ** Distilling the Essence where its premise holds (CPU only): the real
+  SmolLM2-135M-Instruct teacher, a 4-layer student built from its layers, real CHAMP reasoning
+  traces (their CoT already states the answer); KD allocation {full, CoT + answer, CoT only} x lead
+  span {0.25, 0.5, 1.0} x 3 seeds, scored teacher-forced on held-out traces (CE on the answer and on
+  the CoT, KL to the teacher) against the untrained student and the teacher
+  (:mod:`hf_cot_distill.experiments.reproduce_champ`).
 
 ``run_reproduction(name, size, out_dir)`` runs the sweep specs of ``reproductions/sweeps/``
 through :func:`hf_cot_distill.pipelines.sweep.run_sweep` (finished points are skipped: re-running resumes),
@@ -49,18 +58,29 @@ from hf_cot_distill.experiments import reproduce_report as report
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (sweep specs and reports live there)
 SWEEPS_DIR = ROOT / "reproductions" / "sweeps"
-NAMES = ("R1", "R2", "R3")
+NAMES = ("R1", "R2", "R3", "R3-champ")
 SIZES = ("cpu", "gpu")
-DESCRIPTION = "Mini-reproductions R1-R3 (train resumably, evaluate, report mean ± 95% CI over seeds)."
+DESCRIPTION = (
+    "Mini-reproductions R1-R3, R3-champ (train resumably, evaluate, report mean ± 95% CI over seeds)."
+)
 # The paper's drop levels 0, 10, 20, 30, 39 of 39 context examples, as fractions of the context.
 DROP_FRACTIONS = (0.0, 10 / 39, 20 / 39, 30 / 39, 1.0)
 DROP_MODE = "random_k"
 # A seconds-long run of the whole pipeline (the slow tests): numbers mean nothing.
 SMOKE_SET = {"max_steps": 8, "logging_steps": 4, "save_steps": 4, "warmup_steps": 0}
 SMOKE_SET |= {"generator_num_tasks": 64, "generator_num_eval_tasks": 16}
+# R3-champ trains on a dataset folder (no generator): a few rows and steps instead.
+SMOKE_SET_CHAMP = {"max_steps": 2, "logging_steps": 1, "warmup_steps": 0, "max_train_samples": 24}
+# R3-champ: held-out traces scored per model (the first ones that fit max_length; smoke: fewer).
+CHAMP_EVAL_ROWS, CHAMP_SMOKE_EVAL_ROWS = 12, 3
 
 
-TOPICS = {"R1": "cot_icl_lab", "R2": "cot_recipe", "R3": "distill_essence"}  # report file names
+TOPICS = {
+    "R1": "cot_icl_lab",
+    "R2": "cot_recipe",
+    "R3": "distill_essence",
+    "R3-champ": "distill_essence_champ",
+}  # report file names
 # name -> size -> role -> sweep spec in reproductions/sweeps/ (run in this order).
 SWEEP_FILES: dict[str, dict[str, dict[str, str]]] = {
     "R1": {"cpu": {"main": "r1_cpu.yaml"}, "gpu": {"main": "r1_gpu.yaml"}},
@@ -73,6 +93,7 @@ SWEEP_FILES: dict[str, dict[str, dict[str, str]]] = {
         },
         "gpu": {"main": "r3_gpu_students.yaml"},
     },
+    "R3-champ": {"cpu": {"main": "r3_champ_cpu.yaml"}},
 }
 
 
@@ -124,13 +145,17 @@ def resolve_sweep(
     return spec
 
 
-def _run_sweeps(name: str, size: str, out_dir: Path, **overrides: Any) -> dict[str, tuple]:
-    """Run the sweeps of reproduction ``name`` in order; return ``role -> (resolved spec, summary)``."""
+def _run_sweeps(
+    name: str, size: str, out_dir: Path, remap: dict[str, str] | None = None, **overrides: Any
+) -> dict[str, tuple]:
+    """Run the sweeps of reproduction ``name`` in order; return ``role -> (resolved spec, summary)``.
+
+    ``remap``: path prefixes of the specs to move first (old -> new), e.g. R3-champ's asset folder."""
     import yaml
 
     from hf_cot_distill.pipelines.sweep import run_sweep
 
-    remap: dict[str, str] = {}
+    remap = dict(remap or {})
     done = {}
     for role, file in SWEEP_FILES[name][size].items():
         # one teacher: a seed override varies the students only
@@ -272,8 +297,31 @@ def _r2_records(runs: dict, evaluator: _Evaluator) -> list[dict]:
     return records
 
 
+def cache_build_shares(runs: dict) -> dict[str, dict[str, Any]]:
+    """Per teacher-cache folder that points of ``runs`` trained from: its build's counted FLOPs
+    (``cache_info.json``; ``None`` for a cache built before they were recorded), the points that
+    share it and each one's equal share of the build (a student trained from a cache counts no
+    teacher FLOPs itself; the build ran the teacher once for all of them)."""
+    users: dict[str, int] = {}
+    for role, (spec, summary) in runs.items():
+        if role == "teacher":
+            continue
+        for entry in summary:
+            folder = entry.get("teacher_cache") or recipe_args(spec, entry["point"])[2].teacher_cache
+            if folder:
+                users[str(folder)] = users.get(str(folder), 0) + 1
+    shares = {}
+    for folder, n in users.items():
+        info_file = Path(folder) / "cache_info.json"
+        info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        flops = info.get("stats", {}).get("build_flops")
+        shares[folder] = {"build_flops": flops, "points": n, "share": None if flops is None else flops / n}
+    return shares
+
+
 def _r3_records(runs: dict, evaluator: _Evaluator | None) -> tuple[list[dict], dict | None]:
     teacher = None
+    shares = cache_build_shares(runs)
     if evaluator is not None and "teacher" in runs:
         spec, summary = runs["teacher"]
         (res,) = evaluator(
@@ -287,13 +335,12 @@ def _r3_records(runs: dict, evaluator: _Evaluator | None) -> tuple[list[dict], d
         spec, summary = runs[group]
         for entry in summary:
             folder, kd = Path(entry["output_dir"]), recipe_args(spec, entry["point"])[2]
-            lsp = 1.0
-            if kd.truncation_policy == "lead_span_proportion":
-                lsp = float(_as_dict(kd.truncation_kwargs).get("lead_span_proportion", 1.0))
+            lsp = _lead_span(kd)
             alloc = kd.supervision_preset
             rec = {"group": group, "allocation": alloc, "lsp": lsp, "seed": kd.seed}
             rec["ce_sections"] = kd.ce_sections or alloc
             rec |= report.compute_counts(folder)
+            _cache_fields(rec, entry, kd, shares)
             rec["quality_retained"] = None
             if evaluator is not None and teacher is not None:
                 (res,) = evaluator(folder, generator_config(spec, entry["point"]), [0], parsed=True)
@@ -302,6 +349,79 @@ def _r3_records(runs: dict, evaluator: _Evaluator | None) -> tuple[list[dict], d
                     rec["quality_retained"] = res["answer_accuracy"] / teacher["answer_accuracy"]
             records.append(rec)
     return records, teacher
+
+
+def _cache_fields(rec: dict, entry: dict, kd: Any, shares: dict) -> None:
+    """Add the teacher-cache fields of a point trained from a cache (its share of the build's FLOPs)."""
+    cache = entry.get("teacher_cache") or kd.teacher_cache
+    if cache:  # the counted FLOPs include this point's share of the cache build
+        share = shares[str(cache)]
+        rec["teacher_cache"] = str(cache)
+        rec["cache_points"] = share["points"]
+        rec["flops_cache_build"] = share["build_flops"]
+        rec["flops_cache_share"] = share["share"]
+        if share["share"] is not None and rec.get("flops_counted") is not None:
+            rec["flops_counted"] += share["share"]
+
+
+def _lead_span(kd: Any) -> float:
+    if kd.truncation_policy == "lead_span_proportion":
+        return float(_as_dict(kd.truncation_kwargs).get("lead_span_proportion", 1.0))
+    return 1.0
+
+
+def champ_evaluator(spec: dict[str, Any], work: Path, n_eval: int) -> Any:
+    """The R3-champ :class:`~hf_cot_distill.experiments.reproduce_champ.SectionEvaluator` of a sweep:
+    the first ``n_eval`` held-out rows that the first point's encoding keeps, scored against its teacher."""
+    from transformers import AutoTokenizer
+
+    from hf_cot_distill.experiments.reproduce_champ import SectionEvaluator, eval_data_args
+    from hf_cot_distill.pipelines.training_data import prepare_data
+
+    point = grid_points_of(spec)[0]
+    model_args, data_args, kd = recipe_args(spec, point)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    rows = prepare_data(eval_data_args(data_args, None), tokenizer).train
+    rows = rows.select(range(min(n_eval, len(rows))))
+    return SectionEvaluator(list(rows), kd.teacher_model_name_or_path, work)
+
+
+def grid_points_of(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    from hf_cot_distill.pipelines.sweep import grid_points
+
+    return grid_points(spec["grid"])
+
+
+def _r3_champ_records(runs: dict, evaluator: Any, work: Path) -> tuple[list[dict], dict]:
+    """Per point: allocation, lead span, seed, compute counts and the held-out section scores; and
+    the references (the teacher, the untrained student) scored on the same rows, plus
+    ``references["failed"]``: the points whose training failed (named with their error, left out
+    of the records; a re-run retrains them)."""
+    spec, summary = runs["main"]
+    shares = cache_build_shares(runs)
+    model_args, _, kd0 = recipe_args(spec, summary[0]["point"])
+    references = {
+        "teacher": evaluator(kd0.teacher_model_name_or_path, kl=False, cache_file=work / "eval_teacher.json"),
+        "untrained": evaluator(
+            model_args.model_name_or_path, cache_file=work / "eval_untrained_student.json"
+        ),
+    }
+    config = Path(str(model_args.model_name_or_path)) / "config.json"
+    if config.is_file():
+        references["vocab_size"] = json.loads(config.read_text()).get("vocab_size")
+    records, references["failed"] = [], []
+    for entry in summary:
+        folder, kd = Path(entry["output_dir"]), recipe_args(spec, entry["point"])[2]
+        if entry.get("status") == "failed":
+            references["failed"].append(f"{folder.name}: {entry.get('error', 'failed')}")
+            continue
+        rec = {"group": "main", "allocation": kd.supervision_preset, "lsp": _lead_span(kd), "seed": kd.seed}
+        rec["ce_sections"] = kd.ce_sections or kd.supervision_preset
+        rec |= report.compute_counts(folder)
+        _cache_fields(rec, entry, kd, shares)
+        rec |= evaluator(folder)
+        records.append(rec)
+    return records, references
 
 
 def _as_dict(value: Any) -> dict:
@@ -329,12 +449,14 @@ def run_reproduction(
     eval_tasks: int | None = None,
     threads: int | None = 1,
     smoke: bool = False,
+    champ_assets: dict[str, Any] | None = None,
 ) -> Path:
     """Train (resumably), evaluate, aggregate and report one reproduction; returns the ``.md`` path.
 
     Args:
-        name: ``"R1"``, ``"R2"`` or ``"R3"``.
-        size: ``"cpu"`` (tiny models, minutes on 2 cores) or ``"gpu"`` (the full-size recipes).
+        name: ``"R1"``, ``"R2"``, ``"R3"`` or ``"R3-champ"``.
+        size: ``"cpu"`` (tiny models, minutes on 2 cores) or ``"gpu"`` (the full-size recipes);
+            R3-champ has the ``"cpu"`` size only.
         out_dir: model folders go to ``out_dir/<name>/<sweep>/<point>`` (keep it out of git);
             smoke runs use ``out_dir/<name>_smoke/``.
         report_dir: where ``<name>_<topic>_<size>.{md,json,png}`` go (default ``reproductions/``);
@@ -342,14 +464,22 @@ def run_reproduction(
         seeds: replace the sweeps' seed lists (default: the specs', 3 seeds).
         set_overrides: extra fixed recipe overrides for every sweep (e.g. ``{"max_steps": 50}``).
         grid_overrides: replace the values of grid keys (e.g. fewer lead spans).
-        eval_tasks: evaluate on at most this many eval tasks (>= 1; default: the config's eval split).
+        eval_tasks: evaluate on at most this many eval tasks (>= 1; default: the config's eval split);
+            R3-champ: held-out traces (default :data:`CHAMP_EVAL_ROWS`).
         threads: ``torch.set_num_threads`` for the run (>= 1; ``None`` leaves it). 1 by default: these
             models are tiny and a shared 2-core machine runs them much faster single-threaded.
         smoke: seconds-long settings (8 steps, 64 tasks) for tests; the numbers mean nothing. Kept
             apart from full runs (own model folders and report names).
+        champ_assets: R3-champ only: keyword arguments of
+            :func:`~hf_cot_distill.experiments.reproduce_champ.prepare_assets` (``teacher_source``,
+            ``layers``, ``n_train``, ``n_test``; default: the SmolLM2 GGUF, layers 0/10/20/29, every row).
     """
     check_choice("name", name, list(SWEEP_FILES))
     check_choice("size", size, SIZES)
+    if size not in SWEEP_FILES[name]:
+        raise ValueError(f"size={size!r}: {name} has the sizes {list(SWEEP_FILES[name])}; fix: --size cpu.")
+    if champ_assets is not None and name != "R3-champ":
+        raise ValueError(f"champ_assets: only R3-champ prepares assets, not {name}; fix: leave it None.")
     for field, value in (("eval_tasks", eval_tasks), ("threads", threads)):
         if value is not None:  # None: the default
             check_int(field, value, minimum=1, fix="pass an int >= 1, or None for the default")
@@ -371,15 +501,28 @@ def run_reproduction(
         report_path = Path(report_dir).resolve()
     else:
         report_path = out if smoke else ROOT / "reproductions"
-    overrides = (SMOKE_SET if smoke else {}) | dict(set_overrides or {})
+    champ = name == "R3-champ"
+    smoke_set = SMOKE_SET_CHAMP if champ else SMOKE_SET
+    overrides = (smoke_set if smoke else {}) | dict(set_overrides or {})
     start = time.perf_counter()
+    remap, references = {}, None
+    if champ:
+        from hf_cot_distill.experiments.reproduce_champ import ASSETS, prepare_assets
+
+        prepare_assets(out / "assets", **(champ_assets or {}))
+        remap[ASSETS] = str(out / "assets")
     with _in_repo_root():
         runs = _run_sweeps(
-            name, size, out, seeds=seeds, set_overrides=overrides, grid_overrides=grid_overrides
+            name, size, out, remap, seeds=seeds, set_overrides=overrides, grid_overrides=grid_overrides
         )
         quality = not (name == "R3" and size == "gpu")  # OpenThoughts students: no CoT-ICL eval split
-        evaluator = _Evaluator(eval_tasks) if quality else None
-        if name == "R1":
+        evaluator = _Evaluator(eval_tasks) if quality and not champ else None
+        if champ:
+            n_eval = eval_tasks or (CHAMP_SMOKE_EVAL_ROWS if smoke else CHAMP_EVAL_ROWS)
+            champ_eval = champ_evaluator(runs["main"][0], out, n_eval)
+            records, references = _r3_champ_records(runs, champ_eval, out)
+            teacher = None
+        elif name == "R1":
             records, teacher = _r1_records(runs, evaluator), None
         elif name == "R2":
             records, teacher = _r2_records(runs, evaluator), None
@@ -394,13 +537,14 @@ def run_reproduction(
         "seeds": main_spec["grid"].get("seed", [main_spec["set"].get("seed", 0)]),
         "eval_count": records[0].get("count", "n/a") if records else 0,
         "eval_note": "drop-k as in the table" if name == "R2" else "full CoT context, drop-k 0",
+        "references": references,
         "wall_time_s": time.perf_counter() - start,
         "train_wall_time_s_sum": sum(
             float(e["metrics"].get("wall_time_s") or 0.0) for _, summary in runs.values() for e in summary
         ),
         "models_trained": sum(len(summary) for _, summary in runs.values()),
         "threads": f"torch threads: {threads if threads is not None else torch.get_num_threads()}",
-        "seed_note": report.SEED_NOTE,
+        "seed_note": report.SEED_NOTE_CHAMP if champ else report.SEED_NOTE,
         "notes": list(report.NOTES[name]) if size == "cpu" and not smoke else [],
         "commands": _command_lines(name, size, Path(out_dir), smoke),
         "sweeps": report.relative_paths({role: spec for role, (spec, _) in runs.items()}, ROOT),
@@ -415,5 +559,10 @@ def run_reproduction(
     )
     log.write_text(json.dumps(meta["invocations"], indent=1))
     stem = f"{name}_{TOPICS[name]}_{size}" + ("_smoke" if smoke else "")
-    writer = {"R1": report.write_r1, "R2": report.write_r2, "R3": report.write_r3}[name]
+    if champ:
+        meta["eval_count"] = records[0]["eval_rows"] if records else 0
+        meta["eval_text"] = f"{meta['eval_count']} held-out traces per model (teacher-forced, no decoding)"
+    writer = {"R1": report.write_r1, "R2": report.write_r2, "R3": report.write_r3}
+    writer = writer | {"R3-champ": report.write_r3_champ}
+    writer = writer[name]
     return writer(report_path, stem, records, meta)

@@ -58,7 +58,24 @@ TEXTS: dict[str, tuple[str, str]] = {
         "keeps ~91% of full-sequence quality at ~50% compute. Here: one teacher, students distilled with "
         "0.5·CE + 0.5·forward KL, KD on each section allocation, at lead-span proportions 0.25-1.0.",
     ),
+    "R3-champ": (
+        "R3-champ Distilling the Essence on real traces: KD allocation x lead span, SmolLM2-135M-Instruct -> 4 layers",
+        "Paper: Distilling the Essence (Chen, Kothapalli et al., arXiv 2512.21002): when the CoT already "
+        "carries the answer, KD on the CoT alone keeps the answer's quality, and training on the first 50% of "
+        "every sequence keeps ~91% of full-sequence quality at ~50% compute. Here the premise holds: real CHAMP "
+        "reasoning traces (human solutions and GPT-4 0-shot worked answers, whose CoT states the result before "
+        "the `\\boxed{}` answer), the real SmolLM2-135M-Instruct teacher (30 layers) and a student built from its "
+        "layers 0/10/20/29; 0.5·CE + 0.5·forward KL with CE on the same sections as KD. Measured teacher-forced "
+        "on held-out traces (problems never trained on): cross-entropy on the ANSWER and on the CoT (nats/token) "
+        "and forward KL(teacher || student).",
+    ),
 }
+SEED_NOTE_CHAMP = (
+    "The recipe `seed`: the Trainer's data order (which training traces each step sees). The student's "
+    "initial weights are the teacher's layers (the same for every seed), the teacher cache is built once "
+    "(sampling seed 0) and the held-out traces are fixed, so the intervals hold neither initialisation, "
+    "cache-sampling nor eval-set variance."
+)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -207,17 +224,22 @@ def _best_baseline(records: Sequence[dict]) -> float:
     return max(max(r["baseline_" + b] for b in BASELINES) for r in records)
 
 
-def _write(report_dir: Path, stem: str, md: str, data: dict[str, Any], plot: Callable[[Any], None]) -> Path:
+def _write(
+    report_dir: Path, stem: str, md: str, data: dict[str, Any], plot: Callable[[Any], None], panels: int = 1
+) -> Path:
+    """Write ``<stem>.{png,json,md}``; ``plot`` draws on one axes, or on a list of ``panels`` axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     report_dir.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    plot(ax)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 4.2), squeeze=False)
+    axes = list(axes[0])
+    plot(axes[0] if panels == 1 else axes)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(report_dir / f"{stem}.png", dpi=110)
     plt.close(fig)
@@ -263,6 +285,16 @@ NOTES: dict[str, tuple[str, ...]] = {
 }
 
 
+NOTES["R3-champ"] = (
+    "Design fact: a lead span x keeps the first x of every training sequence (prompt, then CoT, then the "
+    "answer at the end): below 1.0 no allocation trains on answer tokens, so the answer CE at 0.25 and 0.5 "
+    "measures what training on the leading part of the CoT transfers to the answer.",
+    "Scale: 16 steps of batch 2 per run (32 traces of at most 384 tokens) on a shared 2-core CPU; the student "
+    "is far from converged and far from the teacher. The comparison is between allocations and lead spans "
+    "at equal steps, not of converged models.",
+)
+
+
 def _finite(value: Any) -> Any:
     """JSON-safe: non-finite floats (alpha = inf) become the strings "inf" / "-inf" / "nan"."""
     if isinstance(value, dict):
@@ -278,8 +310,12 @@ def _header(meta: dict[str, Any]) -> str:
     cmds = "\n".join(meta["commands"])
     return (
         f"# {meta['title']}\n\n{meta['setup']}\n\n"
-        f"Size: **{meta['size']}**; seeds {meta['seeds']}; {meta['eval_count']} eval tasks per model "
-        f"(greedy decoding, {meta.get('eval_note', 'drop-k 0')}). Wall time (training + evaluation) over "
+        f"Size: **{meta['size']}**; seeds {meta['seeds']}; "
+        + meta.get(
+            "eval_text",
+            f"{meta['eval_count']} eval tasks per model (greedy decoding, {meta.get('eval_note', 'drop-k 0')})",
+        )
+        + f". Wall time (training + evaluation) over "
         f"{len(meta.get('invocations', [1]))} invocation(s) of the resumable run: "
         f"{sum(i['wall_time_s'] for i in meta.get('invocations', [meta])):.0f} s; training wall time "
         f"summed over the {meta.get('models_trained', '?')} models: {meta.get('train_wall_time_s_sum', 0):.0f} s "
@@ -498,6 +534,29 @@ def _alpha_str(a: float) -> str:
 
 
 # --------------------------------------------------------------------------- R3
+def _share_cell(share: float | None) -> str:
+    return "not recorded" if share is None else f"{share:.3e}"
+
+
+def _cache_statements(records: Sequence[dict]) -> list[str]:
+    """One line per teacher cache the students trained from: its build cost and how it is shared."""
+    out = []
+    for (folder,), rs in _group([r for r in records if r.get("teacher_cache")], ("teacher_cache",)).items():
+        first = rs[0]
+        if first.get("flops_cache_build") is None:
+            out.append(
+                f"Teacher cache {folder}: its build cost is not recorded (built before cache_info.json held "
+                f"build_flops), so the flops_counted of its {first['cache_points']} points leave the teacher out."
+            )
+        else:
+            out.append(
+                f"Teacher cache {folder}: built once for {first['cache_points']} points ({first['flops_cache_build']:.3e} "
+                f"counted FLOPs, the teacher over every row once); each point's flops_counted includes an equal "
+                f"share, {first['flops_cache_share']:.3e} (its own logs count no teacher FLOPs)."
+            )
+    return out
+
+
 def write_r3(report_dir: Path, stem: str, records: list[dict], meta: dict[str, Any]) -> Path:
     """R3: quality retained (student / teacher accuracy) vs compute per KD allocation and lead span."""
     main = [r for r in records if r["group"] == "main"]
@@ -525,6 +584,13 @@ def write_r3(report_dir: Path, stem: str, records: list[dict], meta: dict[str, A
     at = {(e["allocation"], e["lsp"]): e for e in agg}
     head = ["KD allocation", "lead span", "seeds", "answer_accuracy", "quality_retained", "answer_parsed"]
     head += ["best_chance_baseline", "tokens_forwarded", "flops_counted", "flops_vs_full"]
+    cached = any(r.get("teacher_cache") for r in main)
+    if cached:
+        head.append("of which cache build")
+        for e in agg:
+            rs = [r for r in main if r["allocation"] == e["allocation"] and r["lsp"] == e["lsp"]]
+            part = [r.get("flops_cache_share") for r in rs]
+            e["flops_cache_share"] = None if None in part else sum(part) / len(part)
     has_base = all("baseline_uniform" in r for r in main)
     rows = [
         [e["allocation"], f"{e['lsp']:g}", e["n"]]
@@ -536,6 +602,7 @@ def write_r3(report_dir: Path, stem: str, records: list[dict], meta: dict[str, A
             f"{e['flops_counted']['mean']:.3e}",
             f"{e['flops_vs_full']:.2f}",
         ]
+        + ([_share_cell(e["flops_cache_share"])] if cached else [])
         for e in agg
     ]
     teacher = meta.get("teacher") or {}
@@ -620,6 +687,7 @@ def write_r3(report_dir: Path, stem: str, records: list[dict], meta: dict[str, A
             "Quality retained is undefined here (not evaluated at this size, or the teacher scores 0): "
             "compute only."
         )
+    statements += _cache_statements(records)
     statements += meta.get("notes", [])
     md += f"![quality retained vs compute]({stem}.png)\n\n" + _statements(statements)
 
@@ -645,3 +713,234 @@ def write_r3(report_dir: Path, stem: str, records: list[dict], meta: dict[str, A
 
     data = {"meta": meta, "records": records, "aggregates": agg, "statements": statements}
     return _write(report_dir, stem, md, data, plot)
+
+
+# --------------------------------------------------------------------------- R3-champ
+FULL_ALLOCATION = "prompt+cot+answer"
+CHAMP_METRICS = ("ce_answer", "ce_cot", "kl_answer", "kl_cot")
+CHAMP_RETAINED = ("ce_answer", "ce_cot", "kl_answer")
+ALLOCATION_NAMES = {"prompt+cot+answer": "full", "cot+answer": "CoT+answer", "cot": "CoT-only"}
+
+
+def champ_retained(
+    records: Sequence[dict], untrained: dict[str, float], metric: str, full_lsp: float
+) -> dict[tuple, list[float]] | None:
+    """Per (allocation, lead span): each seed's share of the full-sequence student's improvement on
+    ``metric`` (lower is better): ``(untrained - point) / (untrained - mean of full allocation at
+    lead span full_lsp)``. ``None`` when that reference is missing or did not improve."""
+    ref = [r[metric] for r in records if r["allocation"] == FULL_ALLOCATION and r["lsp"] == full_lsp]
+    if not ref or metric not in untrained:
+        return None
+    gain = untrained[metric] - sum(ref) / len(ref)
+    if gain <= 0:
+        return None
+    return {
+        key: [(untrained[metric] - r[metric]) / gain for r in rs]
+        for key, rs in _group(records, ("allocation", "lsp")).items()
+    }
+
+
+def _name(alloc: str) -> str:
+    return ALLOCATION_NAMES.get(alloc, alloc)
+
+
+def _flatten_statement(alloc: str, lsps: Sequence[float], at: dict, metric: str, label: str) -> str:
+    """Where the returns of longer sequences stop: the first lead span whose next step up is not separated."""
+    steps = []
+    flat_at = None
+    intervals = all(at[(alloc, x)][metric]["ci_low"] is not None for x in lsps)
+    for a, b in zip(lsps, lsps[1:], strict=False):
+        lo, hi = at[(alloc, a)][metric], at[(alloc, b)][metric]
+        sep = separated(lo, hi)  # lower is better: +1 means the longer span is better
+        word = ("separated" if sep == 1 else "not separated") if intervals else "no interval"
+        steps.append(f"{a:g} -> {b:g}: {lo['mean'] - hi['mean']:+.3f} ({word})")
+        if sep == 1:
+            flat_at = None  # a separated gain further up: not flat before it
+        elif flat_at is None:
+            flat_at = a
+    if not intervals:
+        where = "undecided (one seed: no intervals)"
+    elif flat_at is not None:
+        where = f"no separated gain beyond lead span {flat_at:g}"
+    else:
+        where = "still improving up to the longest span"
+    return f"{_name(alloc)}: {label} gain per longer lead span {'; '.join(steps)}: {where}."
+
+
+def _same_runs(main: Sequence[dict], a: str, b: str, lsp: float) -> bool:
+    """Allocations ``a`` and ``b`` gave identical numbers at ``lsp`` for every seed (the same supervised tokens)."""
+    key = lambda r: (r["seed"], r["ce_answer"], r["ce_cot"], r["kl_answer"])  # noqa: E731
+    ra = sorted(key(r) for r in main if r["allocation"] == a and r["lsp"] == lsp)
+    rb = sorted(key(r) for r in main if r["allocation"] == b and r["lsp"] == lsp)
+    return bool(ra) and ra == rb
+
+
+def write_r3_champ(report_dir: Path, stem: str, records: list[dict], meta: dict[str, Any]) -> Path:
+    """R3-champ: held-out answer / CoT cross-entropy and KL per KD allocation x lead span, with the
+    share of the full-sequence student's improvement retained, vs counted FLOPs."""
+    main = [r for r in records if r["group"] == "main"]
+    refs = meta.get("references") or {}
+    untrained, teacher = refs.get("untrained", {}), refs.get("teacher", {})
+    allocs = list(dict.fromkeys(r["allocation"] for r in main))
+    lsps = sorted({r["lsp"] for r in main})
+    full_lsp = max(lsps)
+    retained = {m: champ_retained(main, untrained, m, full_lsp) for m in CHAMP_RETAINED}
+    ref_pts = [r for r in main if r["allocation"] == FULL_ALLOCATION and r["lsp"] == full_lsp]
+    ref_flops = sum(r["flops_counted"] for r in ref_pts) / len(ref_pts) if ref_pts else None
+    agg = []
+    for (alloc, lsp), rs in _group(main, ("allocation", "lsp")).items():
+        e: dict[str, Any] = {"allocation": alloc, "lsp": lsp, "n": len(rs)}
+        for key in (*CHAMP_METRICS, "flops_counted", "tokens_forwarded"):
+            e[key] = summarize(r[key] for r in rs)
+        for m, table in retained.items():
+            e[f"retained_{m}"] = summarize(table[(alloc, lsp)]) if table else None
+        e["flops_vs_full"] = e["flops_counted"]["mean"] / ref_flops if ref_flops else None
+        agg.append(e)
+    agg.sort(key=lambda e: (allocs.index(e["allocation"]), e["lsp"]))
+    at = {(e["allocation"], e["lsp"]): e for e in agg}
+
+    def cell(e: dict, key: str) -> str:
+        return fmt_ci(e[key]) if e.get(key) else "n/a"
+
+    head = ["KD allocation", "lead span", "seeds", "CE answer", "CE CoT", "KL answer", "KL CoT"]
+    head += ["retained (CE answer)", "retained (CE CoT)", "retained (KL answer)"]
+    head += ["tokens_forwarded", "flops_counted", "flops_vs_full"]
+    rows = [
+        [f"{_name(e['allocation'])} ({e['allocation']})", f"{e['lsp']:g}", e["n"]]
+        + [cell(e, m) for m in CHAMP_METRICS]
+        + [cell(e, f"retained_{m}") for m in CHAMP_RETAINED]
+        + [f"{e['tokens_forwarded']['mean']:,.0f}", f"{e['flops_counted']['mean']:.3e}"]
+        + [f"{e['flops_vs_full']:.2f}" if e["flops_vs_full"] is not None else "n/a"]
+        for e in agg
+    ]
+
+    def ref_cell(res: dict, key: str) -> str:
+        return f"{res[key]:.3f}" if key in res else "—"
+
+    ref_rows = [
+        [label, ref_cell(res, "ce_answer"), ref_cell(res, "ce_cot"), ref_cell(res, "ce_prompt")]
+        + [ref_cell(res, "kl_answer"), ref_cell(res, "kl_cot")]
+        for label, res in (("teacher (30 layers)", teacher), ("untrained student (4 layers)", untrained))
+        if res
+    ]
+    md = _header(meta)
+    counts = untrained or (main[0] if main else {})
+    md += (
+        f"Held-out: {meta.get('eval_count', '?')} traces of problems never trained on ("
+        + ", ".join(f"{counts.get('tokens_' + s, '?')} {s}" for s in ("prompt", "cot", "answer"))
+        + " tokens); cross-entropy and KL in nats per token, teacher-forced (position i predicts token i+1; a "
+        "position belongs to its target token's section). retained (m) = (untrained − point) / (untrained − "
+        f"full-sequence student), the full-sequence student being the full allocation at lead span {full_lsp:g} "
+        "(mean over its seeds); its interval covers the point's seeds only. flops_counted: the student's "
+        "counted training FLOPs plus an equal share of the teacher cache build; flops_vs_full: relative to "
+        "the full-sequence student.\n\n"
+    )
+    if ref_rows:
+        md += (
+            "## References\n\n"
+            + markdown_table(["model", "CE answer", "CE CoT", "CE prompt", "KL answer", "KL CoT"], ref_rows)
+            + "\n"
+        )
+    md += "## KD allocation x lead span\n\n" + markdown_table(head, rows) + "\n"
+
+    statements = []
+    full, cot = at.get((FULL_ALLOCATION, full_lsp)), at.get(("cot", full_lsp))
+    if full and cot:
+        sep = separated(cot["ce_answer"], full["ce_answer"])
+        verdict = {
+            0: "reaches it (intervals overlap)",
+            -1: "does better than it (separated)",
+            1: "does NOT reach it (separated, worse)",
+        }[sep]
+        if cot["ce_answer"]["ci_low"] is None or full["ce_answer"]["ci_low"] is None:
+            verdict = "cannot be decided from one seed (no interval)"
+        ret = cot.get("retained_ce_answer")
+        statements.append(
+            f"Does CoT-only KD reach the answer section's quality? On held-out answers CoT-only KD (which never "
+            f"trains on answer tokens) has CE {fmt_ci(cot['ce_answer'])} vs {fmt_ci(full['ce_answer'])} for full "
+            f"allocation at lead span {full_lsp:g}: CoT-only {verdict}"
+            + (f"; it retains {fmt_ci(ret)} of the full student's answer-CE improvement." if ret else ".")
+        )
+    both = at.get(("cot+answer", full_lsp))
+    if both and cot:
+        sep = separated(cot["ce_answer"], both["ce_answer"])
+        words = {0: "not separated.", 1: "CoT-only worse (separated).", -1: "CoT-only better (separated)."}
+        undecided = cot["ce_answer"]["ci_low"] is None or both["ce_answer"]["ci_low"] is None
+        statements.append(
+            f"CoT-only vs CoT+answer (the answer trained on) at lead span {full_lsp:g}: answer CE "
+            f"{fmt_ci(cot['ce_answer'])} vs {fmt_ci(both['ce_answer'])}: "
+            + ("one seed, no interval." if undecided else words[sep])
+        )
+    same = [x for x in lsps if x < full_lsp and _same_runs(main, "cot", "cot+answer", x)]
+    if same:
+        statements.append(
+            "CoT-only and CoT+answer at lead span "
+            + ", ".join(f"{x:g}" for x in same)
+            + " give identical numbers "
+            "for every seed: the lead span cuts the answer of every training trace, so both supervise the same "
+            "tokens (the same run twice; a check of the pipeline, not a finding)."
+        )
+    vocab = refs.get("vocab_size")
+    if untrained and vocab:
+        statements.append(
+            f"The untrained student ({untrained['ce_answer']:.2f} nats/token on answers) is worse than a uniform "
+            f"guess over the {vocab:,}-token vocabulary (ln V = {math.log(vocab):.2f}): 4 of 30 layers give "
+            "miscalibrated logits, so most of the improvement that 'retained' measures is recalibration every run "
+            "gets within a few steps. The differences between cells are in the absolute CE / KL columns and in "
+            "the remaining gap to the teacher."
+        )
+    if untrained and teacher and full:
+        gap = untrained["ce_answer"] - teacher["ce_answer"]
+        closed = (untrained["ce_answer"] - full["ce_answer"]["mean"]) / gap if gap > 0 else float("nan")
+        statements.append(
+            f"Scale: the full-sequence student closes {closed:.0%} of the untrained student's answer-CE gap to the "
+            f"teacher ({untrained['ce_answer']:.2f} -> {full['ce_answer']['mean']:.2f}; teacher "
+            f"{teacher['ce_answer']:.2f} nats/token)."
+        )
+    for alloc in allocs:
+        if all((alloc, x) in at for x in lsps):
+            statements.append(_flatten_statement(alloc, lsps, at, "ce_answer", "answer CE"))
+            statements.append(_flatten_statement(alloc, lsps, at, "ce_cot", "CoT CE"))
+    half = at.get((FULL_ALLOCATION, 0.5))
+    if half and half.get("retained_ce_answer") and half["flops_vs_full"] is not None:
+        statements.append(
+            f"Full allocation at lead span 0.5 retains {fmt_ci(half['retained_ce_answer'])} of the answer-CE "
+            f"improvement and {fmt_ci(half['retained_ce_cot'])} of the CoT-CE improvement at "
+            f"{half['flops_vs_full']:.2f}x the counted FLOPs (paper, math: ~0.91 of quality at ~0.5x)."
+        )
+    statements += _cache_statements(main)
+    failed = refs.get("failed") or []
+    if failed:
+        statements.append(
+            f"{len(failed)} point(s) failed to train and are not in the tables (a re-run retrains them): "
+            + "; ".join(failed)
+        )
+    statements += meta.get("notes", [])
+    md += f"![retained vs compute]({stem}.png)\n\n" + _statements(statements)
+
+    def plot(axes: Any) -> None:
+        for ax, metric, label in zip(
+            axes, ("ce_answer", "ce_cot"), ("held-out ANSWER CE", "held-out CoT CE"), strict=True
+        ):
+            key = f"retained_{metric}"
+            for alloc in allocs:
+                es = [at[(alloc, x)] for x in lsps if (alloc, x) in at and at[(alloc, x)].get(key)]
+                ax.errorbar(
+                    [e["flops_vs_full"] for e in es],
+                    [e[key]["mean"] for e in es],
+                    yerr=[e[key]["ci_half_width"] or 0.0 for e in es],
+                    marker="o",
+                    capsize=3,
+                    label=f"KD on {_name(alloc)}",
+                )
+                for e in es:
+                    ax.annotate(f"{e['lsp']:g}", (e["flops_vs_full"], e[key]["mean"]), fontsize=7,
+                                textcoords="offset points", xytext=(4, -8))  # fmt: skip
+            ax.axhline(1.0, ls=":", color="black", lw=1, label="full-sequence student")
+            ax.axhline(0.0, ls="--", color="grey", lw=1, label="untrained student")
+            ax.set_xlabel("counted FLOPs / full-sequence student's (labels: lead span)")
+            ax.set_ylabel(f"retained improvement, {label}")
+            ax.set_title(textwrap.fill(f"{label}: " + meta["title"], 70), fontsize=8)
+
+    data = {"meta": meta, "records": records, "aggregates": agg, "statements": statements}
+    return _write(report_dir, stem, md, data, plot, panels=2)

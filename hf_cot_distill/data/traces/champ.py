@@ -261,6 +261,30 @@ def champ_dataset(fmt: str = "messages", **trace_kwargs: Any) -> Any:
     return Dataset.from_list(champ_records(fmt, **trace_kwargs))
 
 
+def held_out_split(
+    held_out_every: int = 10,
+    fmt: str = "messages",
+    columns: Sequence[str] | None = None,
+    **trace_kwargs: Any,
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`champ_traces` split by problem: every ``held_out_every``-th problem (file order) is ``test``.
+
+    A problem's traces all land on one side, so a held-out score never measures a problem the
+    student trained on. Rows are :func:`to_format` records; ``columns`` keeps only those keys.
+    """
+    if not isinstance(held_out_every, int) or isinstance(held_out_every, bool) or held_out_every < 1:
+        raise ValueError(f"held_out_every must be a positive int, got {held_out_every!r}")
+    check_choice("fmt", fmt, TRACE_FORMATS)
+    held_out = set(list(load_champ_problems())[::held_out_every])
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+    for trace in champ_traces(**trace_kwargs):
+        row = to_format(trace, fmt)
+        if columns is not None:
+            row = {k: row[k] for k in columns}
+        splits["test" if trace.problem_id in held_out else "train"].append(row)
+    return splits
+
+
 def section_length_stats(traces: Iterable[ChampTrace]) -> dict[str, dict[str, float]]:
     """Length statistics in characters per section (``prompt``, ``reasoning``, ``answer``).
 
