@@ -4,7 +4,7 @@ config dataclasses so that ``--help`` imports no torch. Generated; do not edit. 
 """
 
 # fmt: off
-FINGERPRINT = {'python': '3.11', 'transformers': '5.25.0', 'sources': {'pipelines/recipe.py': 'ff0a6da62131924e81d30f65114420f73f293042da977ff541657941424586e0', 'trainers/kd_config.py': '5926e5927a105e73c73233199cf759cfe66ebc0dfe2917990176070f810e0830', 'pipelines/compress.py': '8f14e78b2578c0cd1895982a1a8dd631d24a00fa7602dfe13cd4add3cbab94db'}}
+FINGERPRINT = {'python': '3.11', 'transformers': '5.25.0', 'sources': {'pipelines/recipe.py': '4191d0ddd28084a9b1d14fb1c1235b1c8359a894b6f5a2348ac33db36d4d95c0', 'trainers/kd_config.py': '5926e5927a105e73c73233199cf759cfe66ebc0dfe2917990176070f810e0830', 'pipelines/compress.py': '8f14e78b2578c0cd1895982a1a8dd631d24a00fa7602dfe13cd4add3cbab94db'}}
 PAGES = {
     'compress': (
         "options:\n"

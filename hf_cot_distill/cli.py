@@ -320,7 +320,7 @@ def _pop_overwrite_flag(argv: list[str]) -> tuple[bool, list[str]]:
 def _parse_config(argv: list[str], types: tuple[type, ...], usage: str, command: str) -> tuple | int:
     """``--config RECIPE [--overwrite_output_dir true] [--field value ...]`` ->
     ``(recipe, overwrite, *configs)``; an exit code for a bad recipe."""
-    from hf_cot_distill.pipelines.recipe import parse_recipe
+    from hf_cot_distill.pipelines.recipe import check_settings, parse_recipe
 
     recipe, rest = None, list(argv)
     if "--config" in rest:
@@ -331,7 +331,9 @@ def _parse_config(argv: list[str], types: tuple[type, ...], usage: str, command:
         del rest[i : i + 2]
     try:
         overwrite, rest = _pop_overwrite_flag(rest)
-        return (recipe, overwrite, *parse_recipe(types, recipe, rest, command=command))
+        configs = parse_recipe(types, recipe, rest, command=command)
+        check_settings(command, recipe, rest, configs)  # warns about fields it does not use
+        return (recipe, overwrite, *configs)
     except USER_ERRORS as err:
         return _error(err)
 

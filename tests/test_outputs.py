@@ -22,6 +22,7 @@ def _commands(out: str) -> dict[str, list[str]]:
         "generate": ["generate", "--config", "cot_icl_lab_cot", "--out", out, "--num-tasks", "3", "--num-eval-tasks", "1", "--no-progress"],
         "cache-teacher": ["cache-teacher", "--config", str(ROOT / "recipes/tiny/kd_messages.yaml"), "--out", out],
         "demo": ["demo", "--small", "--out", out],
+        "reproduce": ["reproduce", "R1", "--smoke", "--out", out],
     }  # fmt: skip
 
 
@@ -35,7 +36,7 @@ def _one_line(capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize("command", ["generate", "cache-teacher", "demo"])
+@pytest.mark.parametrize("command", ["generate", "cache-teacher", "demo", "reproduce"])
 def test_a_users_folder_is_never_written(command, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mine = tmp_path / "mine"
@@ -69,6 +70,54 @@ def test_generate_adds_to_its_own_folder_and_overwrite_is_explicit(tmp_path, cap
     capsys.readouterr()
     assert main([*_commands(str(foreign))["generate"], "--overwrite"]) == 0
     assert (foreign / "keep.txt").read_text() == "x"  # --overwrite writes its files, deletes nothing else
+
+
+def test_reproduce_resumes_in_its_own_out_folder(tmp_path, capsys, monkeypatch):
+    """reproduce --out X: X is claimed (its marker); a re-run on X resumes, and so does an X from
+    before the marker holding only run folders; a folder of the user's is refused. Sweeps stubbed."""
+    from hf_cot_distill.experiments import reproduce
+
+    runs = []
+
+    def fake_sweeps(name, size, out_dir, remap=None, **overrides):
+        runs.append(out_dir)
+        return {"main": ({"grid": {"seed": [0]}, "set": {}}, [])}
+
+    monkeypatch.setattr(reproduce, "_run_sweeps", fake_sweeps)
+    monkeypatch.setattr(
+        reproduce.report, "write_r1", lambda folder, stem, records, meta: folder / f"{stem}.md"
+    )
+    out = tmp_path / "runs"
+    for _ in range(2):  # the second run resumes in the folder the first one claimed
+        reproduce.run_reproduction("R1", "cpu", out, smoke=True, threads=None)
+    assert written_by(out) == "reproduce" and runs == [out / "R1_smoke"] * 2
+    earlier = tmp_path / "earlier"  # a run from before the marker: run folders only
+    (earlier / "R1").mkdir(parents=True)
+    (earlier / "R3-champ_smoke").mkdir()
+    reproduce.run_reproduction("R1", "cpu", earlier, smoke=True, threads=None)
+    assert written_by(earlier) == "reproduce"
+    (earlier / "R1" / "notes.txt").write_text("inside a run folder: the sweeps check their own folders")
+    reproduce.run_reproduction("R1", "cpu", earlier, smoke=True, threads=None)
+
+    mine = tmp_path / "mine"
+    (mine / "R1").mkdir(parents=True)
+    (mine / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"is not empty \(R1/, todo.txt\) and not written by hf-cot-distill"):
+        reproduce.run_reproduction("R1", "cpu", mine, smoke=True, threads=None)
+    with pytest.raises(ValueError, match="lies inside \\(or holds\\) the input reproductions/sweeps"):
+        reproduce.run_reproduction("R1", "cpu", reproduce.SWEEPS_DIR / "runs", smoke=True, threads=None)
+    assert len(runs) == 4 and not (mine / MARKER).exists()
+
+
+def test_prepare_assets_never_writes_into_a_users_folder(tmp_path):
+    from hf_cot_distill.experiments.reproduce_champ import prepare_assets
+
+    folder = tmp_path / "assets"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"assets folder .*: is not empty \(notes.txt\)"):
+        prepare_assets(folder, teacher_source=tmp_path / "teacher")
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
 
 
 def test_claim_refuses_home_root_and_inputs(tmp_path, monkeypatch):

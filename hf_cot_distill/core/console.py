@@ -93,3 +93,9 @@ def configure(verbose: bool) -> None:
     else:
         warnings.formatwarning = one_line_warning
         deepspeed_logger.addFilter(_DEEPSPEED_FILTER)
+
+
+def warn(message: str) -> None:
+    """A warning for the user: one ``warning: <message>`` line on stderr in the quiet console (through
+    Python's warnings, so a program can filter or record it as a ``UserWarning``)."""
+    warnings.warn(" ".join(message.split()), UserWarning, stacklevel=2)

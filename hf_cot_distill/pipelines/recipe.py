@@ -13,6 +13,11 @@ hold one (dict-typed fields, the configs' ``_VALID_DICT_FIELDS``, ``model_config
 
 A value of the wrong type (``max_steps: two``) is a one-line ``ValueError`` naming the field,
 the value, the expected type and where it came from (the recipe file or the command line).
+
+A known field that the command does not use with the other settings (``lora_r`` without
+``use_peft``, ``--learning_rate`` on cache-teacher's command line, ``prune_*`` without ``prune``) is a
+one-line warning naming it (:func:`check_settings`, one rule table for every recipe command);
+never silently dropped. A command-line value replacing the recipe's is intended: not warned.
 """
 
 from __future__ import annotations
@@ -396,3 +401,173 @@ def parse_recipe(
         )
     except argparse.ArgumentError as err:
         raise _argument_error(err, "command line", from_recipe=False) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings a command ignores: a warning that names them, never silently dropped
+# ---------------------------------------------------------------------------------------------
+
+# The Trainer's loop (optimisation, run length, checkpoints, logging, evaluation, publishing):
+# used by `train` and compress's recovery stage only.
+TRAINING_LOOP_KEYS = frozenset(
+    {
+        "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
+        "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio",
+        "warmup_steps", "optim", "optim_args", "gradient_accumulation_steps", "per_device_train_batch_size",
+        "per_device_eval_batch_size", "gradient_checkpointing", "logging_strategy", "logging_steps",
+        "logging_first_step", "save_strategy", "save_steps", "save_total_limit", "save_only_model",
+        "eval_strategy", "eval_steps", "load_best_model_at_end", "metric_for_best_model", "report_to",
+        "push_to_hub", "hub_model_id", "hub_private_repo", "resume_from_checkpoint", "label_smoothing_factor",
+    }
+)  # fmt: skip
+# How the student is built and how the KD loss is computed (not the teacher, data or sections).
+STUDENT_KEYS = frozenset({"dtype", "attn_implementation", "init_from_scratch", "model_config", "use_peft"})
+LORA_KEYS = frozenset({"lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"})
+KD_LOSS_KEYS = frozenset({"divergence", "beta", "alpha", "scale_by_temperature_squared", "disable_dropout"})
+TEACHER_KEYS = frozenset(
+    {"teacher_model_name_or_path", "teacher_cache", "teacher_dtype", "teacher_model_init_kwargs"}
+)
+
+
+def _value(settings: dict[str, Any], key: str) -> Any:
+    value = settings.get(key)
+    return getattr(value, "value", value)  # transformers' strategy enums -> "steps", "no", ...
+
+
+def _steps_only(kind: str) -> tuple[frozenset[str], Any, str]:
+    return (
+        frozenset({f"{kind}_steps"}),
+        lambda s: _value(s, f"{kind}_strategy") != "steps",
+        f"only used with {kind}_strategy: steps",
+    )
+
+
+# (keys, when they are ignored (over the parsed settings: field -> value; None: when given on the
+# command line, a recipe's own keys being for another command that shares it), why), for the
+# training-recipe commands. `train`'s rules hold wherever a run trains (a sweep's points, compress's
+# recovery stage).
+_TRAIN_RULES: list[tuple[frozenset[str], Any, str]] = [
+    (LORA_KEYS, lambda s: not s.get("use_peft"), "LoRA settings: only used with use_peft: true"),
+    (
+        frozenset({"num_train_epochs"}),
+        lambda s: (s.get("max_steps") or -1) > 0,
+        "max_steps > 0 sets the run's length (transformers' rule)",
+    ),
+    (
+        frozenset({"generator_num_tasks", "generator_num_eval_tasks"}),
+        lambda s: not str(s.get("dataset_name") or "").startswith("generator:"),
+        "only used with dataset_name: generator:<config>",
+    ),
+    _steps_only("save"),  # (eval_steps is used without eval_strategy: the CoT-ICL eval callback)
+    _steps_only("logging"),
+]
+_UNUSED_RULES: dict[str, list[tuple[frozenset[str], Any, str]]] = {
+    "train": _TRAIN_RULES,
+    "sweep": _TRAIN_RULES,
+    "cache-teacher": [
+        (
+            TRAINING_LOOP_KEYS | STUDENT_KEYS | LORA_KEYS | KD_LOSS_KEYS,
+            None,  # a training recipe's own keys are for the `train` run that uses the cache
+            "cache-teacher runs the teacher over the recipe's data; the student, training-loop and loss "
+            "settings are for `train`",
+        ),
+        _TRAIN_RULES[2],  # generator_num_tasks without a generator: dataset
+    ],
+    "compress": [
+        (
+            frozenset(
+                {
+                    "prune_mlp_keep_ratio",
+                    "prune_kv_heads_keep",
+                    "prune_q_heads_per_kv_keep",
+                    "prune_criterion",
+                    "prune_refit",
+                    "recover",
+                }
+            ),  # fmt: skip
+            lambda s: not s.get("prune"),
+            "only used with prune: true (recovery follows pruning)",
+        ),
+        (
+            frozenset(
+                {
+                    "quantize_group_size",
+                    "quantize_symmetric",
+                    "quantize_method",
+                    "quantize_act_order",
+                    "quantize_quantease_iters",
+                    "quantize_quantease_init",
+                    "quantize_damp",
+                }
+            ),  # fmt: skip
+            lambda s: s.get("quantize_bits") is None,
+            "only used with quantize_bits: 4 or 8",
+        ),
+        (
+            (TRAINING_LOOP_KEYS | KD_LOSS_KEYS | LORA_KEYS | TEACHER_KEYS) - {"push_to_hub", "hub_model_id"},
+            lambda s: not (s.get("prune") and s.get("recover")),
+            "training settings: only used by the KD recovery stage (prune: true and recover: true)",
+        ),
+        *_TRAIN_RULES,
+    ],
+}
+
+
+def given_keys(recipe: dict[str, Any] | None, overrides: list[str] | None = None) -> list[str]:
+    """The fields a recipe mapping and ``--key value`` overrides set, in order, once each."""
+    keys = list(recipe or {})
+    for arg in overrides or ():
+        if arg.startswith("--"):
+            keys.append(arg[2:].split("=")[0].replace("-", "_").removeprefix("no_"))
+    return list(dict.fromkeys(keys))
+
+
+def unused_settings(
+    command: str, keys: list[str], configs: tuple | list, command_line: list[str] | tuple = ()
+) -> dict[str, str]:
+    """Of the fields ``keys`` given to ``command``, those it ignores with the parsed ``configs``
+    (its config instances): ``{key: why}``. ``command``: train, sweep, cache-teacher or compress;
+    ``command_line``: the keys among ``keys`` given on the command line."""
+    settings: dict[str, Any] = {}
+    for config in configs:
+        for f in dataclasses.fields(config):
+            settings.setdefault(f.name, getattr(config, f.name, None))
+    out: dict[str, str] = {}
+    for rule_keys, ignored, why in _UNUSED_RULES.get(command, []):
+        hit = [k for k in keys if k in rule_keys and k not in out]
+        if ignored is None:  # only what the command line gives
+            hit = [k for k in hit if k in command_line]
+        if hit and (ignored is None or ignored(settings)):
+            out.update(dict.fromkeys(hit, why))
+    return out
+
+
+def warn_unused(where: str, command: str, unused: dict[str, str]) -> list[str]:
+    """One ``warning:`` line per reason, naming the keys ``command`` ignores; returns the lines."""
+    by_reason: dict[str, list[str]] = {}
+    for key, why in unused.items():
+        by_reason.setdefault(why, []).append(key)
+    from hf_cot_distill.core.console import warn
+
+    lines = []
+    for why, keys in by_reason.items():
+        it = "it" if len(keys) == 1 else "them"
+        lines.append(
+            f"{where}: `{command}` does not use {', '.join(keys)}: {why}; remove {it} to silence this."
+        )
+        warn(lines[-1])
+    return lines
+
+
+def check_settings(
+    command: str,
+    recipe_path: str | os.PathLike | None,
+    overrides: list[str],
+    configs: tuple | list,
+) -> list[str]:
+    """After :func:`parse_recipe`: warn (one line per reason) about the fields, from the recipe or
+    the command line, that ``command`` does not use with these ``configs``; returns the lines. A
+    command-line value replacing the recipe's is what the command line is for: not warned about."""
+    recipe = load_recipe_yaml(recipe_path) if recipe_path is not None else {}
+    unused = unused_settings(command, given_keys(recipe, overrides), configs, given_keys(None, overrides))
+    return warn_unused(str(recipe_path or "command line"), command, unused)

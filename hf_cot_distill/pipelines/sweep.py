@@ -85,10 +85,13 @@ from hf_cot_distill.core.tables import markdown_table
 from hf_cot_distill.core.validation import check_choice
 from hf_cot_distill.pipelines import cache_teacher, training_models
 from hf_cot_distill.pipelines.recipe import (
+    given_keys,
     load_recipe_yaml,
     parse_recipe,
     recipe_argv,
     train_config_types,
+    unused_settings,
+    warn_unused,
 )
 from hf_cot_distill.trainers.teacher_cache import (
     CACHE_INFO,
@@ -155,6 +158,18 @@ def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(
             f"{path}: set must map recipe fields to values (e.g. `set: {{max_steps: 50}}`), "
             f"got {_kind(spec['set'])}."
+        )
+    # a set/grid key the sweep would drop is an error (ignored keys: run_sweep warns)
+    both = sorted(map(str, set(spec["set"]) & set(grid)))
+    if both:
+        raise ValueError(
+            f"{path}: {both} in both set and grid: the grid's values would replace set's; fix: keep "
+            f"{'it' if len(both) == 1 else 'each'} in one of them."
+        )
+    if "output_dir" in spec["set"] or "output_dir" in grid:
+        raise ValueError(
+            f"{path}: output_dir in set/grid is not used: every point is written to <output_root>/<point>; "
+            "fix: remove it (and set output_root)."
         )
     cache_options(spec, path)  # checked here, used by run_sweep
     names: dict[str, dict] = {}
@@ -525,6 +540,29 @@ def _build_caches(groups: list[_CacheGroup], finished: set[str], path: str | os.
             raise ValueError(f"{path}: the sweep's teacher cache {group.folder}: {err}") from None
 
 
+def warn_ignored_keys(
+    path: str | os.PathLike, spec: dict[str, Any], base: dict[str, Any], plans: list, extra: list[str]
+) -> list[str]:
+    """Warn (one line per reason) about the recipe, ``set`` and grid keys that no point uses (e.g.
+    ``lora_r`` without ``use_peft``; :func:`hf_cot_distill.pipelines.recipe.unused_settings`), and
+    ``teacher_cache_options`` when no point has ``teacher_cache: auto``. Returns the lines."""
+    keys = given_keys({**base, **spec["set"], **spec["grid"]}, extra)
+    unused: dict[str, str] | None = None
+    for plan in plans:  # unused by every point (a grid may switch a key on for some points)
+        found = unused_settings("sweep", keys, plan.args)
+        unused = found if unused is None else {k: v for k, v in unused.items() if k in found}
+    lines = warn_unused(str(path), "sweep", unused or {})
+    if spec.get("teacher_cache_options") and not any(plan.auto for plan in plans):
+        lines.append(
+            f"{path}: `sweep` does not use teacher_cache_options: only used by points with teacher_cache: auto; "
+            "remove it to silence this."
+        )
+        from hf_cot_distill.core.console import warn
+
+        warn(lines[-1])
+    return lines
+
+
 def run_sweep(path: str | os.PathLike, extra_overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """Run every grid point (skipping finished ones); return and write the summary.
 
@@ -553,6 +591,7 @@ def run_sweep(path: str | os.PathLike, extra_overrides: list[str] | None = None)
         auto = {**base, **spec["set"], **point}.get("teacher_cache") == AUTO
         plans.append(_Point(point, out, _parse_point(path, spec, point, out, extra), auto))
     groups = _plan_caches(path, spec, root, plans, cache_options(spec, path), extra)
+    warn_ignored_keys(path, spec, base, plans, extra)
     for plan in plans:
         cache = plan.cache
         resolved = (str(cache.folder), settings_dict(cache.settings)) if cache else (None, None)
