@@ -165,18 +165,41 @@ def test_train_from_a_full_topk_cache_equals_online(setup):
     assert metrics["train_loss"] > 0
 
 
-def test_sampled_cache_trains_and_resumes(setup):
+def test_sampled_cache_trains_and_resumes(setup, monkeypatch):
+    from datasets import load_dataset
+
+    import hf_cot_distill.trainers.teacher_cache as tc
+
     tmp, models, data = setup
-    out = _cache(setup, "resume", "--samples", "8", "--rows-per-shard", "4")
-    shards = sorted((out / "data").glob("*.parquet"))
-    before = {p.name: p.read_bytes() for p in shards}
-    shards[1].unlink()  # an interrupted build: one shard missing, cache_info says incomplete
-    info = json.loads((out / "cache_info.json").read_text())
-    (out / "cache_info.json").write_text(json.dumps({**info, "complete": False}))
+    whole = _cache(setup, "resume_whole", "--samples", "8", "--rows-per-shard", "4")
+    before = {p.name: p.read_bytes() for p in sorted((whole / "data").glob("*.parquet"))}
+    assert len(before) >= 2 and not (whole / tc.PARTIAL).exists()
+
+    real, built = tc.build_shard, []
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the second shard is being built
+        if len(built) == 1:
+            raise KeyboardInterrupt
+        built.append(args[2])
+        return real(*args, **kwargs)
+
+    out = tmp / "resume"
+    monkeypatch.setattr(tc, "build_shard", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _cache(setup, "resume", "--samples", "8", "--rows-per-shard", "4")
+    # nothing a reader takes for a finished cache: no data/, the shard built so far is hidden
+    assert not (out / "data").exists() and len(list((out / tc.PARTIAL / "data").glob("*.parquet"))) == 1
+    with pytest.raises(Exception, match="(?i)no .*data files|unable to find"):
+        load_dataset(str(out))
     with pytest.raises(ValueError, match="complete False"):
         TeacherCache(out)
+
+    built.clear()
+    monkeypatch.setattr(tc, "build_shard", lambda *a, **k: (built.append(a[2]), real(*a, **k))[1])
     _cache(setup, "resume", "--samples", "8", "--rows-per-shard", "4")
+    assert len(built) == len(before) - 1  # the finished shard was not built again
     assert {p.name: p.read_bytes() for p in sorted((out / "data").glob("*.parquet"))} == before  # same draws
+    assert not (out / tc.PARTIAL).exists() and load_dataset(str(out))["train"].num_rows > 0
     run = tmp / "from_sampled"
     assert (
         main(

@@ -31,6 +31,7 @@ from hf_cot_distill.trainers.teacher_cache import (
     fingerprint_rows,
     fingerprint_tokenizer,
     iter_shard_files,
+    publish_shards,
     settings_dict,
     shard_plan,
     shard_stats,
@@ -96,6 +97,27 @@ def _run_info(
 
 def _differences(old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
     return [f"{k}: cache {old.get(k)!r}, now {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+PENDING_CARD = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.parquet
+---
+# Unfinished teacher cache
+
+`hf-cot-distill cache-teacher` is building this cache (or was interrupted): the shards built so far
+are in the hidden `.partial/` folder, and `load_dataset` finds no data here until every shard is
+built. Re-run the same command with the same `--out` to resume; this card is then replaced.
+"""
+
+
+def _write_pending_card(out: Path) -> None:
+    """A card whose ``data_files`` (``data/``) do not exist until the build is published: loading an
+    unfinished cache is an error instead of a dataset made of ``cache_info.json``."""
+    (out / "README.md").write_text(PENDING_CARD)
 
 
 def _prepare_out(out: Path, info: dict[str, Any]) -> bool:
@@ -184,6 +206,7 @@ def run_cache_teacher(
                 ]
                 claim_output_dir(out, "cache-teacher", inputs=inputs, overwrite=(out / CACHE_INFO).is_file())
                 write_info(out, {**info, "complete": False})
+                _write_pending_card(out)
     if done:
         if kd_args.process_index == 0:
             print(f"{out}: the teacher cache is complete already (nothing to do)")
@@ -203,6 +226,7 @@ def run_cache_teacher(
         )
     _barrier()
     if kd_args.process_index == 0:
+        publish_shards(out)  # every shard is there: .partial/data -> data, one rename
         stats = shard_stats(out, settings, vocab_size)
         files = sum(p.stat().st_size for p in iter_shard_files(out))
         n = max(stats.positions, 1)

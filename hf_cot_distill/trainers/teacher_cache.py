@@ -18,6 +18,11 @@ Per row, byte columns (little-endian):
 ``id_bits = ceil(log2 V)`` (18 for Qwen2.5's 151,936), ``count_bits = ceil(log2 S)``: at ``S = 12``
 a position costs at most ``12 x 22 bits + 3 B = 36 B`` (a uniform teacher; a peaked one draws
 fewer distinct ids). See :mod:`hf_cot_distill.losses.cached` for the losses these targets feed.
+
+A build in progress writes its shards under the hidden ``.partial/data/`` (``load_dataset`` never
+reads hidden folders, and the pending card's ``data_files`` names ``data/`` only, so an interrupted
+build is an error to load, never a smaller dataset) and moves them to ``data/`` in one rename when
+every shard is there; a re-run with the same ``--out`` resumes from the shards already built.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from hf_cot_distill.models import heads
 CACHE_INFO = "cache_info.json"
 FORMAT_VERSION = 1
 SHARD_PATTERN = "train-{shard:05d}-of-{n_shards:05d}.parquet"
+PARTIAL = ".partial"  # an unfinished build's shards (a hidden folder: `load_dataset` skips it)
 
 
 @dataclass(frozen=True)
@@ -440,8 +446,24 @@ def shard_plan(n_rows: int, rows_per_shard: int) -> list[tuple[int, int]]:
     )
 
 
-def shard_path(root: Path, shard: int, n_shards: int) -> Path:
-    return root / "data" / SHARD_PATTERN.format(shard=shard, n_shards=n_shards)
+def shard_path(root: Path, shard: int, n_shards: int, *, partial: bool = False) -> Path:
+    """Shard ``shard`` of a finished cache (``data/``) or of a build in progress (``partial``)."""
+    folder = root / PARTIAL / "data" if partial else root / "data"
+    return folder / SHARD_PATTERN.format(shard=shard, n_shards=n_shards)
+
+
+def publish_shards(out_dir: Path) -> None:
+    """Move a finished build's shards from ``.partial/data/`` to ``data/`` (one rename), replacing
+    a ``data/`` left by an unfinished build of an earlier layout."""
+    import shutil
+
+    staged, final = out_dir / PARTIAL / "data", out_dir / "data"
+    if not staged.is_dir():
+        return  # published already (a resumed run found nothing left to build)
+    if final.exists():
+        shutil.rmtree(final)
+    staged.rename(final)
+    shutil.rmtree(out_dir / PARTIAL)
 
 
 def read_shard_rows(path: Path) -> int:
@@ -475,7 +497,7 @@ def build_shards(
     from tqdm.auto import tqdm
 
     plan = shard_plan(len(dataset), settings.rows_per_shard)
-    (out_dir / "data").mkdir(parents=True, exist_ok=True)
+    (out_dir / PARTIAL / "data").mkdir(parents=True, exist_ok=True)
     total, skipped = ShardStats(), []
     mine = [i for i in range(len(plan)) if i % world_size == rank]
     bar = tqdm(
@@ -487,7 +509,7 @@ def build_shards(
     tokens, start_time = 0, time.perf_counter()
     for i in mine:
         start, stop = plan[i]
-        path = shard_path(out_dir, i, len(plan))
+        path = shard_path(out_dir, i, len(plan), partial=True)
         if path.is_file() and read_shard_rows(path) == stop - start:
             skipped.append(i)
             bar.update(stop - start)
