@@ -14,6 +14,7 @@ from hf_cot_distill.experiments import reproduce
 from hf_cot_distill.experiments.reproduce_report import (
     betainc,
     parse_ci,
+    r2_verdicts,
     separated,
     summarize,
     t_quantile,
@@ -88,6 +89,7 @@ def test_separated():
 def test_drop_levels_are_the_papers_relative_levels():
     assert reproduce.drop_levels(39) == [0, 10, 20, 30, 39]
     assert reproduce.drop_levels(4) == [0, 1, 2, 3, 4]
+    assert reproduce.drop_levels(8) == [0, 2, 4, 6, 8]  # the R2 CPU size: K = 9
 
 
 # --------------------------------------------------------------------------- report writer
@@ -168,6 +170,33 @@ def test_write_r2_round_trip(tmp_path):
     assert data["records"][-1]["alpha"] == "inf"  # strict JSON: no Infinity literal
     claim = next(s for s in data["statements"] if s.startswith("Paper's claim"))
     assert "lower (separated)" in claim
+    regime = next(s for s in data["statements"] if s.startswith("Regime:"))
+    assert "scores 0.600 ± " in regime and "does NOT reach the 0.7 answer accuracy" in regime
+    verdict = next(s for s in data["statements"] if s.startswith("Verdict on"))
+    assert "OBSERVED: alpha=1, alpha=inf above alpha=0 (separated)" in verdict
+    assert "Best alpha > 0 there: alpha=1 0.500 ± " in verdict and verdict.endswith(
+        "(the paper: up to +300%)."
+    )
+    assert "+150% relative to alpha=0; best mixed recipe (0 < alpha < inf): alpha=1 0.500 ± " in verdict
+
+
+def test_r2_verdicts_reached_and_reversed():
+    at = {
+        (0.0, 0): summarize([0.8, 0.82, 0.84]),
+        (0.0, 8): summarize([0.6, 0.61, 0.62]),
+        (2.0, 0): summarize([0.7, 0.7, 0.7]),
+        (2.0, 8): summarize([0.3, 0.31, 0.32]),
+        (math.inf, 0): summarize([0.5, 0.6, 0.7]),
+        (math.inf, 8): summarize([0.2, 0.6, 0.9]),
+    }
+    regime, verdict = r2_verdicts(at, [0.0, 2.0, math.inf], [0, 8], 8)
+    assert "drop 0/8) scores 0.820 ± " in regime and "it reaches the 0.7" in regime
+    assert "NOT observed, reversed: alpha=0 above alpha=2 (separated)" in verdict
+    assert "Best alpha > 0 there: alpha=inf 0.567 ± " in verdict and "-7% relative" in verdict
+    assert "best mixed recipe (0 < alpha < inf): alpha=2 0.310 ± " in verdict and "-49% relative" in verdict
+    at[(2.0, 8)] = summarize([0.55, 0.6, 0.65])
+    assert "NOT observed: no alpha > 0 is separated" in r2_verdicts(at, [0.0, 2.0, math.inf], [0, 8], 8)[1]
+    assert r2_verdicts({k: v for k, v in at.items() if k[0] != 0.0}, [2.0, math.inf], [0, 8], 8) == []
 
 
 def test_write_r3_round_trip(tmp_path):
@@ -513,6 +542,55 @@ def test_main_runs_from_the_command_line(tmp_path):
     )
     assert rc == 0 and (tmp_path / "R1_cot_icl_lab_cpu_smoke.md").is_file()
     assert not (tmp_path / "R1_cot_icl_lab_cpu.md").exists() and (tmp_path / "r" / "R1_smoke").is_dir()
+
+
+# --------------------------------------------------------------------------- R2 pilot
+def _pilot():
+    import importlib.util
+
+    path = ROOT / "reproductions" / "pilots" / "r2_pilot.py"
+    spec = importlib.util.spec_from_file_location("r2_pilot", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_r2_pilot_picks_the_cheapest_setting_over_the_bar():
+    pilot = _pilot()
+    fake = {"chain_accuracy": 0.5, "baseline_best": 0.2, "train_loss": 0.1, "eval_s": 2.0}
+    results = [
+        {"name": "base500", "answer_accuracy": 0.4, "train_s": 30.0} | fake,  # cheapest, below the bar
+        {"name": "n1k9_800", "answer_accuracy": 0.95, "train_s": 100.0} | fake,
+        {"name": "n1k9_500", "answer_accuracy": 0.7, "train_s": 60.0} | fake,  # the bar is inclusive
+        {"name": "n1k5_1000", "answer_accuracy": 1.0, "train_s": 200.0} | fake,  # over the budget
+    ]
+    assert pilot.sweep_estimate_s(results[2]) == 15 * (60.0 + 5 * 2.0)
+    assert pilot.pick(results)["name"] == "n1k9_500"
+    assert pilot.pick(results, threshold=0.9)["name"] == "n1k9_800"
+    assert pilot.pick(results, threshold=0.9, budget_s=15 * 100) is None
+    assert pilot.pick(results[:1]) is None
+    md = pilot.report(results, 0.7, 35 * 60)
+    assert "**Picked: `n1k9_500`**" in md and "n_inputs_choices=1, n_examples_choices=9" in md
+    rows = parse_markdown_table(md, "candidate")
+    assert [r["est. sweep min"] for r in rows] == ["10.0", "27.5", "17.5", "52.5"]
+    assert "No candidate reached 0.9" in pilot.report(results[:1], 0.9, 35 * 60)
+
+
+def test_r2_cpu_spec_is_the_pilots_pick(tmp_path, monkeypatch):
+    """The recorded CPU sweep trains what the pilot measured (R2_pilot.md): its pick's generator
+    settings for every alpha and its steps."""
+    pilot = _pilot()
+    monkeypatch.chdir(ROOT)
+    spec = reproduce.resolve_sweep(reproduce.SWEEPS_DIR / "r2_cpu.yaml", tmp_path, {})
+    _, generator, recipe = pilot.CANDIDATES["n1k9_500"]
+    picked = pilot.BASE_GENERATOR | generator
+    for point in grid_points(spec["grid"]):
+        config = reproduce.generator_config(spec, point)
+        for key, value in picked.items():
+            if key != "base":
+                assert getattr(config, key) == (tuple(value) if isinstance(value, list) else value), key
+        assert reproduce.drop_levels(max(config.n_examples_choices) - 1) == [0, 2, 4, 6, 8]
+    assert load_recipe_yaml(ROOT / spec["recipe"])["max_steps"] == recipe["max_steps"]
 
 
 @pytest.mark.parametrize("name", ["R1", "R2"])

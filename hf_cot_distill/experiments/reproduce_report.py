@@ -270,9 +270,15 @@ NOTES: dict[str, tuple[str, ...]] = {
         "separated checkpoint can be chance, a run of consecutive ones is the signal to look for.",
     ),
     "R2": (
+        "Design fact: the CPU family (N=1, M=1, C=2, one shared processor H, K=9) is the pilot's pick "
+        "(R2_pilot.md: the cheapest family in which the all-CoT model learns the task; the N=3 and N=2 families "
+        "stayed at 0.37-0.56 drop-0 accuracy within 1,500 steps because the CoT token's parent was never "
+        "inferred from the context). Its CoT token is always H(x); what each task's context must show is "
+        "whether the answer is H(x) or H(H(x)) (half the tasks each). A context example with its CoT shows H(x) "
+        "beside the answer; with the CoT dropped the model must compute H(x) itself to tell the two apart.",
         "Multiple comparisons: 10 alpha pairs x 5 drop levels, each at 95% with 3 seeds; isolated separated "
         "pairs can be chance. The paper's setting (K=40, N, M, C in {3, 4}, models of 4-12 layers, far more "
-        "steps) is not this one: an absent effect here does not contradict it.",
+        "steps) is not this one: an effect seen (or not seen) here is evidence at this scale only.",
     ),
     "R3": (
         "Design fact: a sequence is 73 tokens (bos + 6 examples of 12); the eval query's answer sits near "
@@ -496,6 +502,7 @@ def write_r2(report_dir: Path, stem: str, records: list[dict], meta: dict[str, A
             f"{fmt_ci(at[(math.inf, drops[0])])}: "
             + {1: "alpha=0 higher (separated).", -1: "alpha=0 lower (separated)."}.get(d0, "not separated.")
         )
+    statements += r2_verdicts(at, alphas, drops, n_ctx)
     base = _best_baseline(records)
     clear = [a for a in alphas if all((at[(a, k)]["ci_low"] or -1) > base for k in drops)]
     statements.append(
@@ -531,6 +538,62 @@ def write_r2(report_dir: Path, stem: str, records: list[dict], meta: dict[str, A
 
 def _alpha_str(a: float) -> str:
     return "inf" if math.isinf(a) else f"{a:g}"
+
+
+# R2: the drop-0 answer accuracy the all-CoT model must reach for the alpha sweep to be informative
+# (the bar reproductions/pilots/r2_pilot.py picked the CPU settings by; issue #17 item 4).
+R2_LEARNED_BAR = 0.7
+R2_PAPER_GAIN = "up to +300%"  # CoT-Recipe's best recipe vs all-CoT with no CoT in the context
+
+
+def r2_verdicts(
+    at: dict[tuple, dict], alphas: Sequence[float], drops: Sequence[int], n_ctx: int
+) -> list[str]:
+    """Two plain R2 statements: did the all-CoT model (alpha = 0) learn the task (drop-0 mean >=
+    :data:`R2_LEARNED_BAR`), and is 'too much CoT hurts when the context shows none' observed: some
+    alpha > 0 separated above alpha = 0 at drop-all, with the best alpha's relative gain beside the
+    paper's. ``at[(alpha, drop_k)]`` is a :func:`summarize` of the per-seed answer accuracies."""
+    if 0.0 not in alphas:
+        return []
+    first, last = at[(0.0, drops[0])], at[(0.0, drops[-1])]
+    reached = "reaches" if first["mean"] >= R2_LEARNED_BAR else "does NOT reach"
+    low = f"; the interval's lower bound is {first['ci_low']:.3f}" if first["ci_low"] is not None else ""
+    out = [
+        f"Regime: the all-CoT model (alpha=0) with the full CoT context (drop {drops[0]}/{n_ctx}) scores "
+        f"{fmt_ci(first)}: it {reached} the {R2_LEARNED_BAR} answer accuracy the pilot (R2_pilot.md) "
+        f"asks of a regime where the effect can show (judged on the mean{low})."
+    ]
+    others = [a for a in alphas if a != 0.0 and (a, drops[-1]) in at]
+    if not others:
+        return out
+    k = drops[-1]
+    above = [a for a in others if separated(at[(a, k)], last) == 1]
+    below = [a for a in others if separated(at[(a, k)], last) == -1]
+
+    def names(xs: Sequence[float]) -> str:
+        return ", ".join(f"alpha={_alpha_str(a)}" for a in xs)
+
+    if above:
+        verdict = f"OBSERVED: {names(above)} above alpha=0 (separated)"
+    elif below:
+        verdict = f"NOT observed, reversed: alpha=0 above {names(below)} (separated)"
+    else:
+        verdict = "NOT observed: no alpha > 0 is separated from alpha=0"
+
+    def best_of(xs: Sequence[float]) -> str:
+        best = max(xs, key=lambda a: at[(a, k)]["mean"])
+        gain = at[(best, k)]["mean"] / last["mean"] - 1 if last["mean"] > 0 else math.nan
+        rel = f"{100 * gain:+.0f}%" if math.isfinite(gain) else "n/a (alpha=0 at 0)"
+        return f"alpha={_alpha_str(best)} {fmt_ci(at[(best, k)])}, {rel} relative to alpha=0"
+
+    mixed = [a for a in others if math.isfinite(a)]  # a recipe that mixes CoT and direct examples
+    out.append(
+        f"Verdict on the paper's 'too much CoT in training hurts when the context shows none' (drop "
+        f"{k}/{n_ctx}, alpha=0 {fmt_ci(last)}): {verdict}. Best alpha > 0 there: {best_of(others)}"
+        + (f"; best mixed recipe (0 < alpha < inf): {best_of(mixed)}" if mixed else "")
+        + f" (the paper: {R2_PAPER_GAIN})."
+    )
+    return out
 
 
 # --------------------------------------------------------------------------- R3
