@@ -24,7 +24,14 @@ load hits both; the load average is recorded before each):
 checkpoint written (ours: ``quantize_model`` + ``save_quantized``; theirs: ``oneshot`` +
 ``save_pretrained(save_compressed=True)``).
 
-    python benchmarks/b9_quant_peer.py [--threads 2] [--rounds 1] [--pruned DIR]
+Every row is compared with its reference peer row (W4 rows: the peer's default W4; W8 rows: the
+peer's W8; pruned rows: the peer on the pruned model): ΔCE (against the row's own unquantized
+model) / the reference's ΔCE, and the wall time / the reference's (fastest and slowest round).
+``--merge A.json B.json ...`` prints one table from the ``b9_results.json`` of several runs (e.g. a
+``--rounds 2`` timing run of four rows and a ``--rounds 1`` run of the rest).
+
+    python benchmarks/b9_quant_peer.py [--threads 2] [--rounds 1] [--pruned DIR] [--work DIR]
+    python benchmarks/b9_quant_peer.py --merge RUN1/b9_results.json RUN2/b9_results.json
 """
 
 from __future__ import annotations
@@ -148,6 +155,53 @@ def heldout(path: str, rows: Any) -> float:
     return heldout_ce(model, rows, max_rows=len(rows))
 
 
+#: The reference row of each base model / bit width: the peer's default GPTQ on the same model.
+REFERENCE = {("original", 4): "peer_static", ("original", 8): "peer_w8", ("pruned", 4): "peer_pruned"}
+
+
+def report_table(variants: dict[str, dict[str, Any]], base_ce: dict[str, float]) -> str:
+    """The markdown table of ``variants`` (key -> label, base, bits, heldout_ce, runs), every row
+    against its ``REFERENCE`` row when that row is among them."""
+
+    def times(v: dict[str, Any]) -> list[float]:
+        return [x["seconds"] for x in v["runs"]]
+
+    cells = [[f"{name} (unquantized)", f"{ce:.4f}", "", "", "", "", ""] for name, ce in base_ce.items()]
+    for v in variants.values():
+        ref = variants.get(REFERENCE.get((v["base"], v["bits"]), ""))
+        delta = v["heldout_ce"] - base_ce[v["base"]]
+        t = times(v)
+        shown = ", ".join(f"{x:.1f}" for x in t) + " s"
+        d_ratio = t_ratio = ""
+        if ref is not None:
+            ref_delta = ref["heldout_ce"] - base_ce[ref["base"]]
+            d_ratio = f"{delta / ref_delta:.2f}x" if ref_delta > 0 else "n/a"
+            rt = times(ref)
+            lo, hi = min(t) / min(rt), max(t) / max(rt)
+            t_ratio = f"{lo:.2f}x (slowest: {hi:.2f}x)" if len(t) > 1 and len(rt) > 1 else f"{lo:.2f}x"
+        loads = ", ".join(f"{x['load_before']:.1f}" for x in v["runs"])
+        cells.append([v["label"], f"{v['heldout_ce']:.4f}", f"{delta:+.4f}", d_ratio, shown, t_ratio, loads])
+    head = ["variant", "held-out CE", "ΔCE", "ΔCE / ref peer", "wall time per round", "time / ref peer"]
+    from hf_cot_distill.core.tables import markdown_table
+
+    return markdown_table([*head, "load avg before"], cells)
+
+
+def merge(paths: list[str]) -> None:
+    """Print one table from several ``b9_results.json`` (a later file's row replaces an earlier one's)."""
+    variants: dict[str, dict[str, Any]] = {}
+    base_ce: dict[str, float] = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        for name, ce in data["base_ce"].items():
+            if name in base_ce and abs(base_ce[name] - ce) > 1e-6:
+                print(f"[b9] warning: {path}: {name} CE {ce:.6f} != {base_ce[name]:.6f}", file=sys.stderr)
+            base_ce.setdefault(name, ce)
+        variants.update(data["results"])
+        print(f"[b9] {path}: {', '.join(data['results'])}; {data.get('header', '')}")
+    print(report_table(variants, base_ce), end="")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,7 +220,12 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated variant keys to run")
     parser.add_argument("--out", default=str(ROOT / "bench_output/b9"))
     parser.add_argument("--peer-venv", default="/tmp/b9_llmc_venv")
+    parser.add_argument("--work", default=None, help="the SmolLM2 / CHAMP assets folder (default: OUT/work)")
+    parser.add_argument("--merge", nargs="+", default=None, help="print one table from these b9_results.json")
     a = parser.parse_args()
+    if a.merge:
+        merge(a.merge)
+        return
     if a._worker:
         result = (worker_ours if a._worker == "ours" else worker_peer)(json.loads(a._spec))
         print(json.dumps(result))
@@ -174,14 +233,14 @@ def main() -> None:
 
     import torch
 
-    from hf_cot_distill.core.tables import markdown_table
     from hf_cot_distill.pipelines.recipe import DataArguments, ModelArguments
     from hf_cot_distill.pipelines.training_data import prepare_data
     from hf_cot_distill.pipelines.training_models import load_tokenizer
 
     torch.set_num_threads(a.threads)
     out = Path(a.out)
-    work = out / "work"
+    work = Path(a.work) if a.work else out / "work"
+    out.mkdir(parents=True, exist_ok=True)
     ensure_assets(work)
     teacher = str(work / "teacher")
     tokenizer = load_tokenizer(ModelArguments(model_name_or_path=teacher))
@@ -232,6 +291,9 @@ def main() -> None:
         variants = [v for v in variants if v[0] in keep]
 
     results: dict[str, dict[str, Any]] = {}
+    for key, label, base, (kind, spec) in variants:
+        bits = spec["config"]["bits"] if kind == "ours" else spec["bits"]
+        results[key] = {"label": label, "base": base, "bits": bits, "kind": kind, "spec": spec, "runs": []}
     base_ce = {"original": heldout(teacher, eval_rows)}
     if a.pruned:
         base_ce["pruned"] = heldout(a.pruned, eval_rows)
@@ -245,33 +307,23 @@ def main() -> None:
 
                 shutil.rmtree(folder)
             res = run_worker(sys.executable if kind == "ours" else peer_python, kind, spec, log)
-            results.setdefault(key, {"runs": []})["runs"].append(res)
+            results[key]["runs"].append(res)
             print(f"[b9] round {r} {key}: {res['seconds']:.1f} s (load {res['load_before']:.2f})", flush=True)
     for key, *_ in variants:
         results[key]["heldout_ce"] = heldout(str(out / "models" / key), eval_rows)
     total = time.perf_counter() - t_start
 
-    cells = []
-    for key, label, base, _worker in variants:
-        runs = results[key]["runs"]
-        times = sorted(x["seconds"] for x in runs)
-        loads = [x["load_before"] for x in runs]
-        ce = results[key]["heldout_ce"]
-        shown = f"{times[0]:.1f} s" if len(times) == 1 else f"{times[0]:.1f}–{times[-1]:.1f} s"
-        cells.append(
-            [label, f"{ce:.4f}", f"{ce - base_ce[base]:+.4f}", shown, ", ".join(f"{x:.1f}" for x in loads)]
-        )
-    print(
-        f"\nB9 quantization vs llm-compressor: SmolLM2-135M-Instruct, W symmetric int, groups of {a.group_size}, "
+    header = (
+        f"B9 quantization vs llm-compressor: SmolLM2-135M-Instruct, W symmetric int, groups of {a.group_size}, "
         f"lm_head kept; {a.calibration} CHAMP calibration traces of <= {a.max_length} tokens "
         f"({sum(len(r) for r in calib_ids)} tokens); held-out CE over {a.eval_rows} CHAMP test traces; "
         f"{a.threads} threads; {a.rounds} round(s); original CE {base_ce['original']:.4f}"
-        + (f", pruned+KD CE {base_ce['pruned']:.4f}" if "pruned" in base_ce else "")
+        + (f", pruned+KD CE {base_ce['pruned']:.4f} ({a.pruned})" if "pruned" in base_ce else "")
         + f"; whole run {total:.0f} s"
     )
-    head = ["variant", "held-out CE", "ΔCE", "quantization wall time", "load avg before"]
-    print(markdown_table(head, cells), end="")
-    (out / "b9_results.json").write_text(json.dumps({"base_ce": base_ce, "results": results,
+    print("\n" + header)
+    print(report_table(results, base_ce), end="")
+    (out / "b9_results.json").write_text(json.dumps({"header": header, "base_ce": base_ce, "results": results,
                                                       "args": vars(a)}, indent=2))  # fmt: skip
 
 
