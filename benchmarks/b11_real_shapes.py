@@ -22,7 +22,10 @@ matmuls slower), ``--max_length 1024``, ``--max_steps --steps``, ``--gradient_ac
 everything else as the recipe says (activation checkpointing, padding-free batches, 0.5·CE + 0.5·
 forward KL). Per recipe: rows kept, tokens per step, step time (the steps after the first; the
 first includes one-time costs), counted FLOPs per step (student and teacher), achieved GFLOP/s,
-peak RSS of the worker process and the losses (finite).
+peak RSS of the worker process and the losses (finite). Every run trains on the same ``--steps``
+rows (``--max_train_samples``). ``--cached RECIPE`` (default ``full_lsp1.0``) also builds a sampled
+S=12 teacher cache over those rows (``hf-cot-distill cache-teacher``) and trains that recipe from
+it: step time and peak memory with no teacher in memory, beside the online run.
 
     python benchmarks/b11_real_shapes.py [--work /tmp/b11_real_shapes] [--threads 2] [--steps 3]
         [--recipes full_lsp0.5,full_lsp1.0,cot_only_lsp0.5,cot_only_lsp1.0] [--teacher-dtype float32]
@@ -108,16 +111,26 @@ def long_rows(records: list[dict[str, Any]], tok: Any, rows: int) -> list[dict[s
     )
 
 
-def run_recipe(short: str, paths: dict[str, Path], a: argparse.Namespace) -> dict[str, Any]:
-    from hf_cot_distill.core.resources import resolve_recipe
-
-    out = b8.fresh(a.work / "runs" / short)
-    argv = ["--model_name_or_path", str(paths["student"]), "--teacher_model_name_or_path", str(paths["teacher"]),
+def common_args(paths: dict[str, Path], a: argparse.Namespace) -> list[str]:
+    """The overrides every run (and the cache build) shares: local models and data, CPU, the rows."""
+    return ["--model_name_or_path", str(paths["student"]), "--teacher_model_name_or_path", str(paths["teacher"]),
             "--dataset_name", str(paths["data"]), "--max_length", str(MAX_LENGTH), "--use_cpu", "true",
             "--bf16", "false", "--dtype", "float32", "--teacher_dtype", a.teacher_dtype,
+            "--max_train_samples", str(a.steps)]  # fmt: skip
+
+
+def run_recipe(
+    short: str, paths: dict[str, Path], a: argparse.Namespace, cache: Path | None = None
+) -> dict[str, Any]:
+    from hf_cot_distill.core.resources import resolve_recipe
+
+    out = b8.fresh(a.work / "runs" / (short + ("_cached" if cache else "")))
+    argv = [*common_args(paths, a),
             "--max_steps", str(a.steps), "--gradient_accumulation_steps", "1", "--warmup_steps", "0",
             "--logging_steps", "1", "--save_strategy", "no", "--dataloader_num_workers", "0",
             "--disable_tqdm", "true", "--output_dir", str(out)]  # fmt: skip
+    if cache is not None:
+        argv += ["--teacher_cache", str(cache)]
     spec = {"recipe": str(resolve_recipe(recipe_name(short))), "threads": a.threads, "argv": argv}
     res = b8.worker(spec, a.threads)
     metrics = json.loads((out / "train_metrics.json").read_text())
@@ -127,7 +140,7 @@ def run_recipe(short: str, paths: dict[str, Path], a: argparse.Namespace) -> dic
     step_s = sum(s["s"] for s in timed) / len(timed)
     flops = sum(s["flops_student"] + s["flops_teacher"] for s in timed) / len(timed)
     return {
-        "recipe": recipe_name(short),
+        "recipe": recipe_name(short) + (" (teacher cache)" if cache else ""),
         "steps": len(res["steps"]),
         "timed_steps": len(timed),
         "tokens_per_step": sum(s["tokens"] for s in timed) / len(timed),
@@ -142,6 +155,18 @@ def run_recipe(short: str, paths: dict[str, Path], a: argparse.Namespace) -> dic
         "losses_finite": all(math.isfinite(x) for x in losses),
         "data_rows": metrics.get("data_rows"),
     }
+
+
+def build_cache(short: str, paths: dict[str, Path], a: argparse.Namespace) -> tuple[Path, float]:
+    """``hf-cot-distill cache-teacher`` (sampled, S=12) over the rows the runs train on; its wall time."""
+    from hf_cot_distill.core.resources import resolve_recipe
+
+    cache = b8.fresh(a.work / "cache" / short)
+    argv = ["cache-teacher", "--config", str(resolve_recipe(recipe_name(short))), "--out", str(cache),
+            "--mode", "sampled", "--samples", "12", *common_args(paths, a),
+            "--output_dir", str(a.work / "unused")]  # fmt: skip
+    wall = b8.cli(argv, a.threads, a.work / "cache" / f"{short}.log")
+    return cache, wall
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -166,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=8, help="CHAMP traces written to the dataset folder")
     p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated subset of {RECIPES}")
     p.add_argument("--teacher-dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument(
+        "--cached", default="full_lsp1.0", help="also train this recipe from a teacher cache ('' skips)"
+    )
     a = p.parse_args(argv)
     chosen = [r.strip() for r in a.recipes.split(",") if r.strip()]
     bad = [r for r in chosen if r not in RECIPES]
@@ -174,18 +202,30 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
     print(f"B11 real shapes, {started:%Y-%m-%d %H:%M} UTC, {b8.machine()}, threads {a.threads}", flush=True)
     paths = build_assets(a.work, a.rows)
-    results = []
-    for short in chosen:
+    results, cached = [], None
+    for short in sorted(chosen, key=lambda x: x != a.cached):  # the cached comparison first
         r = run_recipe(short, paths, a)
         results.append(r)
         print(json.dumps(r), flush=True)
+        if short == a.cached:  # the same recipe, rows and steps from a teacher cache: no teacher in memory
+            cache, build_s = build_cache(short, paths, a)
+            rc = run_recipe(short, paths, a, cache=cache)
+            results.append(rc)
+            cached = {"recipe": recipe_name(short), "build_s": build_s, "rows": a.steps,
+                      "step_s_ratio": rc["step_s"] / r["step_s"],
+                      "peak_rss_ratio": rc["peak_rss_gb"] / r["peak_rss_gb"]}  # fmt: skip
+            print(json.dumps(rc), flush=True)
     print()
     print(f"teacher {TEACHER} ({a.teacher_dtype}), student {STUDENT} (float32), random weights, "
           f"max_length {MAX_LENGTH}, batch 1, {a.steps} steps per recipe")  # fmt: skip
     print(table(results))
+    if cached:
+        print(f"\nfrom the cache vs online, {cached['recipe']}, same rows and steps: step time "
+              f"{cached['step_s_ratio']:.2f}x, peak RSS {cached['peak_rss_ratio']:.2f}x; cache build "
+              f"{cached['build_s']:.0f} s for {cached['rows']} rows (the teacher once over the rows)")  # fmt: skip
     (a.work / "b11_results.json").write_text(json.dumps({"started": started.isoformat(), "machine": b8.machine(),
                                                          "args": {k: str(v) for k, v in vars(a).items()},
-                                                         "results": results}, indent=1))  # fmt: skip
+                                                         "results": results, "cached": cached}, indent=1))  # fmt: skip
     return 0 if all(r["losses_finite"] for r in results) else 1
 
 
