@@ -90,7 +90,8 @@ def test_no_table_is_a_value_error(text):
     "name, first_header, ci_columns",
     [
         ("R1_cot_icl_lab_cpu.md", "task family", ["answer_accuracy", "chain_accuracy"]),
-        ("R2_cot_recipe_cpu.md", "alpha", ["drop 0/4", "drop 4/4"]),
+        ("R2_cot_recipe_cpu.md", "alpha", ["drop 0/8", "drop 8/8"]),
+        ("R3-champ_distill_essence_champ_cpu.md", "KD allocation", ["CE answer", "retained (CE answer)"]),
         ("R3_distill_essence_cpu.md", "KD allocation", ["answer_accuracy"]),
     ],
 )
