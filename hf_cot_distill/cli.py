@@ -907,10 +907,27 @@ def main(argv: list[str] | None = None) -> int:
         if "-h" in rest or "--help" in rest:
             return _print_help(command)
         with session("--verbose" in rest or is_verbose()):
-            return RAW_HANDLERS[command]([a for a in rest if a != "--verbose"])
+            return _close_distributed(RAW_HANDLERS[command]([a for a in rest if a != "--verbose"]))
     args = build_parser().parse_args(argv)
     with session(getattr(args, "verbose", False) or is_verbose()):
-        return HANDLERS[args.command](args)
+        return _close_distributed(HANDLERS[args.command](args))
+
+
+def _close_distributed(code: int | None) -> int | None:
+    """End a multi-process run in step: every rank reaches a barrier, then the process group is torn down.
+
+    Left to interpreter shutdown, one rank can exit while another's communication threads (gloo,
+    DeepSpeed's shared-memory collectives) are still alive, and that rank aborts ("terminate called
+    without an active exception") after the run itself succeeded. Only a successful run waits at the
+    barrier: a failed rank must not hang waiting for the others.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return code
+    if not code:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    return code
 
 
 if __name__ == "__main__":

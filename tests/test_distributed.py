@@ -174,3 +174,24 @@ def test_cache_built_by_a_zero3_teacher_matches_one_process(assets, cache_dirs):
         # fp16 log-probs (relative step 2^-11) of fp32 values that differ in the last bits: |dp| <= p 2^-10
         a, b = np.take_along_axis(p1, order1, 1), np.take_along_axis(p2, order2, 1)
         assert (np.abs(a - b) <= a * 2**-10 + 1e-7).all()
+
+
+def test_a_finished_cli_run_tears_its_process_group_down(monkeypatch):
+    """The CLI ends a multi-process run itself (barrier, then destroy) instead of leaving it to
+    interpreter shutdown, where a rank's communication threads can abort a run that succeeded."""
+    from hf_cot_distill import cli
+
+    monkeypatch.setitem(cli.RAW_HANDLERS, "_probe", lambda rest: 0)
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        assert cli.main(["_probe"]) == 0
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    monkeypatch.setitem(cli.RAW_HANDLERS, "_probe", lambda rest: 3)  # a failed rank does not wait for the others
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    calls = []
+    monkeypatch.setattr(torch.distributed, "barrier", lambda *a, **k: calls.append(a))
+    assert cli.main(["_probe"]) == 3
+    assert calls == [] and not torch.distributed.is_initialized()
