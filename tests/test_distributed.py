@@ -176,21 +176,28 @@ def test_cache_built_by_a_zero3_teacher_matches_one_process(assets, cache_dirs):
         assert (np.abs(a - b) <= a * 2**-10 + 1e-7).all()
 
 
+def _one_process_group() -> None:
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+    )
+
+
 def test_a_finished_cli_run_tears_its_process_group_down(monkeypatch):
     """The CLI ends a multi-process run itself (barrier, then destroy) instead of leaving it to
     interpreter shutdown, where a rank's communication threads can abort a run that succeeded."""
     from hf_cot_distill import cli
 
     monkeypatch.setitem(cli.RAW_HANDLERS, "_probe", lambda rest: 0)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    _one_process_group()
     try:
         assert cli.main(["_probe"]) == 0
         assert not torch.distributed.is_initialized()
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    monkeypatch.setitem(cli.RAW_HANDLERS, "_probe", lambda rest: 3)  # a failed rank does not wait for the others
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    # A failed rank does not wait at the barrier for the others.
+    monkeypatch.setitem(cli.RAW_HANDLERS, "_probe", lambda rest: 3)
+    _one_process_group()
     calls = []
     monkeypatch.setattr(torch.distributed, "barrier", lambda *a, **k: calls.append(a))
     assert cli.main(["_probe"]) == 3
