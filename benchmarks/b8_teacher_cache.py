@@ -6,7 +6,10 @@ lm_heads included, every position through both heads) of a teacher forward : a s
 forward+backward match Qwen2.5-7B -> Qwen2.5-0.5B (4.770 : 1, from their configs on the meta
 device): student hidden 64 x 2 layers (tied), teacher hidden 768 x 4 layers, MLP 1,920 (tied):
 4.774 : 1. At this vocabulary the lm_heads dominate tiny models, so the teacher's width does the
-work (teacher head 2·V·768 vs student head 6·V·64 per token).
+work (teacher head 2·V·768 vs student head 6·V·64 per token). ``--pair wide`` keeps the ratio
+(4.807 : 1) with a student of hidden 256 x 2 layers and a teacher of hidden 2,816 x 2 layers, MLP
+7,168: a hidden-64 student's GEMMs run at about half the teacher's FLOP rate, which caps the
+grid's wall-time ratio above what its FLOPs allow; the wide pair shows the cache where they do not.
 
 Data: real CHAMP traces (``hf_cot_distill.data.traces.champ``, the B0 trace set: 270 human
 solutions + model conversations of the problem-only settings), ``messages`` layout, shuffled
@@ -45,7 +48,7 @@ Parts (each runs alone; default all):
   target position of the eval tasks) and greedy answer accuracy on the eval tasks; mean ± the
   two-sided 95% Student-t half-width over seeds.
 
-    python benchmarks/b8_teacher_cache.py [--part all|storage|speed|grid|quality] [--threads 2]
+    python benchmarks/b8_teacher_cache.py [--part all|storage|speed|grid|quality] [--threads 2] [--pair b8|wide]
         [--work /tmp/b8_teacher_cache] [--storage-rows 8] [--speed-steps 4 --speed-batch 2 --repeats 3]
         [--grid-rows 8] [--quality-teacher-steps 600 --quality-student-steps 400]
 
@@ -85,6 +88,17 @@ STUDENT = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_a
                num_key_value_heads=2, tie_word_embeddings=True)  # fmt: skip
 TEACHER = dict(hidden_size=768, intermediate_size=1920, num_hidden_layers=4, num_attention_heads=12,
                num_key_value_heads=4, tie_word_embeddings=True)  # fmt: skip
+# ``--pair wide``: the same FLOP ratio (4.807 : 1) with a student wide enough (hidden 256) that its
+# lm_head GEMMs run about as efficiently as the teacher's (hidden 2,816 x 2 layers, MLP 7,168).
+PAIRS = {
+    "b8": (TEACHER, STUDENT),
+    "wide": (
+        dict(hidden_size=2816, intermediate_size=7168, num_hidden_layers=2, num_attention_heads=22,
+             num_key_value_heads=2, tie_word_embeddings=True),
+        dict(hidden_size=256, intermediate_size=768, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, tie_word_embeddings=True),
+    ),
+}  # fmt: skip
 MAX_LENGTH = 1024
 DATA_SEED = 0
 DATA_ROWS = 96  # shuffled CHAMP traces written to the dataset folder (every run encodes the whole folder)
@@ -848,6 +862,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=("all", *PARTS), default="all")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pair", choices=tuple(PAIRS), default="b8",
+                   help="the teacher/student sizes (wide: hidden 2,816 / 256 at the same FLOP ratio)")  # fmt: skip
     p.add_argument("--work", type=Path, default=Path("/tmp/b8_teacher_cache"))
     p.add_argument(
         "--peak-scale", type=float, default=16.0, help="peaked teacher: logits x this (final norm)"
@@ -876,6 +892,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
+    global TEACHER, STUDENT
+    TEACHER, STUDENT = PAIRS[a.pair]
     a.work.mkdir(parents=True, exist_ok=True)
     ratio, pt, ps = flop_ratio(TEACHER, STUDENT)
     qratio, qpt, qps = flop_ratio(QWEN25_7B, QWEN25_05B)
