@@ -8,6 +8,7 @@ The first DeepSpeed run on a machine JIT-builds its CPU comm op (a few minutes, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -176,10 +177,17 @@ def test_cache_built_by_a_zero3_teacher_matches_one_process(assets, cache_dirs):
         assert (np.abs(a - b) <= a * 2**-10 + 1e-7).all()
 
 
-def _one_process_group() -> None:
+@contextlib.contextmanager
+def _one_process_group():
+    """A one-process gloo group for the test, torn down afterwards whatever the code under test did."""
     torch.distributed.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
     )
+    try:
+        yield
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def test_a_finished_cli_run_tears_its_process_group_down(monkeypatch):
@@ -188,17 +196,13 @@ def test_a_finished_cli_run_tears_its_process_group_down(monkeypatch):
     from hf_cot_distill import cli
 
     monkeypatch.setitem(cli.RAW_HANDLERS, "_probe", lambda rest: 0)
-    _one_process_group()
-    try:
+    with _one_process_group():
         assert cli.main(["_probe"]) == 0
         assert not torch.distributed.is_initialized()
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
     # A failed rank does not wait at the barrier for the others.
     monkeypatch.setitem(cli.RAW_HANDLERS, "_probe", lambda rest: 3)
-    _one_process_group()
     calls = []
     monkeypatch.setattr(torch.distributed, "barrier", lambda *a, **k: calls.append(a))
-    assert cli.main(["_probe"]) == 3
-    assert calls == [] and not torch.distributed.is_initialized()
+    with _one_process_group():
+        assert cli.main(["_probe"]) == 3
+        assert calls == [] and not torch.distributed.is_initialized()
